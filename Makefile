@@ -1,0 +1,34 @@
+# Everyday commands. `make run` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-fast check install clean
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+## Run the portal on the embedded default (SQLite + ./var) at http://127.0.0.1:8000
+run: $(BIN)/.installed
+	$(BIN)/portal serve --host 127.0.0.1 --port 8000
+
+## Run the whole test suite (PostgreSQL too when PORTAL_TEST_DATABASE_URL is set)
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+## Skip browser and load tests
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not browser and not load"
+
+## Lint and type-check
+check: $(BIN)/.installed
+	$(BIN)/ruff check portal tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output

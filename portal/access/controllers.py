@@ -1,0 +1,146 @@
+"""The recipient's pages: enter a code, see the report, view pages, download the copy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Response, Stream, Template
+
+from portal.access.service import finish_download, recipient_share, redeem, start_download
+from portal.audit.recorder import record
+from portal.crypto.errors import BlobIntegrityError
+from portal.errors import AccessDenied, CodeMistyped, InvalidInput, ShareUnavailable
+from portal.i18n import _
+from portal.models import Document, Share
+from portal.security.sessions import (
+    RECIPIENT_COOKIE,
+    end_session,
+    expired_cookie,
+    open_sealed_secret,
+    session_cookie,
+)
+from portal.web import actor_for, portal_of
+
+log = logging.getLogger(__name__)
+
+FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+MAX_VIEW_WIDTH = 1400
+
+
+@get("/access", include_in_schema=False)
+async def enter_code_page() -> Template:
+    # A GET never spends anything: link scanners and previews only ever see this form.
+    return Template("access/enter.html", context={"errors": {}})
+
+
+@post("/access", include_in_schema=False)
+async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Template | Redirect:
+    portal = portal_of(request)
+    try:
+        redemption = await redeem(
+            portal,
+            actor_for(request, "recipient:unknown"),
+            data.get("code", ""),
+            previous_session_id=request.cookies.get(RECIPIENT_COOKIE),
+        )
+    except (AccessDenied, CodeMistyped) as error:
+        return Template("access/enter.html", context={"errors": {"code": error.message}}, status_code=400)
+    return Redirect("/access/share", status_code=303, cookies=[session_cookie("recipient", redemption.session_id)])
+
+
+async def _documents_of(portal: Any, db: Any, share: Share) -> list[Document]:
+    return [link.document for link in share.documents]
+
+
+@get("/access/share", include_in_schema=False)
+async def share_page(request: Request[Any, Any, Any]) -> Template:
+    portal = portal_of(request)
+    async with portal.transaction() as db:
+        _session, share = await recipient_share(portal, db, request.cookies.get(RECIPIENT_COOKIE))
+        documents = await _documents_of(portal, db, share)
+    pages = sum(document.pages for document in documents)
+    return Template(
+        "access/share.html",
+        context={
+            "share": share,
+            "documents": documents,
+            "pages": pages,
+            "profile": portal.policies.profiles.get(share.profile),
+            "downloads_left": max(share.max_downloads - share.downloads_started, 0),
+        },
+    )
+
+
+@get("/access/download", include_in_schema=False)
+async def download(request: Request[Any, Any, Any]) -> Stream:
+    portal = portal_of(request)
+    who = actor_for(request, "recipient")
+    share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
+    blob_id = share.copy_blob_id or ""
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        completed = False
+        try:
+            async for chunk in portal.blobs.plaintext(blob_id, data_key):
+                yield chunk
+                sent += len(chunk)
+                # Give the server a chance to report a disconnect between chunks.
+                await anyio.sleep(0)
+            # Reached only after the server took the last chunk, so "completed" means every byte was handed over.
+            completed = True
+        except BlobIntegrityError:
+            log.error("stored copy failed its integrity check", extra={"share_id": str(share.id)})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await finish_download(portal, who, share, completed, sent)
+
+    filename = f"report-{share.reference}.pdf"
+    return Stream(
+        body(),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@get("/access/pages/{page:int}", include_in_schema=False)
+async def view_page(request: Request[Any, Any, Any], page: FromPath[int]) -> Response[bytes]:
+    portal = portal_of(request)
+    raw_id = request.cookies.get(RECIPIENT_COOKIE)
+    async with portal.transaction() as db:
+        session, share = await recipient_share(portal, db, raw_id)
+        if not share.allow_view or share.copy_blob_id is None:
+            raise ShareUnavailable(_("This report can be downloaded but not viewed in the browser."))
+        total = sum(link.document.pages for link in share.documents)
+        if not 1 <= page <= total:
+            raise InvalidInput(_("Page {page} does not exist. The report has {total} pages.").format(page=page, total=total))
+        copy = await portal.blobs.read_all(db, share.copy_blob_id)
+        password = open_sealed_secret(session, raw_id or "")
+        await record(db, actor_for(request, f"recipient:{share.id}"), "access.viewed", share_id=share.id, details={"page": page})
+    image = await portal.pdf.render_page(copy, password, page - 1, MAX_VIEW_WIDTH)
+    return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@post("/access/end", include_in_schema=False)
+async def end(request: Request[Any, Any, Any]) -> Redirect:
+    portal = portal_of(request)
+    async with portal.transaction() as db:
+        await end_session(db, request.cookies.get(RECIPIENT_COOKIE))
+    return Redirect(
+        "/access",
+        status_code=303,
+        cookies=[expired_cookie("recipient")],
+        headers={"Clear-Site-Data": '"cache", "cookies", "storage"'},
+    )
+
+
+access_routes = [enter_code_page, enter_code, share_page, download, view_page, end]

@@ -1,0 +1,208 @@
+"""Redeeming access codes and serving the recipient's copy.
+
+A code is spent by one conditional UPDATE, so concurrent redemptions of one code give one winner on
+SQLite and PostgreSQL alike. Failed attempts count per share in the database, and the share locks at the
+policy's limit. Every refusal looks the same to the recipient: unknown, wrong, expired, revoked, locked and
+used-up codes raise the same AccessDenied after the same argon2 work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit.recorder import Actor, record
+from portal.core import Portal
+from portal.errors import AccessDenied, CodeMistyped, ShareUnavailable
+from portal.i18n import _
+from portal.models import AuthSession, Share, utcnow
+from portal.security import codes
+from portal.security.hashing import CODE_HASHER, verify_secret
+from portal.security.sessions import load_session, start_session
+
+GENERIC_DENIAL = (
+    "This code cannot be used. Check that you typed it exactly as printed. If it still does not work, it may "
+    "have expired or been used already: contact the clinic that gave it to you."
+)
+
+
+@dataclass(frozen=True)
+class Redemption:
+    share: Share
+    session_id: str
+
+
+def _recipient(share_id: uuid.UUID | None, who: Actor) -> Actor:
+    actor = f"recipient:{share_id}" if share_id else "recipient:unknown"
+    return Actor(actor, who.ip_prefix, who.user_agent_family, who.request_id)
+
+
+async def redeem(portal: Portal, who: Actor, entered: str, previous_session_id: str | None) -> Redemption:
+    """Spend one redemption of a code and start a fresh recipient session."""
+    try:
+        code = codes.normalise(entered[:64])
+    except codes.CodeFormatError:
+        raise CodeMistyped(
+            _(
+                "This does not look like a complete access code. Check each character against the letter from "
+                "your clinic: the code has 20 characters in five groups. No attempt was used up."
+            ),
+            field="code",
+        ) from None
+
+    async with portal.transaction() as db:
+        share = await db.scalar(select(Share).where(Share.code_locator == codes.locator_of(code)))
+    matches = await verify_secret(CODE_HASHER, share.code_hash if share else None, code)
+
+    if share is None:
+        async with portal.transaction() as db:
+            await record(db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"})
+        raise AccessDenied(_(GENERIC_DENIAL), field="code")
+
+    if not matches:
+        await _count_failure(portal, who, share)
+        raise AccessDenied(_(GENERIC_DENIAL), field="code")
+
+    return await _spend(portal, who, share, code, previous_session_id)
+
+
+async def _spend(
+    portal: Portal, who: Actor, share: Share, code_text: str, previous_session_id: str | None
+) -> Redemption:
+    policy = portal.policies.security
+    now = utcnow()
+    async with portal.transaction() as db:
+        spent = await db.scalar(
+            update(Share)
+            .where(
+                Share.id == share.id,
+                Share.code_hash == share.code_hash,
+                Share.revoked_at.is_(None),
+                Share.locked_at.is_(None),
+                Share.expires_at > now,
+                Share.redemptions < Share.max_redemptions,
+            )
+            .values(
+                redemptions=Share.redemptions + 1,
+                first_opened_at=case((Share.first_opened_at.is_(None), now), else_=Share.first_opened_at),
+            )
+            .returning(Share.id)
+        )
+        recipient = _recipient(share.id, who)
+        if spent is None:
+            await record(
+                db, recipient, "code.failed", outcome="failure", share_id=share.id,
+                details={"reason": _unavailable_reason(share, now)},
+            )
+        else:
+            session_id = await start_session(
+                db,
+                kind="recipient",
+                subject_id=share.id,
+                idle=dt.timedelta(minutes=policy.recipient_idle_minutes),
+                absolute=dt.timedelta(minutes=policy.recipient_absolute_minutes),
+                ip_prefix=who.ip_prefix,
+                previous_id=previous_session_id,
+                secret=codes.display(code_text) if share.copy_password_is_code else None,
+            )
+            await record(db, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
+    if spent is None:
+        raise AccessDenied(_(GENERIC_DENIAL), field="code")
+
+    async with portal.transaction() as db:
+        fresh = await db.get(Share, share.id)
+    assert fresh is not None
+    return Redemption(share=fresh, session_id=session_id)
+
+
+def _unavailable_reason(share: Share, now: dt.datetime) -> str:
+    if share.revoked_at is not None:
+        return "revoked"
+    if share.locked_at is not None:
+        return "locked"
+    if share.expires_at <= now:
+        return "expired"
+    return "used"
+
+
+async def _count_failure(portal: Portal, who: Actor, share: Share) -> None:
+    limit = portal.policies.security.max_failed_attempts
+    now = utcnow()
+    recipient = _recipient(share.id, who)
+    async with portal.transaction() as db:
+        result = await db.execute(
+            update(Share)
+            .where(Share.id == share.id)
+            .values(
+                failed_attempts=Share.failed_attempts + 1,
+                locked_at=case(
+                    (Share.locked_at.is_not(None), Share.locked_at),
+                    (Share.failed_attempts + 1 >= limit, now),
+                    else_=None,
+                ),
+            )
+            .returning(Share.failed_attempts, Share.locked_at)
+        )
+        failures, locked_at = result.one()
+        await record(
+            db, recipient, "code.failed", outcome="failure", share_id=share.id,
+            details={"reason": "wrong_code", "failed_attempts": failures},
+        )
+        if failures == limit and locked_at is not None:
+            await record(db, recipient, "code.locked", outcome="failure", share_id=share.id)
+
+
+async def recipient_share(portal: Portal, db: AsyncSession, raw_session_id: str | None) -> tuple[AuthSession, Share]:
+    """Return the session and its share, or raise ShareUnavailable if either is no longer valid.
+
+    Checked on every request, so revocation and expiry apply to sessions that are already open.
+    """
+    session = await load_session(db, kind="recipient", raw_id=raw_session_id)
+    share = await db.get(Share, session.subject_id) if session else None
+    if session is None or share is None:
+        raise ShareUnavailable(_("Your session has ended. Enter your access code again to continue."))
+    if share.revoked_at is not None or share.expires_at <= utcnow():
+        raise ShareUnavailable(_("This report is no longer available. Contact the clinic if you still need it."))
+    return session, share
+
+
+async def start_download(portal: Portal, who: Actor, raw_session_id: str | None) -> tuple[Share, bytes]:
+    """Count a download and record its start; return the share and the copy's data key."""
+    async with portal.transaction() as db:
+        _session, share = await recipient_share(portal, db, raw_session_id)
+        if not share.allow_download or share.copy_blob_id is None:
+            raise ShareUnavailable(_("This report can be viewed but not downloaded."))
+
+        counted = await db.scalar(
+            update(Share)
+            .where(Share.id == share.id, Share.downloads_started < Share.max_downloads)
+            .values(downloads_started=Share.downloads_started + 1)
+            .returning(Share.id)
+        )
+        if counted is None:
+            raise ShareUnavailable(
+                _("The download limit for this report is reached. Contact the clinic if you need another copy.")
+            )
+        data_key = await portal.blobs.data_key(db, share.copy_blob_id)
+        await record(db, _recipient(share.id, who), "access.download.started", share_id=share.id, purpose=share.purpose)
+    return share, data_key
+
+
+async def finish_download(portal: Portal, who: Actor, share: Share, completed: bool, sent_bytes: int) -> None:
+    async with portal.transaction() as db:
+        if completed:
+            await db.execute(
+                update(Share).where(Share.id == share.id).values(downloads_completed=Share.downloads_completed + 1)
+            )
+        await record(
+            db,
+            _recipient(share.id, who),
+            "access.download.completed" if completed else "access.download.aborted",
+            outcome="success" if completed else "failure",
+            share_id=share.id,
+            details={"bytes": sent_bytes},
+        )

@@ -1,0 +1,207 @@
+"""Assemble the Litestar application: routes, templates, CSRF, security headers and error pages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from portal import i18n
+from portal.access.controllers import access_routes
+from portal.api.controllers import api_routes
+from portal.config import REPOSITORY_ROOT, Settings
+from portal.core import open_keyring, start_portal
+from portal.documents.controllers import document_routes
+from portal.dpo.controllers import dpo_routes
+from portal.errors import NotAuthenticated, PortalError
+from portal.i18n import _
+from portal.logs import configure_logging
+from portal.security.headers import SecurityHeadersMiddleware
+from portal.shares.controllers import share_routes
+from portal.staff.controllers import staff_routes
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = REPOSITORY_ROOT / "templates"
+STATIC_DIR = REPOSITORY_ROOT / "static"
+CSRF_COOKIE = "__Host-csrftoken"
+
+
+def _build_jinja(settings: Settings) -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    environment.globals["clinic_name"] = settings.clinic_name
+    environment.globals["clinic_contact"] = settings.clinic_contact
+    environment.globals["public_url"] = settings.public_url
+    environment.globals["current_language"] = i18n.language_var.get
+    return environment
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_response(request: Request[Any, Any, Any], status: int, code: str, message: str) -> Response[Any]:
+    request_id = request.scope.get("state", {}).get("request_id")
+    if _wants_json(request):
+        return Response({"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status)
+    return Template(
+        "errors/error.html",
+        context={"status": status, "message": message, "request_id": request_id},
+        status_code=status,
+    )
+
+
+def handle_portal_error(request: Request[Any, Any, Any], error: PortalError) -> Response[Any]:
+    if isinstance(error, NotAuthenticated) and not _wants_json(request):
+        return Redirect("/staff/login", status_code=303)
+    return _error_response(request, error.status_code, error.code, error.message)
+
+
+def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    status = error.status_code
+    if isinstance(error, PermissionDeniedException) and "csrf" in str(error.detail).lower():
+        message = _("The form expired or was sent from another page. Reload the page and try again.")
+        return _error_response(request, 403, "csrf_failed", message)
+    if isinstance(error, NotAuthorizedException):
+        return _error_response(request, 401, "not_authenticated", _("Sign in to continue."))
+    messages = {
+        400: _("The request could not be read. Check the form fields and try again."),
+        404: _("This page does not exist. Check the address."),
+        405: _("This address does not accept that kind of request."),
+        413: _("The upload is too large. Reports may be at most 30 MB: reduce the photo resolution and try again."),
+        429: _("Too many requests. Wait a minute and try again."),
+    }
+    message = messages.get(status, _("The request failed."))
+    if status == 400 and error.detail and "multipart" in str(error.detail).lower():
+        message = _("The form has too many fields or parts. Send only the file and the listed fields.")
+    return _error_response(request, status, f"http_{status}", message)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
+    message = _("Something went wrong on our side. Nothing was changed; try again, and quote the request id.")
+    return _error_response(request, 500, "internal_error", message)
+
+
+class RequestLogMiddleware:
+    """One application-log line per request: method, path without query, status, duration; no addresses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: list[int] = [0]
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = dict(scope.get("headers", []))
+        token = i18n.language_var.set(i18n.negotiate_language(headers.get(b"accept-language", b"").decode("latin-1")))
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            i18n.language_var.reset(token)
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status[0],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+
+
+def create_app(settings: Settings | None = None, *, pdf_workers: int | None = None) -> Litestar:
+    """Build the application; services start in the lifespan so the app object is cheap to create."""
+    settings = settings or Settings.from_env()
+    keyring_for_csrf = open_keyring(settings)
+    csrf_secret = keyring_for_csrf.secret("session").hex()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        portal = await start_portal(settings, pdf_workers=pdf_workers)
+        app.state.portal = portal
+        try:
+            yield
+        finally:
+            await portal.close()
+
+    static_router = create_static_files_router(
+        path="/static",
+        directories=[STATIC_DIR],
+        cache_control=None,
+        include_in_schema=False,
+        opt={"exclude_from_csrf": True},
+    )
+
+    return Litestar(
+        route_handlers=[
+            *staff_routes,
+            *document_routes,
+            *share_routes,
+            *access_routes,
+            *dpo_routes,
+            *api_routes,
+            static_router,
+        ],
+        lifespan=[lifespan],
+        template_config=TemplateConfig(
+            engine=JinjaTemplateEngine.from_environment(_build_jinja(settings)),
+        ),
+        csrf_config=CSRFConfig(
+            secret=csrf_secret,
+            cookie_name=CSRF_COOKIE,
+            cookie_secure=True,
+            cookie_httponly=True,
+            cookie_samesite="strict",
+            header_name="x-csrftoken",
+            exclude=["/api/", "/static/"],
+        ),
+        exception_handlers={
+            PortalError: handle_portal_error,
+            HTTPException: handle_http_error,
+            Exception: handle_unexpected,
+        },
+        middleware=[RequestLogMiddleware, SecurityHeadersMiddleware],
+        multipart_form_part_limit=6,
+        request_max_body_size=1_000_000,
+        debug=False,
+        openapi_config=None,
+        logging_config=None,
+    )
+
+
+def app_factory() -> Litestar:
+    """Entry point for ASGI servers (``uvicorn --factory portal.app:app_factory``)."""
+    configure_logging()
+    return create_app()
+
+
+__all__ = ["Path", "app_factory", "create_app"]

@@ -1,0 +1,129 @@
+"""Recording access-log events, one function for every action.
+
+``record`` runs inside the transaction of the action it describes: if the event cannot be written, the
+action rolls back with it, and if the action rolls back, no event remains. Sequence numbers are
+gap-free across processes: PostgreSQL serialises writers with a transaction-level advisory lock, SQLite
+with the write lock every transaction takes at BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit.canonical import canonical_event_bytes, details_json, format_time
+from portal.audit.merkle import leaf_hash
+from portal.models import AccessEvent, utcnow
+
+EVENT_TYPES = frozenset(
+    {
+        "document.uploaded",
+        "document.rejected",
+        "document.erased",
+        "share.created",
+        "share.revoked",
+        "share.expired",
+        "share.reissued",
+        "code.redeemed",
+        "code.failed",
+        "code.locked",
+        "access.viewed",
+        "access.download.started",
+        "access.download.completed",
+        "access.download.aborted",
+        "staff.login",
+        "staff.login.failed",
+        "staff.logout",
+        "staff.created",
+        "staff.role_changed",
+        "staff.disabled",
+        "api_token.created",
+        "api_token.revoked",
+        "export.created",
+        "policy.loaded",
+        "key.rotated",
+        "retention.purged",
+    }
+)
+
+# An arbitrary constant that names the access log's advisory lock in PostgreSQL.
+_ADVISORY_LOCK_KEY = 0x706F7274616C  # "portal"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted and from where, reduced to what the access log keeps."""
+
+    actor: str  # "staff:<uuid>", "token:<uuid>", "recipient:<share uuid>", "system"
+    ip_prefix: str | None = None
+    user_agent_family: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM = Actor(actor="system")
+
+
+def event_mapping(row: AccessEvent) -> dict[str, Any]:
+    """Return the event as the mapping that is hashed, exported and verified."""
+    return {
+        "seq": row.seq,
+        "time": format_time(row.time),
+        "event_type": row.event_type,
+        "outcome": row.outcome,
+        "actor": row.actor,
+        "share_id": row.share_id,
+        "document_id": row.document_id,
+        "patient_pseudonym": row.patient_pseudonym,
+        "purpose": row.purpose,
+        "ip_prefix": row.ip_prefix,
+        "user_agent_family": row.user_agent_family,
+        "request_id": row.request_id,
+        "details": json.loads(row.details),
+    }
+
+
+async def record(
+    db: AsyncSession,
+    who: Actor,
+    event_type: str,
+    *,
+    outcome: str = "success",
+    share_id: Any = None,
+    document_id: Any = None,
+    patient_pseudonym: str | None = None,
+    purpose: str | None = None,
+    details: dict[str, str | int | bool | None] | None = None,
+) -> AccessEvent:
+    """Append one event to the access log within the caller's transaction."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown access-log event type {event_type!r}; add it to EVENT_TYPES first")
+    if outcome not in ("success", "failure"):
+        raise ValueError(f"outcome must be 'success' or 'failure', not {outcome!r}")
+
+    if db.bind.dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    last_seq = await db.scalar(select(func.max(AccessEvent.seq)))
+
+    row = AccessEvent(
+        seq=(last_seq or 0) + 1,
+        time=utcnow(),
+        event_type=event_type,
+        outcome=outcome,
+        actor=who.actor,
+        share_id=str(share_id) if share_id else None,
+        document_id=str(document_id) if document_id else None,
+        patient_pseudonym=patient_pseudonym,
+        purpose=purpose,
+        ip_prefix=who.ip_prefix,
+        user_agent_family=who.user_agent_family,
+        request_id=who.request_id,
+        details=details_json(details or {}),
+    )
+    row.leaf_hash = leaf_hash(canonical_event_bytes(event_mapping(row)))
+    db.add(row)
+    await db.flush()
+    return row

@@ -1,0 +1,167 @@
+"""The ``portal`` command: serve, init, users, tokens, audit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from portal.config import ConfigError, Settings
+from portal.crypto.errors import CryptoError
+from portal.errors import PortalError
+from portal.logs import configure_logging
+from portal.policies import PolicyError
+
+log = logging.getLogger("portal.cli")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    from portal.app import create_app
+
+    app = create_app(settings)
+    log.info("serving", extra={"host": args.host, "port": args.port, "data_dir": str(settings.data_dir)})
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=False)
+    return 0
+
+
+async def _with_portal(action: Callable[[Any], Awaitable[int]]) -> int:
+    from portal.core import start_portal
+
+    portal = await start_portal(Settings.from_env(), pdf_workers=1)
+    try:
+        return await action(portal)
+    finally:
+        await portal.close()
+
+
+def _init(_args: argparse.Namespace) -> int:
+    async def action(portal: Any) -> int:
+        print(f"Data folder: {portal.settings.data_dir}")
+        print(f"Key file:    {portal.settings.kek_file}")
+        return 0
+
+    return asyncio.run(_with_portal(action))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise PortalError("The two passwords differ. Run the command again.")
+    return first
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+
+    async def action(portal: Any) -> int:
+        from portal.staff.service import add_user
+
+        async with portal.transaction() as db:
+            user = await add_user(db, args.email, args.role, password)
+        print(f"Added {user.email} as {user.role}.")
+        return 0
+
+    return asyncio.run(_with_portal(action))
+
+
+def _tokens_create(args: argparse.Namespace) -> int:
+    async def action(portal: Any) -> int:
+        from portal.staff.service import create_token
+
+        async with portal.transaction() as db:
+            token = await create_token(db, args.user, args.label, args.days)
+        print(token)
+        return 0
+
+    return asyncio.run(_with_portal(action))
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    async def action(portal: Any) -> int:
+        from portal.audit.exporters import csv_rows, jsonl_lines
+        from portal.audit.query import iterate_events, parse_filter
+        from portal.audit.recorder import SYSTEM, record
+
+        filters = parse_filter({"patient_ref": args.patient_ref, "since": args.since, "until": args.until})
+        async with portal.transaction() as db:
+            await record(db, SYSTEM, "export.created", details={"format": args.format, "via": "cli", **filters.as_dict()})
+
+        output = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            formatter = jsonl_lines if args.format == "jsonl" else csv_rows
+            first = True
+            async for event in iterate_events(portal, filters):
+                lines = formatter([event])
+                if args.format == "csv" and not first:
+                    next(lines)
+                output.writelines(lines)
+                first = False
+            if first and args.format == "csv":
+                output.writelines(csv_rows([]))
+        finally:
+            if args.output:
+                output.close()
+        return 0
+
+    return asyncio.run(_with_portal(action))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portal", description="Secure share portal for clinical reports.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the web server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.set_defaults(handler=_serve)
+
+    init = commands.add_parser("init", help="create the data folder, key file and database schema")
+    init.set_defaults(handler=_init)
+
+    users = commands.add_parser("users", help="manage staff accounts").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="add a staff account")
+    add.add_argument("email")
+    add.add_argument("--role", required=True, choices=["clinician", "admin", "dpo"])
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.set_defaults(handler=_users_add)
+
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(dest="tokens_command", required=True)
+    create = tokens.add_parser("create", help="create an API token and print it once")
+    create.add_argument("--user", required=True, help="e-mail of the staff account the token acts for")
+    create.add_argument("--label", default="", help="what the token is for, e.g. the photo system's name")
+    create.add_argument("--days", type=int, default=365, help="days until the token expires (default 365)")
+    create.set_defaults(handler=_tokens_create)
+
+    audit = commands.add_parser("audit", help="access log").add_subparsers(dest="audit_command", required=True)
+    export = audit.add_parser("export", help="export access-log events")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--patient-ref", help="only events about this patient reference")
+    export.add_argument("--since", help="only events at or after this time (RFC 3339 or YYYY-MM-DD)")
+    export.add_argument("--until", help="only events before this time")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(handler=_audit_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, PolicyError, CryptoError, PortalError) as error:
+        print(f"portal: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

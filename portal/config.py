@@ -1,0 +1,124 @@
+"""Settings read from the environment, failing closed.
+
+Every setting has a production-safe default or stops start-up with a message that names the variable and
+the fix. Secrets are never read from plain environment variables when a ``*_FILE`` variant exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable and what to set."""
+
+
+def _env_bool(environ: dict[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() == "true":
+        return True
+    if raw.lower() == "false":
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean. Set it to true or false.")
+
+
+def _env_int(environ: dict[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number. Set it to a number such as {default}.") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value} is out of range. Set it between {minimum} and {maximum}.")
+    return value
+
+
+def _env_url(environ: dict[str, str], name: str, default: str) -> str:
+    raw = environ.get(name) or default
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL. Set it to the address recipients open.")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings of one portal process."""
+
+    data_dir: Path
+    database_url: str
+    kek_file: Path
+    policy_dir: Path
+    public_url: str
+    clinic_name: str
+    clinic_contact: str
+    trusted_proxy_hops: int = 0
+    pdf_workers: int = 2
+    debug: bool = False
+    checkpoint_dir: Path | None = None
+    kek_env: str | None = field(default=None, repr=False)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment)."""
+        env = dict(os.environ if environ is None else environ)
+
+        data_dir = Path(env.get("PORTAL_DATA_DIR") or "./var").resolve()
+        database_url = env.get("PORTAL_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'portal.db'}"
+        database_url = normalise_database_url(database_url)
+
+        kek_env = env.get("PORTAL_KEK") or None
+        kek_file = Path(env.get("PORTAL_KEK_FILE") or data_dir / "keys" / "keyring.json")
+
+        policy_dir = Path(env.get("PORTAL_POLICY_DIR") or REPOSITORY_ROOT / "policies").resolve()
+        if not policy_dir.is_dir():
+            raise ConfigError(
+                f"PORTAL_POLICY_DIR={str(policy_dir)!r} is not a folder. Point it at the policies/ folder."
+            )
+
+        checkpoint_raw = env.get("PORTAL_CHECKPOINT_DIR")
+        cpus = os.cpu_count() or 1
+
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            kek_file=kek_file,
+            kek_env=kek_env,
+            policy_dir=policy_dir,
+            public_url=_env_url(env, "PORTAL_PUBLIC_URL", "http://127.0.0.1:8000"),
+            clinic_name=env.get("PORTAL_CLINIC_NAME") or "Clinic",
+            clinic_contact=env.get("PORTAL_CLINIC_CONTACT") or "",
+            trusted_proxy_hops=_env_int(env, "PORTAL_TRUSTED_PROXY_HOPS", 0, 0, 5),
+            pdf_workers=_env_int(env, "PORTAL_PDF_WORKERS", min(2, cpus), 1, 64),
+            debug=_env_bool(env, "PORTAL_DEBUG", False),
+            checkpoint_dir=Path(checkpoint_raw).resolve() if checkpoint_raw else None,
+        )
+
+
+def normalise_database_url(url: str) -> str:
+    """Select the async driver for the URL forms an operator is likely to write."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
+        return url
+    raise ConfigError(
+        f"PORTAL_DATABASE_URL uses an unsupported scheme ({url.split(':', 1)[0]!r}). "
+        "Use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE."
+    )

@@ -1,0 +1,126 @@
+"""The services one portal process shares between requests: database, keys, blobs, PDF workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from portal.audit.recorder import SYSTEM, record
+from portal.blobs import BlobService
+from portal.config import Settings
+from portal.crypto.errors import KeyRingError
+from portal.crypto.keyring import KeyRing
+from portal.db import create_engine, create_sessionmaker
+from portal.models import Base
+from portal.pdf.budgets import Budgets
+from portal.pdf.worker import PdfWorkerPool
+from portal.policies import Policies, load_policies
+from portal.schema import trigger_statements
+from portal.storage.filesystem import FileBlobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Portal:
+    settings: Settings
+    policies: Policies
+    keyring: KeyRing
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    blobs: BlobService
+    pdf: PdfWorkerPool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """Open a session whose transaction commits on success and rolls back on any exception."""
+        async with self.sessionmaker() as db, db.begin():
+            yield db
+
+    async def close(self) -> None:
+        await self.pdf.close()
+        await self.engine.dispose()
+
+
+def budgets_from(policies: Policies) -> Budgets:
+    security = policies.security
+    return Budgets(
+        max_pages=security.upload_max_pages,
+        max_objects=security.upload_max_objects,
+        max_decoded_bytes=security.upload_max_decoded_bytes,
+        max_image_pixels=security.upload_max_image_pixels,
+        timeout_seconds=float(security.worker_timeout_seconds),
+        memory_bytes=security.worker_memory_bytes,
+    )
+
+
+def open_keyring(settings: Settings) -> KeyRing:
+    """Load the key ring, creating it with mode 0600 on first start of an embedded installation."""
+    if settings.kek_env:
+        return KeyRing.from_env(settings.kek_env)
+    if settings.kek_file.exists():
+        return KeyRing.load(settings.kek_file)
+
+    settings.kek_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keyring = KeyRing.create(settings.kek_file)
+    log.warning(
+        "created a new key file; back it up separately from the database",
+        extra={"key_file": str(settings.kek_file)},
+    )
+    return keyring
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create missing tables and the access log's insert-only triggers."""
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        for statement in trigger_statements(engine.dialect.name):
+            await connection.exec_driver_sql(statement)
+
+
+async def start_portal(settings: Settings, *, pdf_workers: int | None = None) -> Portal:
+    """Open every service the app needs; on the embedded default, create the data folder first."""
+    policies = load_policies(settings.policy_dir)
+
+    if settings.uses_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(settings.data_dir, 0o700)
+    try:
+        keyring = open_keyring(settings)
+    except KeyRingError:
+        raise
+
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    sessionmaker = create_sessionmaker(engine)
+
+    store = FileBlobStore(settings.blob_dir)
+    pool = PdfWorkerPool(pdf_workers or settings.pdf_workers, budgets_from(policies))
+    await pool.start()
+
+    portal = Portal(
+        settings=settings,
+        policies=policies,
+        keyring=keyring,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        blobs=BlobService(store, keyring),
+        pdf=pool,
+    )
+    async with portal.transaction() as db:
+        await record(db, SYSTEM, "policy.loaded", details={"policy_sha256": policies.digest})
+
+    if settings.uses_sqlite:
+        database_file = settings.database_url.split("///", 1)[1]
+        if os.path.exists(database_file):
+            os.chmod(database_file, 0o600)
+    log.info(
+        "portal ready",
+        extra={"data_dir": str(settings.data_dir), "database": engine.dialect.name, "key_file": str(settings.kek_file)},
+    )
+    return portal

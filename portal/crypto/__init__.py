@@ -1,0 +1,1 @@
+"""Key ring, envelope encryption of blobs, pseudonyms and forensic markers, built on ``cryptography``."""

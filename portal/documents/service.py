@@ -1,0 +1,168 @@
+"""Uploading reports: validate the metadata, sanitise the PDF in a worker, store it encrypted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
+
+from portal.audit.recorder import Actor, record
+from portal.blobs import StagedBlob
+from portal.core import Portal
+from portal.crypto.pseudonym import pseudonymise
+from portal.errors import InvalidInput, NotFound, UploadRejected
+from portal.i18n import _
+from portal.models import Document, StaffUser
+from portal.pdf.errors import PdfRejected
+
+_PATIENT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    title: str
+    patient_ref: str
+    report_date: dt.date | None
+
+
+def clean_text(value: str | None, field: str, label: str, max_length: int) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise InvalidInput(_("{label} is missing. Enter it and send the form again.").format(label=label), field=field)
+    if len(text) > max_length:
+        raise InvalidInput(
+            _("{label} is too long ({length} characters). Use at most {max} characters.").format(
+                label=label, length=len(text), max=max_length
+            ),
+            field=field,
+        )
+    if _CONTROL.search(text):
+        raise InvalidInput(_("{label} contains control characters. Remove them.").format(label=label), field=field)
+    return text
+
+
+def parse_upload_form(title: str | None, patient_ref: str | None, report_date: str | None) -> UploadForm:
+    clean_title = clean_text(title, "title", _("Title"), 200)
+    reference = clean_text(patient_ref, "patient_ref", _("Patient reference"), 64)
+    if not _PATIENT_REF.match(reference):
+        raise InvalidInput(
+            _(
+                "Patient reference '{value}' is invalid. Use the clinic's own patient number: letters, "
+                "digits and . _ / - only, never a name."
+            ).format(value=reference),
+            field="patient_ref",
+        )
+
+    parsed_date = None
+    if report_date and report_date.strip():
+        try:
+            parsed_date = dt.date.fromisoformat(report_date.strip())
+        except ValueError:
+            raise InvalidInput(
+                _("Report date '{value}' is invalid. Use the form YYYY-MM-DD.").format(value=report_date.strip()[:20]),
+                field="report_date",
+            ) from None
+    return UploadForm(title=clean_title, patient_ref=reference, report_date=parsed_date)
+
+
+def seal_patient_ref(portal: Portal, document_id: uuid.UUID, patient_ref: str) -> bytes:
+    key = portal.keyring.secret("pseudonym")
+    sealing_key = hashlib.sha256(b"portal patient reference seal\0" + key).digest()
+    nonce = uuid.uuid4().bytes[:12]
+    return nonce + AESGCM(sealing_key).encrypt(nonce, patient_ref.encode(), document_id.bytes)
+
+
+def open_patient_ref(portal: Portal, document: Document) -> str:
+    key = portal.keyring.secret("pseudonym")
+    sealing_key = hashlib.sha256(b"portal patient reference seal\0" + key).digest()
+    sealed = document.patient_ref_sealed
+    return AESGCM(sealing_key).decrypt(sealed[:12], sealed[12:], document.id.bytes).decode()
+
+
+def patient_pseudonym(portal: Portal, patient_ref: str) -> str:
+    return pseudonymise(portal.keyring.secret("pseudonym"), patient_ref)
+
+
+async def upload_document(portal: Portal, who: Actor, uploader: StaffUser, form: UploadForm, data: bytes) -> Document:
+    """Sanitise and store one report; a rejected file leaves no row and no blob behind."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    pseudonym = patient_pseudonym(portal, form.patient_ref)
+
+    try:
+        sanitized = await portal.pdf.sanitize(data)
+    except PdfRejected as rejection:
+        async with portal.transaction() as db:
+            await record(
+                db,
+                who,
+                "document.rejected",
+                outcome="failure",
+                patient_pseudonym=pseudonym,
+                details={"reason": rejection.code, "size": len(data), "sha256": sha256},
+            )
+        raise UploadRejected(rejection.message, code=rejection.code) from None
+
+    staged: StagedBlob | None = None
+    try:
+        staged = await portal.blobs.stage("original", sanitized.pdf)
+        document_id = uuid.uuid4()
+        document = Document(
+            id=document_id,
+            title=form.title,
+            patient_ref_sealed=seal_patient_ref(portal, document_id, form.patient_ref),
+            patient_pseudonym=pseudonym,
+            report_date=form.report_date,
+            pages=sanitized.pages,
+            size=len(data),
+            sha256=sha256,
+            blob_id=staged.blob_id,
+            uploaded_by=uploader.id,
+            removed_content=json.dumps(sanitized.removed),
+            warnings=json.dumps(sanitized.warnings),
+            repaired=sanitized.repaired,
+        )
+        async with portal.transaction() as db:
+            db.add_all(staged.rows())
+            await db.flush()
+            db.add(document)
+            await db.flush()
+            await record(
+                db,
+                who,
+                "document.uploaded",
+                document_id=document_id,
+                patient_pseudonym=pseudonym,
+                details={"pages": sanitized.pages, "sha256": sha256, "removed": len(sanitized.removed)},
+            )
+    except BaseException:
+        await portal.blobs.discard(staged)
+        raise
+    return document
+
+
+async def load_document(portal: Portal, document_id: str | uuid.UUID) -> Document:
+    """Return a document that is not erased, or raise NotFound."""
+    try:
+        key = document_id if isinstance(document_id, uuid.UUID) else uuid.UUID(str(document_id))
+    except ValueError:
+        raise NotFound(_("Document {value} was not found.").format(value=str(document_id)[:40])) from None
+    async with portal.transaction() as db:
+        document = await db.get(Document, key)
+    if document is None or document.erased_at is not None:
+        raise NotFound(_("Document {value} was not found.").format(value=key))
+    return document
+
+
+async def list_documents(portal: Portal, patient_ref: str | None = None, limit: int = 100) -> list[Document]:
+    query = select(Document).where(Document.erased_at.is_(None)).order_by(Document.created_at.desc()).limit(limit)
+    if patient_ref:
+        query = query.where(Document.patient_pseudonym == patient_pseudonym(portal, patient_ref.strip()))
+    async with portal.transaction() as db:
+        return list((await db.scalars(query)).all())

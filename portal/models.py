@@ -1,0 +1,229 @@
+"""Database tables.
+
+One module keeps the schema readable in one place; the feature packages hold the behaviour. Times are
+stored as naive UTC and read back as aware UTC, so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as naive UTC and returned as an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass an aware UTC datetime")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_user"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # clinician | admin | dpo
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    # SHA-256 of the token: tokens carry 256 bits of randomness, so a slow hash adds nothing.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[StaffUser] = relationship(lazy="joined")
+
+
+class AuthSession(Base):
+    """A staff or recipient session; the cookie carries the id, the table only its SHA-256."""
+
+    __tablename__ = "auth_session"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # staff | recipient
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)  # staff_user.id or share.id
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    idle_seconds: Mapped[int] = mapped_column(Integer)
+    ip_prefix: Mapped[str | None] = mapped_column(String(64))
+    # A recipient session keeps the copy's PDF password sealed under a key derived from the cookie value,
+    # which the server never stores, so only a request carrying the cookie can render the pages.
+    sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Blob(Base):
+    """Encrypted bytes in the blob store; its data key lives in ``data_key``."""
+
+    __tablename__ = "blob"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # original | copy
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DataKey(Base):
+    """A blob's AES-256-GCM data key, wrapped by a key-encryption key; deleting the row shreds the blob."""
+
+    __tablename__ = "data_key"
+
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(32))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Document(Base):
+    __tablename__ = "document"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(200))
+    # The clinic's own patient reference, sealed with AES-GCM; the HMAC pseudonym is what lookups match.
+    patient_ref_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), index=True)
+    report_date: Mapped[dt.date | None] = mapped_column(Date)
+    pages: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_id: Mapped[str | None] = mapped_column(ForeignKey("blob.id", ondelete="SET NULL"))
+    uploaded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_content: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of kinds removed
+    warnings: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of messages
+    repaired: Mapped[bool] = mapped_column(Boolean, default=False)
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Share(Base):
+    __tablename__ = "share"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)  # printed in the watermark
+    profile: Mapped[str] = mapped_column(String(32))
+    recipient_name: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    max_redemptions: Mapped[int] = mapped_column(Integer)
+    redemptions: Mapped[int] = mapped_column(Integer, default=0)
+    allow_view: Mapped[bool] = mapped_column(Boolean)
+    allow_download: Mapped[bool] = mapped_column(Boolean)
+    max_downloads: Mapped[int] = mapped_column(Integer)
+    downloads_started: Mapped[int] = mapped_column(Integer, default=0)
+    downloads_completed: Mapped[int] = mapped_column(Integer, default=0)
+    first_opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    # The public locator part of the access code finds the share; only an argon2id hash of the code is kept.
+    code_locator: Mapped[str] = mapped_column(String(8), unique=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    copy_blob_id: Mapped[str | None] = mapped_column(ForeignKey("blob.id", ondelete="SET NULL"))
+    copy_password_is_code: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    documents: Mapped[list[ShareDocument]] = relationship(
+        order_by="ShareDocument.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class ShareDocument(Base):
+    __tablename__ = "share_document"
+
+    share_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("share.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("document.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+    document: Mapped[Document] = relationship(lazy="joined")
+
+
+class AccessEvent(Base):
+    """One access-log event; insert-only (database triggers reject UPDATE and DELETE)."""
+
+    __tablename__ = "access_event"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(80))
+    share_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    document_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(64), index=True)
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    ip_prefix: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_agent_family: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text, default="{}")  # canonical JSON object
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+Index("ix_access_event_actor_time", AccessEvent.actor, AccessEvent.time)
+
+
+class Checkpoint(Base):
+    """A signed statement of the access log's Merkle tree size and root."""
+
+    __tablename__ = "checkpoint"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,175 @@
+"""A subset of DejaVu Sans embedded as a Type0 font, so watermarks render any European script.
+
+The subset is a CIDFontType2 with Identity-H encoding (two-byte glyph ids in the content stream) and a
+ToUnicode CMap, so text extraction returns the recipient's name. Subsets are cached per character set
+because building one takes about 0.2 s; each copy gets its own font objects, shared by all its pages.
+"""
+
+import functools
+import hashlib
+import io
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pikepdf
+from fontTools import subset
+from fontTools.ttLib import TTFont
+
+FONT_PATH = Path(__file__).resolve().parent.parent / "fonts" / "DejaVuSans.ttf"
+FALLBACK = "?"
+
+
+@dataclass(frozen=True)
+class FontSubset:
+    """A subset font program with the glyph id and advance width (1/1000 em) of each character."""
+
+    program: bytes
+    glyphs: dict[str, tuple[int, int]]
+    tag: str
+    ascent: int
+    descent: int
+    cap_height: int
+    bbox: tuple[int, int, int, int]
+
+    def encode(self, text: str) -> bytes:
+        """Encode ``text`` as big-endian glyph ids for an Identity-H ``Tj`` string."""
+        return b"".join(self.glyphs.get(char, self.glyphs[FALLBACK])[0].to_bytes(2, "big") for char in text)
+
+    def width(self, text: str) -> float:
+        """Return the advance width of ``text`` in text-space units per point of font size."""
+        return sum(self.glyphs.get(char, self.glyphs[FALLBACK])[1] for char in text) / 1000
+
+
+def normalise(text: str) -> str:
+    """Compose combining sequences (NFC) and replace control characters with spaces."""
+    composed = unicodedata.normalize("NFC", text)
+    return "".join(" " if unicodedata.category(char).startswith("C") else char for char in composed)
+
+
+def subset_for(text: str) -> FontSubset:
+    """Return the cached subset that covers every character of ``text``."""
+    return _build_subset("".join(sorted(set(text) | {FALLBACK, " "})))
+
+
+@functools.lru_cache(maxsize=64)
+def _build_subset(characters: str) -> FontSubset:
+    font = TTFont(io.BytesIO(_font_bytes()))
+    available = font.getBestCmap()
+    wanted = [ord(char) for char in characters if ord(char) in available]
+
+    options = subset.Options()
+    options.layout_features = []
+    options.hinting = False
+    options.notdef_outline = True
+    options.name_IDs = [0, 1, 2, 3, 4, 5, 6]
+    options.drop_tables += ["FFTM"]
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=wanted)
+    subsetter.subset(font)
+
+    cmap = font.getBestCmap()
+    metrics = font["hmtx"]
+    scale = 1000 / font["head"].unitsPerEm
+    glyphs = {}
+    for char in characters:
+        name = cmap.get(ord(char))
+        if name is not None:
+            glyphs[char] = (font.getGlyphID(name), round(metrics[name][0] * scale))
+
+    head = font["head"]
+    hhea = font["hhea"]
+    os2 = font["OS/2"]
+    output = io.BytesIO()
+    font.save(output)
+    tag = "".join(chr(65 + byte % 26) for byte in hashlib.sha256(characters.encode()).digest()[:6])
+
+    return FontSubset(
+        program=output.getvalue(),
+        glyphs=glyphs,
+        tag=tag,
+        ascent=round(hhea.ascent * scale),
+        descent=round(hhea.descent * scale),
+        cap_height=round(getattr(os2, "sCapHeight", 700) * scale),
+        bbox=(round(head.xMin * scale), round(head.yMin * scale), round(head.xMax * scale), round(head.yMax * scale)),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _font_bytes() -> bytes:
+    return FONT_PATH.read_bytes()
+
+
+def embed(pdf: pikepdf.Pdf, font: FontSubset) -> pikepdf.Object:
+    """Add the Type0 font dictionary for ``font`` to ``pdf`` and return it as an indirect object."""
+    base_font = pikepdf.Name(f"/{font.tag}+DejaVuSans")
+    program = pikepdf.Stream(pdf, zlib.compress(font.program, 9))
+    program.Filter = pikepdf.Name.FlateDecode
+    program.Length1 = len(font.program)
+
+    descriptor = pdf.make_indirect(pikepdf.Dictionary(
+        Type=pikepdf.Name.FontDescriptor,
+        FontName=base_font,
+        Flags=32,
+        FontBBox=pikepdf.Array(list(font.bbox)),
+        ItalicAngle=0,
+        Ascent=font.ascent,
+        Descent=font.descent,
+        CapHeight=font.cap_height,
+        StemV=80,
+        FontFile2=program,
+    ))
+
+    widths = pikepdf.Array()
+    for glyph_id, width in sorted(set(font.glyphs.values())):
+        widths.extend([glyph_id, pikepdf.Array([width])])
+
+    descendant = pdf.make_indirect(pikepdf.Dictionary(
+        Type=pikepdf.Name.Font,
+        Subtype=pikepdf.Name.CIDFontType2,
+        BaseFont=base_font,
+        CIDSystemInfo=pikepdf.Dictionary(Registry=pikepdf.String("Adobe"),
+                                         Ordering=pikepdf.String("Identity"), Supplement=0),
+        FontDescriptor=descriptor,
+        DW=1000,
+        W=widths,
+        CIDToGIDMap=pikepdf.Name.Identity,
+    ))
+
+    to_unicode = pikepdf.Stream(pdf, zlib.compress(_to_unicode_cmap(font), 9))
+    to_unicode.Filter = pikepdf.Name.FlateDecode
+
+    return pdf.make_indirect(pikepdf.Dictionary(
+        Type=pikepdf.Name.Font,
+        Subtype=pikepdf.Name.Type0,
+        BaseFont=base_font,
+        Encoding=pikepdf.Name("/Identity-H"),
+        DescendantFonts=pikepdf.Array([descendant]),
+        ToUnicode=to_unicode,
+    ))
+
+
+def _to_unicode_cmap(font: FontSubset) -> bytes:
+    pairs = sorted({glyph_id: char for char, (glyph_id, _) in font.glyphs.items()}.items())
+    lines = [
+        "/CIDInit /ProcSet findresource begin",
+        "12 dict begin",
+        "begincmap",
+        "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def",
+        "/CMapName /Adobe-Identity-UCS def",
+        "/CMapType 2 def",
+        "1 begincodespacerange",
+        "<0000> <FFFF>",
+        "endcodespacerange",
+    ]
+    # A bfchar block holds at most 100 entries.
+    for start in range(0, len(pairs), 100):
+        block = pairs[start:start + 100]
+        lines.append(f"{len(block)} beginbfchar")
+        for glyph_id, char in block:
+            utf16 = char.encode("utf-16-be").hex().upper()
+            lines.append(f"<{glyph_id:04X}> <{utf16}>")
+        lines.append("endbfchar")
+    lines += ["endcmap", "CMapName currentdict /CMap defineresource pop", "end", "end"]
+    return "\n".join(lines).encode("ascii")

@@ -1,0 +1,247 @@
+"""Removal of active content by a walk over every object of a PDF.
+
+pikepdf normalises names when it parses them, so an obfuscated ``/J#61vaScript`` arrives here as
+``/JavaScript``. The walk edits objects in place; unreferenced leftovers (such as the embedded file
+streams themselves) are dropped when qpdf saves, because it writes only reachable objects.
+"""
+
+from collections.abc import Iterator
+
+import pikepdf
+
+from portal.pdf.errors import PdfRejected
+
+# Action types that run code, reach the network or the file system, or play media.
+ACTION_KINDS = {
+    "/JavaScript": "JavaScript",
+    "/Launch": "launch actions",
+    "/URI": "web links",
+    "/SubmitForm": "form submission",
+    "/ImportData": "data import actions",
+    "/GoToR": "links to other files",
+    "/GoToE": "links to embedded files",
+    "/RichMediaExecute": "multimedia",
+    "/Rendition": "multimedia",
+    "/Sound": "multimedia",
+    "/Movie": "multimedia",
+    "/GoTo3DView": "multimedia",
+}
+ANNOTATION_KINDS = {
+    "/FileAttachment": "embedded files",
+    "/RichMedia": "multimedia",
+    "/Movie": "multimedia",
+    "/Sound": "multimedia",
+    "/Screen": "multimedia",
+    "/3D": "multimedia",
+}
+_ACTION_KEYS = ("/A", "/PA", "/Next")
+
+
+def remove_active_content(pdf: pikepdf.Pdf) -> list[str]:
+    """Remove scripts, actions, embedded files, XFA and metadata; return the kinds removed, in order.
+
+    Raises:
+        PdfRejected: ``xfa_dynamic`` for a dynamic XFA form, whose pages only ask the reader to wait.
+    """
+    removed: list[str] = []
+    _reject_dynamic_xfa(pdf)
+    _clean_document(pdf, removed)
+
+    for obj in list(pdf.objects):
+        for dictionary in _dictionaries(obj):
+            _clean_dictionary(dictionary, removed)
+
+    return list(dict.fromkeys(removed))
+
+
+def find_active_content(pdf: pikepdf.Pdf) -> list[str]:
+    """List active content still present in ``pdf`` (empty when clean); used to verify saved files."""
+    found: list[str] = []
+    root = pdf.Root
+    for key in ("/OpenAction", "/AA", "/Perms"):
+        if key in root:
+            found.append(f"catalog {key}")
+    names = root.get("/Names")
+    if isinstance(names, pikepdf.Dictionary):
+        for key in ("/JavaScript", "/EmbeddedFiles"):
+            if key in names:
+                found.append(f"names {key}")
+    form = root.get("/AcroForm")
+    if isinstance(form, pikepdf.Dictionary) and "/XFA" in form:
+        found.append("XFA form")
+    if "/Info" in pdf.trailer:
+        found.append("document information dictionary")
+
+    for obj in pdf.objects:
+        for dictionary in _dictionaries(obj):
+            found.extend(_active_in(dictionary))
+    return found
+
+
+def is_signed(pdf: pikepdf.Pdf) -> bool:
+    """Tell whether the document carries a digital signature (a filled /Sig field or /Perms)."""
+    if "/Perms" in pdf.Root:
+        return True
+    form = pdf.Root.get("/AcroForm")
+    if not isinstance(form, pikepdf.Dictionary):
+        return False
+    flags = form.get("/SigFlags", 0)
+    if isinstance(flags, int) and int(flags) & 1:
+        return True
+    for obj in pdf.objects:
+        if isinstance(obj, pikepdf.Dictionary) and obj.get("/FT") == pikepdf.Name.Sig and "/V" in obj:
+            return True
+    return False
+
+
+def _reject_dynamic_xfa(pdf: pikepdf.Pdf) -> None:
+    form = pdf.Root.get("/AcroForm")
+    if not isinstance(form, pikepdf.Dictionary) or "/XFA" not in form:
+        return
+
+    # A dynamic XFA form has no AcroForm fields to fall back on, and its PDF pages only say "please wait".
+    needs_rendering = bool(pdf.Root.get("/NeedsRendering", False))
+    fields = form.get("/Fields")
+    has_fields = isinstance(fields, pikepdf.Array) and len(fields) > 0
+    if needs_rendering or not has_fields:
+        raise PdfRejected(
+            "xfa_dynamic",
+            "The PDF is a dynamic XFA form whose pages only show a placeholder outside Adobe Reader. "
+            "Open it in Adobe Reader, print it to a new PDF, and upload that file.",
+        )
+
+
+def _clean_document(pdf: pikepdf.Pdf, removed: list[str]) -> None:
+    root = pdf.Root
+
+    if "/OpenAction" in root:
+        del root["/OpenAction"]
+        removed.append("automatic actions")
+    if "/Perms" in root:
+        del root["/Perms"]
+    if "/Collection" in root:
+        del root["/Collection"]
+        removed.append("embedded files")
+    if "/NeedsRendering" in root:
+        del root["/NeedsRendering"]
+
+    names = root.get("/Names")
+    if isinstance(names, pikepdf.Dictionary):
+        if "/JavaScript" in names:
+            del names["/JavaScript"]
+            removed.append("JavaScript")
+        if "/EmbeddedFiles" in names:
+            del names["/EmbeddedFiles"]
+            removed.append("embedded files")
+
+    form = root.get("/AcroForm")
+    if isinstance(form, pikepdf.Dictionary) and "/XFA" in form:
+        del form["/XFA"]
+        removed.append("XFA form")
+
+    # Titles, authors and subjects often name the patient.
+    if "/Metadata" in root or "/Info" in pdf.trailer:
+        removed.append("document metadata")
+    if "/Metadata" in root:
+        del root["/Metadata"]
+    if "/Info" in pdf.trailer:
+        del pdf.trailer["/Info"]
+
+
+def _clean_dictionary(dictionary: pikepdf.Dictionary, removed: list[str]) -> None:
+    if "/AA" in dictionary:
+        del dictionary["/AA"]
+        removed.append("automatic actions")
+
+    for key in _ACTION_KEYS:
+        value = dictionary.get(key)
+        if value is None:
+            continue
+        kinds = _dangerous_actions(value)
+        if kinds:
+            del dictionary[key]
+            removed.extend(kinds)
+
+    # An action that is still reachable some other way is emptied in place.
+    kind = ACTION_KINDS.get(str(dictionary.get("/S", "")))
+    if kind is not None:
+        for key in list(dictionary.keys()):
+            del dictionary[key]
+        removed.append(kind)
+
+    if "/EF" in dictionary:
+        del dictionary["/EF"]
+        removed.append("embedded files")
+    if "/RichMediaContent" in dictionary:
+        del dictionary["/RichMediaContent"]
+        removed.append("multimedia")
+    if "/JS" in dictionary:
+        del dictionary["/JS"]
+        removed.append("JavaScript")
+    for key in ("/Metadata", "/PieceInfo"):
+        if key in dictionary:
+            del dictionary[key]
+
+    annotations = dictionary.get("/Annots")
+    if isinstance(annotations, pikepdf.Array):
+        _clean_annotations(annotations, removed)
+
+
+def _clean_annotations(annotations: pikepdf.Array, removed: list[str]) -> None:
+    kept = []
+    for annotation in annotations:
+        kind = None
+        if isinstance(annotation, pikepdf.Dictionary):
+            kind = ANNOTATION_KINDS.get(str(annotation.get("/Subtype", "")))
+        if kind is None:
+            kept.append(annotation)
+        else:
+            removed.append(kind)
+    if len(kept) != len(annotations):
+        annotations[:] = kept  # type: ignore[index]
+
+
+def _dangerous_actions(value: pikepdf.Object) -> list[str]:
+    """Return the kinds of dangerous actions in ``value`` (an action, or an array of them)."""
+    actions = list(value) if isinstance(value, pikepdf.Array) else [value]
+    kinds = []
+    for action in actions:
+        if isinstance(action, pikepdf.Dictionary):
+            kind = ACTION_KINDS.get(str(action.get("/S", "")))
+            if kind is not None:
+                kinds.append(kind)
+    return kinds
+
+
+def _active_in(dictionary: pikepdf.Dictionary) -> list[str]:
+    found = []
+    for key in ("/AA", "/JS", "/EF", "/RichMediaContent", "/XFA", "/OpenAction"):
+        if key in dictionary:
+            found.append(key)
+    action = str(dictionary.get("/S", ""))
+    if action in ACTION_KINDS:
+        found.append(f"action {action}")
+    subtype = str(dictionary.get("/Subtype", ""))
+    if subtype in ANNOTATION_KINDS and dictionary.get("/Type", pikepdf.Name.Annot) == pikepdf.Name.Annot:
+        found.append(f"annotation {subtype}")
+    if dictionary.get("/Type") == pikepdf.Name.EmbeddedFile:
+        found.append("embedded file stream")
+    return found
+
+
+def _dictionaries(root: pikepdf.Object) -> Iterator[pikepdf.Dictionary]:
+    """Yield ``root`` (or its stream dictionary) and every direct dictionary nested inside it."""
+    start = root.stream_dict if isinstance(root, pikepdf.Stream) else root
+    stack = [start]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, pikepdf.Dictionary):
+            yield obj
+            children = list(obj.values())
+        elif isinstance(obj, pikepdf.Array):
+            children = list(obj)
+        else:
+            continue
+        for child in children:
+            if isinstance(child, (pikepdf.Dictionary, pikepdf.Array)) and not child.is_indirect:
+                stack.append(child)

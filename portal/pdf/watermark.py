@@ -1,0 +1,300 @@
+"""The per-recipient watermark, drawn into each page's own content stream.
+
+Each page's original content is wrapped in ``q ... Q`` (closing whatever ``q`` it leaves open), and the
+watermark is appended after it: a diagonal line across the visible box and a footer line, both upright
+as the page is displayed. Nothing is decoded or merged: streams are only prepended and appended, so pages
+whose content pikepdf cannot decode keep their bytes. The text uses one embedded font per copy.
+"""
+
+import math
+from dataclasses import dataclass
+
+import pikepdf
+
+from portal.pdf.errors import PdfRejected
+from portal.pdf.fonts import FontSubset
+
+# A distinctive magenta that rendering tests look for; the alpha values keep the page readable.
+COLOUR = (0.85, 0.05, 0.55)
+DIAGONAL_ALPHA = 0.3
+FOOTER_ALPHA = 0.8
+MIN_FONT_POINTS = 6.0
+FOOTER_POINTS = (7.0, 14.0)
+_DEFAULT_MEDIA_BOX = (0.0, 0.0, 612.0, 792.0)
+_MAX_TREE_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class PageGeometry:
+    """The visible box of a page in user space, its display rotation and its user unit."""
+
+    box: tuple[float, float, float, float]
+    rotate: int
+    user_unit: float
+
+    @property
+    def display_size(self) -> tuple[float, float]:
+        """Width and height of the page as displayed, in user-space units."""
+        width = self.box[2] - self.box[0]
+        height = self.box[3] - self.box[1]
+        return (height, width) if self.rotate in (90, 270) else (width, height)
+
+    def display_matrix(self) -> tuple[float, float, float, float, float, float]:
+        """Return the ``cm`` matrix mapping display space (origin bottom left, upright) to user space.
+
+        Viewers turn the page clockwise by /Rotate degrees, so each case undoes that turn and moves the
+        display origin to the corner of the visible box that is shown bottom left.
+        """
+        x0, y0, x1, y1 = self.box
+        if self.rotate == 90:
+            return (0, 1, -1, 0, x1, y0)
+        if self.rotate == 180:
+            return (-1, 0, 0, -1, x1, y1)
+        if self.rotate == 270:
+            return (0, -1, 1, 0, x0, y1)
+        return (1, 0, 0, 1, x0, y0)
+
+
+@dataclass(frozen=True)
+class WatermarkText:
+    """The two lines of a watermark, already normalised for the font."""
+
+    diagonal: str
+    footer: str
+
+
+@dataclass(frozen=True)
+class PageResources:
+    """Names under which the shared font and transparency states are added to each page."""
+
+    font: pikepdf.Object
+    diagonal_state: pikepdf.Object
+    footer_state: pikepdf.Object
+
+
+def inherited(page: pikepdf.Dictionary, key: str) -> pikepdf.Object | None:
+    """Look ``key`` up on the page, then on its /Pages ancestors (bounded, loop-safe)."""
+    node: pikepdf.Object | None = page
+    seen = set()
+    for _ in range(_MAX_TREE_DEPTH):
+        if not isinstance(node, pikepdf.Dictionary):
+            return None
+        if key in node:
+            return node[key]
+        if node.is_indirect:
+            if node.objgen in seen:
+                return None
+            seen.add(node.objgen)
+        node = node.get("/Parent")
+    return None
+
+
+def page_geometry(page: pikepdf.Dictionary, page_number: int) -> PageGeometry:
+    """Compute the visible box (CropBox ∩ MediaBox), rotation and user unit of a page.
+
+    Raises:
+        PdfRejected: ``no_visible_area`` when the boxes do not overlap.
+    """
+    media = _rectangle(inherited(page, "/MediaBox")) or _DEFAULT_MEDIA_BOX
+    crop = _rectangle(inherited(page, "/CropBox")) or media
+    box = (max(media[0], crop[0]), max(media[1], crop[1]), min(media[2], crop[2]), min(media[3], crop[3]))
+    if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+        raise PdfRejected(
+            "no_visible_area",
+            f"Page {page_number} has no visible area: its CropBox and MediaBox do not overlap. "
+            "Save the file again from the program that made it, or remove that page, and upload it again.",
+        )
+
+    rotate = (round(_scalar(inherited(page, "/Rotate"), 0.0) / 90) * 90) % 360
+    user_unit = _scalar(page.get("/UserUnit"), 1.0)
+    if not 0 < user_unit < 1e6:
+        user_unit = 1.0
+    return PageGeometry(box=box, rotate=rotate, user_unit=user_unit)
+
+
+def unclosed_saves(pdf: pikepdf.Pdf, page: pikepdf.Page, page_number: int) -> int:
+    """Count the ``q`` operators the page content leaves open at its end.
+
+    Raises:
+        PdfRejected: ``damaged`` when the content stream cannot be decoded or parsed.
+    """
+    pdf.get_warnings()
+    try:
+        instructions = pikepdf.parse_content_stream(page, "q Q")
+    except (pikepdf.PdfError, pikepdf.DataDecodingError) as error:
+        raise _damaged_content(page_number) from error
+    if pdf.get_warnings():
+        raise _damaged_content(page_number)
+
+    depth = 0
+    for instruction in instructions:
+        depth = depth + 1 if str(instruction.operator) == "q" else max(depth - 1, 0)
+    return depth
+
+
+def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResources) -> tuple[str, str, str]:
+    """Add the watermark font and graphics states to the page's resources; return their names.
+
+    A page that inherits /Resources from its /Pages node gets its own copy first, because adding a
+    /Resources entry to the page would otherwise hide the inherited one.
+    """
+    resources = page.get("/Resources")
+    if not isinstance(resources, pikepdf.Dictionary):
+        source = inherited(page, "/Resources")
+        resources = pikepdf.Dictionary()
+        if isinstance(source, pikepdf.Dictionary):
+            for key, value in source.items():
+                resources[key] = value
+        page.Resources = resources
+
+    font_name = _add_named(resources, "/Font", "/WmFont", shared.font)
+    diagonal_name = _add_named(resources, "/ExtGState", "/WmDiagonal", shared.diagonal_state)
+    footer_name = _add_named(resources, "/ExtGState", "/WmFooter", shared.footer_state)
+    return font_name, diagonal_name, footer_name
+
+
+def shared_resources(pdf: pikepdf.Pdf, font_object: pikepdf.Object) -> PageResources:
+    """Create the transparency states once per copy; every page refers to the same objects."""
+    diagonal = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=DIAGONAL_ALPHA,
+                                                    CA=DIAGONAL_ALPHA))
+    footer = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=FOOTER_ALPHA, CA=FOOTER_ALPHA))
+    return PageResources(font=font_object, diagonal_state=diagonal, footer_state=footer)
+
+
+def watermark_content(geometry: PageGeometry, text: WatermarkText, font: FontSubset,
+                      names: tuple[str, str, str]) -> bytes:
+    """Build the content-stream operators that draw the diagonal line and the footer on one page."""
+    font_name, diagonal_name, footer_name = names
+    width, height = geometry.display_size
+    point = 1 / geometry.user_unit
+    red, green, blue = COLOUR
+
+    diagonal_size, diagonal_origin, angle, diagonal_scale = _diagonal_layout(width, height, text.diagonal, font,
+                                                                              point)
+    footer_size, footer_origin, footer_scale = _footer_layout(width, height, text.footer, font, point)
+    cosine, sine = math.cos(angle), math.sin(angle)
+
+    lines = [
+        "q",
+        "{} {} {} {} {} {} cm".format(*(_number(value) for value in geometry.display_matrix())),
+        f"{_number(red)} {_number(green)} {_number(blue)} rg 0 Tr",
+        f"{diagonal_name} gs",
+        f"BT {font_name} {_number(diagonal_size)} Tf {_number(diagonal_scale * 100)} Tz "
+        f"{_number(cosine)} {_number(sine)} {_number(-sine)} {_number(cosine)} "
+        f"{_number(diagonal_origin[0])} {_number(diagonal_origin[1])} Tm "
+        f"<{font.encode(text.diagonal).hex()}> Tj ET",
+        f"{footer_name} gs",
+        f"BT {font_name} {_number(footer_size)} Tf {_number(footer_scale * 100)} Tz 1 0 0 1 "
+        f"{_number(footer_origin[0])} {_number(footer_origin[1])} Tm "
+        f"<{font.encode(text.footer).hex()}> Tj ET",
+        "Q",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, open_saves: int, watermark: bytes) -> None:
+    """Wrap the page content in ``q ... Q`` and append the watermark, without touching the original."""
+    before = pdf.make_stream(b"q\n")
+    after = pdf.make_stream(b"\n" + b"Q\n" * (open_saves + 1) + watermark)
+
+    contents = page.get("/Contents")
+    if isinstance(contents, pikepdf.Array):
+        originals = list(contents)
+    elif isinstance(contents, pikepdf.Stream):
+        originals = [contents]
+    else:
+        originals = []
+    page.Contents = pikepdf.Array([before, *originals, after])
+
+
+def _diagonal_layout(width: float, height: float, text: str, font: FontSubset,
+                     point: float) -> tuple[float, tuple[float, float], float, float]:
+    angle = math.atan2(height, width)
+    cosine, sine = math.cos(angle), math.sin(angle)
+    advance = font.width(text)
+    glyph_height = (font.ascent - font.descent) / 1000
+
+    # Largest size whose rotated bounding box fills at most 80 % of the box in each direction.
+    size = min(
+        0.8 * width / (advance * cosine + glyph_height * sine),
+        0.8 * height / (advance * sine + glyph_height * cosine),
+        96 * point,
+    )
+
+    # On very small pages the text keeps a readable height and is condensed (Tz) to fit instead.
+    scale = 1.0
+    if size < MIN_FONT_POINTS * point:
+        size = MIN_FONT_POINTS * point
+        scale = min(
+            (0.8 * width / size - glyph_height * sine) / (advance * cosine),
+            (0.8 * height / size - glyph_height * cosine) / (advance * sine),
+        )
+        scale = max(scale, 0.01)
+
+    middle = (font.ascent + font.descent) / 2000 * size
+    half = advance * scale * size / 2
+    origin = (width / 2 - half * cosine + middle * sine, height / 2 - half * sine - middle * cosine)
+    return size, origin, angle, scale
+
+
+def _footer_layout(width: float, height: float, text: str, font: FontSubset,
+                   point: float) -> tuple[float, tuple[float, float], float]:
+    low, high = FOOTER_POINTS
+    size = min(max(min(width, height) / 60, low * point), high * point)
+    advance = font.width(text)
+    scale = 1.0
+    if advance * size > 0.94 * width:
+        size = max(0.94 * width / advance, MIN_FONT_POINTS * point)
+        scale = min(0.94 * width / (advance * size), 1.0)
+
+    margin = max(-font.descent / 1000 * size + 0.01 * height, 0.35 * size)
+    x = max((width - advance * scale * size) / 2, 0.0)
+    return size, (x, margin), scale
+
+
+def _add_named(resources: pikepdf.Dictionary, category: str, base: str, value: pikepdf.Object) -> str:
+    group = resources.get(category)
+    if not isinstance(group, pikepdf.Dictionary):
+        group = pikepdf.Dictionary()
+        resources[category] = group
+
+    name = base
+    suffix = 0
+    while name in group and group[name] != value:
+        suffix += 1
+        name = f"{base}{suffix}"
+    group[name] = value
+    return name
+
+
+def _rectangle(value: pikepdf.Object | None) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, pikepdf.Array) or len(value) != 4:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(item) for item in value)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(item) for item in (x0, y0, x1, y1)):
+        return None
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _scalar(value: object, default: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _number(value: float) -> str:
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _damaged_content(page_number: int) -> PdfRejected:
+    return PdfRejected(
+        "damaged",
+        f"The content of page {page_number} is damaged and cannot be read, so a watermark could not be "
+        "placed on it reliably. Open the file in a PDF viewer, print it to a new PDF, and upload that file.",
+    )

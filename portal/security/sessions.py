@@ -1,0 +1,139 @@
+"""Database-backed sessions for staff and recipients.
+
+The cookie carries 256 random bits; the table stores only their SHA-256, so a database dump cannot be
+replayed as cookies. Every authentication step issues a fresh id and deletes the one the browser sent,
+so a session id planted before login is dead afterwards. Idle and absolute limits are checked on every
+request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from litestar.datastructures import Cookie
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.models import AuthSession, utcnow
+from portal.security.hashing import sha256_hex
+
+STAFF_COOKIE = "__Host-portal-staff"
+RECIPIENT_COOKIE = "__Host-portal-access"
+COOKIE_FOR_KIND = {"staff": STAFF_COOKIE, "recipient": RECIPIENT_COOKIE}
+
+# last_seen_at is written at most this often, so page views do not each cost a write.
+_TOUCH_INTERVAL = dt.timedelta(seconds=30)
+
+
+async def start_session(
+    db: AsyncSession,
+    *,
+    kind: str,
+    subject_id: uuid.UUID,
+    idle: dt.timedelta,
+    absolute: dt.timedelta,
+    ip_prefix: str | None,
+    previous_id: str | None,
+    secret: str | None = None,
+) -> str:
+    """Create a session and return its raw id for the cookie; the id the browser sent is deleted."""
+    if previous_id:
+        await db.execute(delete(AuthSession).where(AuthSession.id_hash == sha256_hex(previous_id)))
+
+    raw_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.add(
+        AuthSession(
+            id_hash=sha256_hex(raw_id),
+            kind=kind,
+            subject_id=subject_id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + absolute,
+            idle_seconds=int(idle.total_seconds()),
+            ip_prefix=ip_prefix,
+            sealed_secret=_seal(raw_id, secret) if secret else None,
+        )
+    )
+    return raw_id
+
+
+def _sealing_key(raw_id: str) -> bytes:
+    return hmac.new(raw_id.encode(), b"portal session seal", hashlib.sha256).digest()
+
+
+def _seal(raw_id: str, secret: str) -> bytes:
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(_sealing_key(raw_id)).encrypt(nonce, secret.encode(), b"session")
+
+
+def open_sealed_secret(session: AuthSession, raw_id: str) -> str | None:
+    """Return the secret sealed into the session at its start, or None if there is none."""
+    if not session.sealed_secret:
+        return None
+    sealed = session.sealed_secret
+    try:
+        return AESGCM(_sealing_key(raw_id)).decrypt(sealed[:12], sealed[12:], b"session").decode()
+    except InvalidTag:
+        return None
+
+
+async def load_session(db: AsyncSession, *, kind: str, raw_id: str | None) -> AuthSession | None:
+    """Return the live session for ``raw_id``, or None if it is unknown, of another kind or timed out."""
+    if not raw_id or len(raw_id) > 100:
+        return None
+
+    id_hash = sha256_hex(raw_id)
+    row = await db.scalar(select(AuthSession).where(AuthSession.id_hash == id_hash))
+    if row is None or row.kind != kind:
+        return None
+
+    now = utcnow()
+    idle_deadline = row.last_seen_at + dt.timedelta(seconds=row.idle_seconds)
+    if now >= row.expires_at or now >= idle_deadline:
+        await db.execute(delete(AuthSession).where(AuthSession.id_hash == id_hash))
+        return None
+
+    if now - row.last_seen_at >= _TOUCH_INTERVAL:
+        await db.execute(update(AuthSession).where(AuthSession.id_hash == id_hash).values(last_seen_at=now))
+    return row
+
+
+async def end_session(db: AsyncSession, raw_id: str | None) -> None:
+    if raw_id:
+        await db.execute(delete(AuthSession).where(AuthSession.id_hash == sha256_hex(raw_id)))
+
+
+async def end_sessions_of(db: AsyncSession, *, kind: str, subject_id: uuid.UUID) -> None:
+    """End every session of one staff member or one share (disable, demote, revoke)."""
+    await db.execute(delete(AuthSession).where(AuthSession.kind == kind, AuthSession.subject_id == subject_id))
+
+
+def session_cookie(kind: str, raw_id: str) -> Cookie:
+    # No Max-Age: the browser forgets the cookie when it closes; the server enforces the real limits.
+    return Cookie(
+        key=COOKIE_FOR_KIND[kind],
+        value=raw_id,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def expired_cookie(kind: str) -> Cookie:
+    return Cookie(
+        key=COOKIE_FOR_KIND[kind],
+        value="",
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+        max_age=0,
+    )

@@ -1,0 +1,268 @@
+"""Creating, reading and revoking shares; the recipient copy is prepared when the share is created."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit.recorder import Actor, record
+from portal.blobs import StagedBlob
+from portal.core import Portal
+from portal.crypto.marker import encode_marker
+from portal.documents.service import clean_text, load_document
+from portal.errors import InvalidInput, NotFound, UploadRejected
+from portal.i18n import _
+from portal.models import Document, Share, ShareDocument, StaffUser, utcnow
+from portal.pdf.errors import PdfRejected
+from portal.pdf.pipeline import CopyRequest
+from portal.policies import Profile
+from portal.security import codes
+from portal.security.hashing import CODE_HASHER, hash_secret
+from portal.security.sessions import end_sessions_of
+
+MAX_DOCUMENTS_PER_SHARE = 10
+_LOCATOR_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ShareForm:
+    document_ids: list[uuid.UUID]
+    profile: Profile
+    recipient_name: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class IssuedShare:
+    share: Share
+    code: str  # canonical form; shown once, never stored
+
+    @property
+    def printed_code(self) -> str:
+        return codes.display(self.code)
+
+
+def parse_share_form(
+    portal: Portal, document_ids: list[str], profile: str | None, recipient_name: str | None, purpose: str | None
+) -> ShareForm:
+    if not document_ids:
+        raise InvalidInput(_("No document chosen. Choose at least one report to share."), field="document_ids")
+    if len(document_ids) > MAX_DOCUMENTS_PER_SHARE:
+        raise InvalidInput(
+            _("Too many documents ({count}). A share holds at most {max}.").format(
+                count=len(document_ids), max=MAX_DOCUMENTS_PER_SHARE
+            ),
+            field="document_ids",
+        )
+
+    parsed_ids: list[uuid.UUID] = []
+    for value in document_ids:
+        try:
+            parsed_ids.append(uuid.UUID(str(value)))
+        except ValueError:
+            raise InvalidInput(
+                _("Document id '{value}' is invalid. Use the id returned by the upload.").format(value=str(value)[:40]),
+                field="document_ids",
+            ) from None
+    if len(set(parsed_ids)) != len(parsed_ids):
+        raise InvalidInput(_("A document is listed twice. List each document once."), field="document_ids")
+
+    chosen = portal.policies.profiles.get(profile or "")
+    if chosen is None:
+        raise InvalidInput(
+            _("Profile '{value}' is unknown. Use one of: {choices}.").format(
+                value=(profile or "")[:40], choices=", ".join(portal.policies.profiles)
+            ),
+            field="profile",
+        )
+    return ShareForm(
+        document_ids=parsed_ids,
+        profile=chosen,
+        recipient_name=clean_text(recipient_name, "recipient_name", _("Recipient name"), 120),
+        purpose=clean_text(purpose, "purpose", _("Purpose"), 200),
+    )
+
+
+def _share_reference() -> str:
+    return "S-" + "".join(secrets.choice(codes.ALPHABET) for _ in range(8))
+
+
+async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: ShareForm) -> IssuedShare:
+    """Create a share with a new access code and its prepared, encrypted recipient copy."""
+    documents = [await load_document(portal, document_id) for document_id in form.document_ids]
+    profile = form.profile
+
+    share_id = uuid.uuid4()
+    reference = _share_reference()
+    code = codes.generate_code()
+    now = utcnow()
+
+    copy_bytes = await _prepare_copy(portal, documents, form, share_id, reference, code, now.date())
+    code_hash = await hash_secret(CODE_HASHER, code)
+
+    staged: StagedBlob | None = None
+    try:
+        staged = await portal.blobs.stage("copy", copy_bytes)
+        share = Share(
+            id=share_id,
+            reference=reference,
+            profile=profile.name,
+            recipient_name=form.recipient_name,
+            purpose=form.purpose,
+            created_by=creator.id,
+            created_at=now,
+            expires_at=now + dt.timedelta(days=profile.expiry_days),
+            max_redemptions=profile.max_redemptions,
+            allow_view=profile.allow_view,
+            allow_download=profile.allow_download,
+            max_downloads=profile.max_downloads,
+            code_locator=codes.locator_of(code),
+            code_hash=code_hash,
+            copy_blob_id=staged.blob_id,
+            copy_password_is_code=profile.pdf_password == "code",
+            documents=[
+                ShareDocument(document_id=document.id, position=index) for index, document in enumerate(documents)
+            ],
+        )
+        await _insert_share(portal, who, share, documents, staged)
+    except BaseException:
+        await portal.blobs.discard(staged)
+        raise
+    return IssuedShare(share=share, code=code)
+
+
+async def _prepare_copy(
+    portal: Portal,
+    documents: list[Document],
+    form: ShareForm,
+    share_id: uuid.UUID,
+    reference: str,
+    code: str,
+    issued_on: dt.date,
+) -> bytes:
+    async with portal.transaction() as db:
+        originals = [await portal.blobs.read_all(db, document.blob_id or "") for document in documents]
+
+    request = CopyRequest(
+        documents=originals,
+        recipient_name=form.recipient_name,
+        share_reference=reference,
+        issued_on=issued_on,
+        marker=encode_marker(portal.keyring.secret("marker"), share_id),
+        user_password=codes.display(code) if form.profile.pdf_password == "code" else None,
+        allow_print=form.profile.allow_print,
+        allow_copy=form.profile.allow_copy,
+    )
+    try:
+        return await portal.pdf.prepare_copy(request)
+    except PdfRejected as rejection:
+        raise UploadRejected(rejection.message, code=rejection.code) from None
+
+
+async def _insert_share(
+    portal: Portal, who: Actor, share: Share, documents: list[Document], staged: StagedBlob
+) -> None:
+    # The 25-bit locator can collide with an existing share; a new locator keeps the code's secret part.
+    for attempt in range(_LOCATOR_ATTEMPTS):
+        try:
+            async with portal.transaction() as db:
+                db.add_all(staged.rows())
+                await db.flush()
+                db.add(share)
+                await db.flush()
+                for document in documents:
+                    await record(
+                        db,
+                        who,
+                        "share.created",
+                        share_id=share.id,
+                        document_id=document.id,
+                        patient_pseudonym=document.patient_pseudonym,
+                        purpose=share.purpose,
+                        details={"profile": share.profile, "expires_at": share.expires_at.isoformat()},
+                    )
+            return
+        except IntegrityError:
+            if attempt == _LOCATOR_ATTEMPTS - 1:
+                raise
+            share.code_locator = codes.generate_locator()
+    raise AssertionError("unreachable")
+
+
+async def load_share(portal: Portal, share_id: str | uuid.UUID) -> Share:
+    try:
+        key = share_id if isinstance(share_id, uuid.UUID) else uuid.UUID(str(share_id))
+    except ValueError:
+        raise NotFound(_("Share {value} was not found.").format(value=str(share_id)[:40])) from None
+    async with portal.transaction() as db:
+        share = await db.get(Share, key)
+    if share is None:
+        raise NotFound(_("Share {value} was not found.").format(value=key))
+    return share
+
+
+def share_status(share: Share, now: dt.datetime | None = None) -> str:
+    """Return the state a clinician sees: revoked, locked, expired, used, opened or issued."""
+    moment = now or utcnow()
+    if share.revoked_at is not None:
+        return "revoked"
+    if share.locked_at is not None:
+        return "locked"
+    if share.expires_at <= moment:
+        return "expired"
+    if share.downloads_completed > 0:
+        return "downloaded"
+    if share.redemptions > 0:
+        return "opened"
+    return "issued"
+
+
+def share_summary(share: Share) -> dict[str, object]:
+    return {
+        "id": str(share.id),
+        "reference": share.reference,
+        "profile": share.profile,
+        "status": share_status(share),
+        "created_at": share.created_at.isoformat(),
+        "expires_at": share.expires_at.isoformat(),
+        "revoked_at": share.revoked_at.isoformat() if share.revoked_at else None,
+        "locked_at": share.locked_at.isoformat() if share.locked_at else None,
+        "first_opened_at": share.first_opened_at.isoformat() if share.first_opened_at else None,
+        "redemptions": share.redemptions,
+        "max_redemptions": share.max_redemptions,
+        "downloads_started": share.downloads_started,
+        "downloads_completed": share.downloads_completed,
+        "max_downloads": share.max_downloads,
+        "failed_attempts": share.failed_attempts,
+        "document_ids": [str(link.document_id) for link in share.documents],
+    }
+
+
+async def revoke_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Share:
+    """Revoke a share; its open recipient sessions end with it."""
+    async with portal.transaction() as db:
+        share = await db.get(Share, share_id)
+        if share is None:
+            raise NotFound(_("Share {value} was not found.").format(value=share_id))
+        if share.revoked_at is None:
+            await db.execute(update(Share).where(Share.id == share_id).values(revoked_at=utcnow()))
+            await end_sessions_of(db, kind="recipient", subject_id=share_id)
+            await record(db, who, "share.revoked", share_id=share_id, purpose=share.purpose)
+        await db.refresh(share)
+    return share
+
+
+async def shares_for_document(db: AsyncSession, document_id: uuid.UUID) -> list[Share]:
+    query = (
+        select(Share)
+        .join(ShareDocument, ShareDocument.share_id == Share.id)
+        .where(ShareDocument.document_id == document_id)
+        .order_by(Share.created_at.desc())
+    )
+    return list((await db.scalars(query)).all())

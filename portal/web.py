@@ -1,0 +1,92 @@
+"""Request helpers shared by the feature packages: the portal, the actor, staff and token authentication."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from litestar import Request
+from sqlalchemy import select
+
+from portal.audit.recorder import Actor
+from portal.core import Portal
+from portal.errors import Forbidden, NotAuthenticated
+from portal.models import ApiToken, StaffUser, utcnow
+from portal.security.client import client_ip, ip_prefix, user_agent_family
+from portal.security.hashing import sha256_hex
+from portal.security.sessions import STAFF_COOKIE, load_session
+
+STAFF_ROLES = ("clinician", "admin", "dpo")
+
+
+def portal_of(request: Request[Any, Any, Any]) -> Portal:
+    return request.app.state.portal  # type: ignore[no-any-return]
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def client_prefix(request: Request[Any, Any, Any]) -> str | None:
+    portal = portal_of(request)
+    security = portal.policies.security
+    address = client_ip(request, portal.settings.trusted_proxy_hops)
+    return ip_prefix(address, security.ip_prefix_v4, security.ip_prefix_v6)
+
+
+def actor_for(request: Request[Any, Any, Any], actor: str) -> Actor:
+    return Actor(
+        actor=actor,
+        ip_prefix=client_prefix(request),
+        user_agent_family=user_agent_family(request.headers.get("user-agent")),
+        request_id=request_id_of(request),
+    )
+
+
+async def require_staff(request: Request[Any, Any, Any], *roles: str) -> StaffUser:
+    """Return the signed-in staff member, or raise NotAuthenticated / Forbidden.
+
+    The session and the account are checked on every request, so disabling an account or changing its
+    role takes effect on the next request.
+    """
+    portal = portal_of(request)
+    async with portal.transaction() as db:
+        session = await load_session(db, kind="staff", raw_id=request.cookies.get(STAFF_COOKIE))
+        user = await db.get(StaffUser, session.subject_id) if session else None
+
+    if user is None or user.disabled_at is not None:
+        raise NotAuthenticated("Sign in to continue.")
+    if roles and user.role not in roles:
+        raise Forbidden("Your role does not allow this page. Ask an administrator if you need access.")
+    return user
+
+
+async def require_token(request: Request[Any, Any, Any], *roles: str) -> StaffUser:
+    """Authenticate an API request by its bearer token; the token acts with its owner's role."""
+    header = request.headers.get("authorization", "")
+    scheme, _space, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("Send an API token in the header 'Authorization: Bearer <token>'.")
+
+    portal = portal_of(request)
+    now = utcnow()
+    async with portal.transaction() as db:
+        row = await db.scalar(select(ApiToken).where(ApiToken.token_hash == sha256_hex(token.strip())))
+        user = row.user if row else None
+
+    if row is None or user is None or row.revoked_at is not None or _expired(row.expires_at, now):
+        raise NotAuthenticated("The API token is invalid, expired or revoked. Ask an administrator for a new one.")
+    if user.disabled_at is not None:
+        raise NotAuthenticated("The API token's owner is disabled. Ask an administrator for a new token.")
+    if roles and user.role not in roles:
+        raise Forbidden(f"The API token's role ({user.role}) does not allow this request.")
+    request.scope.setdefault("state", {})["token_id"] = str(row.id)
+    return user
+
+
+def _expired(expires_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
+def token_actor(request: Request[Any, Any, Any]) -> Actor:
+    return actor_for(request, f"token:{request.scope['state']['token_id']}")

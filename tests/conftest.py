@@ -1,0 +1,96 @@
+"""Shared fixtures: a portal on SQLite and, when PORTAL_TEST_DATABASE_URL is set, on PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from portal.app import create_app
+from portal.config import REPOSITORY_ROOT, Settings
+
+CORPUS_DIR = Path(os.environ.get("PORTAL_CORPUS_DIR") or REPOSITORY_ROOT.parent / "shared" / "corpus" / "pdf")
+POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
+BASE_URL = "https://portal.test"
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    name: str
+    expected: str  # process | reject | either
+    exercises: str
+
+    @property
+    def path(self) -> Path:
+        return CORPUS_DIR / self.name
+
+
+def corpus_files() -> list[CorpusFile]:
+    with (CORPUS_DIR / "MANIFEST.tsv").open(newline="") as handle:
+        rows = csv.DictReader(handle, delimiter="\t")
+        return [CorpusFile(row["file"], row["expected"], row["exercises"]) for row in rows]
+
+
+def database_backends() -> list[str]:
+    return ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(params=database_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'portal.db'}"
+        return
+
+    assert POSTGRES_URL is not None
+    name = "portal_test_" + secrets.token_hex(6)
+    admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings.from_env(
+        {
+            "PORTAL_DATA_DIR": str(tmp_path / "data"),
+            "PORTAL_DATABASE_URL": database_url,
+            "PORTAL_CLINIC_NAME": "Riverside Dermatology",
+            "PORTAL_CLINIC_CONTACT": "+44 20 7946 0000",
+            "PORTAL_PUBLIC_URL": BASE_URL,
+        }
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return create_app(settings, pdf_workers=1)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF field"
+    return match.group(1)

@@ -1,0 +1,81 @@
+"""Test personas and small steps of the share flow, used by integration and browser tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from portal.core import Portal
+from portal.staff.service import add_user, create_token
+from tests.conftest import PASSWORD, csrf_from
+
+CLINICIAN = "clinician@riverside.test"
+SECOND_CLINICIAN = "colleague@riverside.test"
+ADMIN = "admin@riverside.test"
+DPO = "dpo@riverside.test"
+
+
+def portal_of(app: Litestar) -> Portal:
+    return app.state.portal  # type: ignore[no-any-return]
+
+
+async def add_staff(app: Litestar, email: str, role: str) -> None:
+    portal = portal_of(app)
+    async with portal.transaction() as db:
+        await add_user(db, email, role, PASSWORD)
+
+
+async def token_for(app: Litestar, email: str, role: str) -> dict[str, str]:
+    """Create the staff member and an API token; return the Authorization header."""
+    await add_staff(app, email, role)
+    async with portal_of(app).transaction() as db:
+        token = await create_token(db, email, "tests", 30)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_in(client: AsyncTestClient[Litestar], email: str, password: str = PASSWORD) -> Any:
+    page = await client.get("/staff/login")
+    return await client.post(
+        "/staff/login",
+        data={"email": email, "password": password, "_csrf_token": csrf_from(page.text)},
+    )
+
+
+async def upload_pdf(
+    client: AsyncTestClient[Litestar],
+    headers: dict[str, str],
+    data: bytes,
+    *,
+    title: str = "Wound healing progress",
+    patient_ref: str = "PAT-0042",
+    report_date: str | None = "2026-11-30",
+) -> Any:
+    fields = {"title": title, "patient_ref": patient_ref}
+    if report_date:
+        fields["report_date"] = report_date
+    return await client.post(
+        "/api/v1/documents", headers=headers, files={"file": ("report.pdf", data, "application/pdf")}, data=fields
+    )
+
+
+async def create_share(
+    client: AsyncTestClient[Litestar],
+    headers: dict[str, str],
+    document_ids: list[str],
+    *,
+    profile: str = "patient",
+    recipient_name: str = "Zoë Łukasiewicz",
+    purpose: str = "Follow-up after treatment",
+) -> Any:
+    return await client.post(
+        "/api/v1/shares",
+        headers=headers,
+        json={"document_ids": document_ids, "profile": profile, "recipient_name": recipient_name, "purpose": purpose},
+    )
+
+
+async def redeem(client: AsyncTestClient[Litestar], code: str) -> Any:
+    page = await client.get("/access")
+    return await client.post("/access", data={"code": code, "_csrf_token": csrf_from(page.text)})

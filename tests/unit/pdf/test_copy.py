@@ -1,0 +1,170 @@
+"""Copies made by the pipeline directly: markers, encryption strength, scripts and rendered watermarks."""
+
+import io
+import os
+
+import pikepdf
+import pytest
+
+from portal.pdf import Budgets, PdfRejected, prepare_copy, read_marker, render_page, sanitize
+from portal.pdf.protect import WeakEncryptionError, build_encryption, check_encryption, save_encrypted
+from tests.unit.pdf import helpers
+from tests.unit.pdf.conftest import corpus_file
+
+BUDGETS = Budgets()
+ROTATION_FILES = [
+    "rotate-90-single-page.pdf",
+    "rotate-mixed-90-180-270-six-pages.pdf",
+    "inherited-rotate-page-overrides.pdf",
+    "boxes-crop-bleed-trim-all-rotations.pdf",
+    "mediabox-negative-origin-linearized.pdf",
+    "cropbox-smaller-than-mediabox.pdf",
+    "unbalanced-q-leaves-ctm-scaled.pdf",
+]
+
+
+@pytest.fixture(scope="module")
+def stored() -> bytes:
+    return sanitize(corpus_file("hybrid-xref-objstm.pdf"), BUDGETS).pdf
+
+
+def xmp_document_id(copy: bytes, password: str | None) -> str:
+    with pikepdf.open(io.BytesIO(copy), password=password or "") as pdf:
+        return pdf.Root.Metadata.read_bytes().decode().split("<xmpMM:DocumentID>")[1].split("<")[0]
+
+
+def trailer_id(copy: bytes, password: str | None) -> tuple[bytes, bytes]:
+    with pikepdf.open(io.BytesIO(copy), password=password or "") as pdf:
+        return bytes(pdf.trailer.ID[0]), bytes(pdf.trailer.ID[1])
+
+
+def test_copies_differ(stored: bytes) -> None:
+    first_marker, second_marker = os.urandom(16), os.urandom(16)
+    first = prepare_copy(helpers.copy_request([stored], marker=first_marker), BUDGETS)
+    second = prepare_copy(helpers.copy_request([stored], marker=second_marker), BUDGETS)
+
+    assert first != second
+    assert trailer_id(first, helpers.PASSWORD)[0] == first_marker
+    assert trailer_id(second, helpers.PASSWORD)[0] == second_marker
+    assert trailer_id(first, helpers.PASSWORD)[1] != trailer_id(second, helpers.PASSWORD)[1]
+    assert xmp_document_id(first, helpers.PASSWORD) == f"uuid:{first_marker.hex()[:8]}-" + \
+        f"{first_marker.hex()[8:12]}-{first_marker.hex()[12:16]}-{first_marker.hex()[16:20]}-{first_marker.hex()[20:]}"
+    assert xmp_document_id(first, helpers.PASSWORD) != xmp_document_id(second, helpers.PASSWORD)
+
+
+def test_same_marker_different_instance(stored: bytes) -> None:
+    marker = os.urandom(16)
+    first = prepare_copy(helpers.copy_request([stored], marker=marker), BUDGETS)
+    second = prepare_copy(helpers.copy_request([stored], marker=marker), BUDGETS)
+
+    assert first != second
+    assert trailer_id(first, helpers.PASSWORD)[1] != trailer_id(second, helpers.PASSWORD)[1]
+
+
+@pytest.mark.parametrize("password", [helpers.PASSWORD, None])
+def test_read_marker_without_password(stored: bytes, password: str | None) -> None:
+    marker = os.urandom(16)
+    copy = prepare_copy(helpers.copy_request([stored], password=password, marker=marker), BUDGETS)
+
+    assert read_marker(copy) == marker
+
+
+def test_read_marker_plain_file() -> None:
+    assert read_marker(helpers.cyclic_page_tree()) is None
+
+
+def test_permission_copy_opens_without_password(stored: bytes) -> None:
+    copy = prepare_copy(helpers.copy_request([stored], password=None), BUDGETS)
+
+    with pikepdf.open(io.BytesIO(copy)) as pdf:
+        assert pdf.encryption.R == 6
+        assert pdf.encryption.bits == 256
+        assert not pdf.allow.extract
+        assert pdf.allow.print_highres
+
+
+def test_weak_encryption_refused() -> None:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+
+    for revision in (2, 3, 4):
+        weak = pikepdf.Encryption(owner="o" * 64, user="", R=revision)
+        with pytest.raises(WeakEncryptionError):
+            check_encryption(weak)
+        with pytest.raises(WeakEncryptionError):
+            save_encrypted(pdf, weak)
+
+
+def test_encryption_settings_r6() -> None:
+    first = build_encryption("code", allow_print=False, allow_copy=False)
+    second = build_encryption("code", allow_print=False, allow_copy=False)
+
+    assert first.R == 6
+    assert first.aes
+    assert len(first.owner) == 64
+    assert first.owner != second.owner
+    assert not first.allow.print_highres
+
+
+@pytest.mark.parametrize("name", ["Zoë Łukasiewicz", "Αλέξανδρος Παπαδόπουλος", "Дмитрий Иванович"])
+def test_names_extract(stored: bytes, name: str) -> None:
+    copy = prepare_copy(helpers.copy_request([stored], name=name), BUDGETS)
+
+    pages = helpers.watermark_lines(copy, helpers.PASSWORD, name)
+    assert len(pages) == 30
+    assert all(len(lines) == 2 for lines in pages)
+
+
+def test_documents_concatenated() -> None:
+    first = sanitize(corpus_file("rotate-90-single-page.pdf"), BUDGETS).pdf
+    second = sanitize(corpus_file("inherited-mediabox-resources.pdf"), BUDGETS).pdf
+
+    copy = prepare_copy(helpers.copy_request([first, second]), BUDGETS)
+
+    pages = helpers.watermark_lines(copy, helpers.PASSWORD, helpers.RECIPIENT)
+    assert len(pages) == 4
+    assert all(len(lines) == 2 for lines in pages)
+
+
+def test_copy_rejects_damaged_input() -> None:
+    with pytest.raises(PdfRejected) as caught:
+        prepare_copy(helpers.copy_request([b"not a pdf"]), BUDGETS)
+    assert caught.value.code == "not_pdf"
+
+
+@pytest.mark.parametrize("name", ROTATION_FILES)
+def test_rendered_watermark_inside(name: str) -> None:
+    stored_pdf = sanitize(corpus_file(name), BUDGETS).pdf
+    copy = prepare_copy(helpers.copy_request([stored_pdf]), BUDGETS)
+
+    with pikepdf.open(io.BytesIO(stored_pdf)) as pdf:
+        page_count = len(pdf.pages)
+    for index in range(page_count):
+        rendered = helpers.render(copy, helpers.PASSWORD, index)
+        original = helpers.render(stored_pdf, None, index)
+        width, height = rendered.size
+
+        everything, footer = helpers.magenta_mask_bbox(rendered, original)
+
+        assert everything is not None, f"page {index + 1}: no watermark pixels"
+        left, top, right, bottom = everything
+        assert left > 0 and top > 0 and right < width - 1 and bottom < height - 1, f"page {index + 1}: {everything}"
+        # Upright footer: a wide band of watermark pixels along the bottom edge as displayed.
+        assert footer is not None, f"page {index + 1}: no footer along the bottom"
+        assert footer[2] - footer[0] > width * 0.3, f"page {index + 1}: footer {footer}"
+        # The diagonal spans most of the page in both directions.
+        assert right - left > width * 0.5 and bottom - top > height * 0.5, f"page {index + 1}: {everything}"
+
+
+def test_render_page_png(stored: bytes) -> None:
+    copy = prepare_copy(helpers.copy_request([stored]), BUDGETS)
+
+    png = render_page(copy, helpers.PASSWORD, 0, max_width_px=300)
+
+    assert png.startswith(b"\x89PNG")
+    with pytest.raises(PdfRejected) as caught:
+        render_page(copy, None, 0)
+    assert caught.value.code == "password_required"
+    with pytest.raises(PdfRejected) as caught:
+        render_page(copy, helpers.PASSWORD, 99)
+    assert caught.value.code == "page_not_found"

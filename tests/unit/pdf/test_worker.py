@@ -1,0 +1,51 @@
+"""Worker isolation: the time and memory limits end a job, and the pool replaces the worker."""
+
+import pytest
+
+from portal.pdf import Budgets, PdfRejected, PdfWorkerPool
+from portal.pdf.worker import decode_message, encode_message
+from tests.unit.pdf.conftest import corpus_file
+
+HEAVY_FILE = "fuzz-210k-needs-500mb.pdf"
+
+
+async def test_timeout_kills_and_replaces() -> None:
+    async with PdfWorkerPool(1, Budgets(timeout_seconds=0.3)) as pool:
+        with pytest.raises(PdfRejected) as caught:
+            await pool.sanitize(corpus_file(HEAVY_FILE))
+        assert caught.value.code == "timeout"
+        assert "0 seconds" in caught.value.message or "seconds" in caught.value.message
+
+        stored = await pool.sanitize(corpus_file("rotate-90-single-page.pdf"))
+        assert stored.pages == 1
+
+
+async def test_memory_limit_rejects() -> None:
+    async with PdfWorkerPool(1, Budgets(memory_bytes=400 * 2**20)) as pool:
+        with pytest.raises(PdfRejected) as caught:
+            await pool.sanitize(corpus_file(HEAVY_FILE))
+        assert caught.value.code in ("memory_limit", "damaged")
+
+        stored = await pool.sanitize(corpus_file("rotate-90-single-page.pdf"))
+        assert stored.pages == 1
+
+
+async def test_job_size_limit() -> None:
+    async with PdfWorkerPool(1, Budgets()) as pool:
+        with pytest.raises(PdfRejected) as caught:
+            await pool.sanitize(b"%PDF-1.7\n" + b" " * 31_000_000)
+        assert caught.value.code == "too_large"
+
+
+def test_message_round_trip() -> None:
+    header, blobs = decode_message(encode_message({"job": "x", "name": "Дмитрий"}, [b"a", b"", b"bc"]))
+
+    assert header["name"] == "Дмитрий"
+    assert blobs == [b"a", b"", b"bc"]
+
+
+def test_message_truncated_rejected() -> None:
+    message = encode_message({"job": "x"}, [b"abcdef"])
+
+    with pytest.raises(ValueError):
+        decode_message(message[:-2])
