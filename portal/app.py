@@ -28,7 +28,8 @@ from portal.documents.controllers import document_routes
 from portal.dpo.controllers import dpo_routes
 from portal.errors import NotAuthenticated, PortalError
 from portal.i18n import _
-from portal.logs import configure_logging
+from portal.policies import load_policies
+from portal.logs import configure_logging, quiet_libraries
 from portal.security.headers import SecurityHeadersMiddleware
 from portal.shares.controllers import share_routes
 from portal.staff.controllers import staff_routes
@@ -141,6 +142,9 @@ class RequestLogMiddleware:
 def create_app(settings: Settings | None = None, *, pdf_workers: int | None = None) -> Litestar:
     """Build the application; services start in the lifespan so the app object is cheap to create."""
     settings = settings or Settings.from_env()
+    quiet_libraries()
+    # Invalid policy files stop start-up here, before the server binds, with the file, key and reason.
+    load_policies(settings.policy_dir)
     keyring_for_csrf = open_keyring(settings)
     csrf_secret = keyring_for_csrf.secret("session").hex()
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Files the portal creates (database, WAL, blobs, keys) are readable by its own user only.
+    os.umask(0o077)
     configure_logging()
     args = build_parser().parse_args(argv)
     try:

@@ -14,7 +14,7 @@ import sys
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-_STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,6 +36,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Libraries whose debug output carries SQL parameters or request bodies, which may hold names and codes.
+_PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "psycopg", "multipart", "httpx", "httpcore")
+
+
+def quiet_libraries() -> None:
+    """Keep libraries that log query parameters at WARNING, whatever the root level."""
+    for name in _PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -44,3 +54,4 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's access log prints full client addresses; the portal writes its own request line instead.
     logging.getLogger("uvicorn.access").disabled = True
+    quiet_libraries()

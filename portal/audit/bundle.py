@@ -58,9 +58,9 @@ MANIFEST_NAME = "manifest.json"
 README_NAME = "README.txt"
 REQUIRED_MEMBERS = (EVENTS_NAME, PROOFS_NAME, CHECKPOINT_NAME, PUBLIC_KEY_NAME, MANIFEST_NAME)
 
-# Read limits for the verifier, which opens archives from anywhere. An event line is well under
-# 4 KiB and a proof line under 4 KiB for any 64-bit tree size; the manifest of a filtered export of a
-# million separate seqs is about 20 MB.
+# Read limits for the verifier, which opens archives from anywhere. An event line is well under 4 KiB,
+# and so is a proof line for any 64-bit tree size. The manifest of a filtered export of a million
+# separate seqs is about 20 MB.
 MAX_LINE_BYTES = 64 * 1024
 MAX_SMALL_MEMBER_BYTES = 64 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -85,7 +85,7 @@ class VerifyReport:
         checked: number of events whose inclusion proof verified before the first failure.
         first_failure: the first failed check, naming the member, line and seq; None when ok.
         trusted_key: True if the checks used a key given by the caller. False means the key came
-            from the bundle itself, which proves integrity against the log key but not who holds it.
+            from the bundle itself, which proves integrity against the log key but not whose key it is.
         checkpoint: the verified tree head, or None if verification failed before it.
     """
 
@@ -128,7 +128,7 @@ def write_bundle(
         exported_at: the export time (UTC RFC 3339), recorded in the manifest.
 
     Raises:
-        BundleError: the inputs disagree. The message says which event or hash, because a stored row
+        BundleError: the inputs disagree. The message names the event or hash, because a stored row
             that no longer matches its leaf hash means the database was altered.
     """
     verifier = _verifier_for_signing(public_key_text, signing_key)
@@ -174,9 +174,9 @@ def write_bundle(
 def verify_bundle(path: Path, trusted_public_key_text: str | None = None) -> VerifyReport:
     """Verify an evidence bundle offline and report the first check that fails.
 
-    The checks run in this order: the public key, the checkpoint signature, the manifest signature
-    and its agreement with the checkpoint, then each event line against the manifest's seq list and
-    its inclusion proof, and finally the SHA-256 of events.jsonl and proofs.jsonl.
+    The checks run in this order. First the public key, the checkpoint signature, the manifest
+    signature and the manifest's agreement with the checkpoint. Then each event line, against the
+    manifest's seq list and its inclusion proof. Last, the SHA-256 of events.jsonl and proofs.jsonl.
 
     Args:
         path: the bundle file.
@@ -285,8 +285,8 @@ def _write_events(
             seq = event["seq"]
             _check_export_order(seq, seqs, checkpoint)
 
-            # A row whose bytes no longer give the leaf hash recorded when it was written was altered
-            # in the database; exporting it would hand out evidence that fails verification.
+            # A row whose bytes no longer give the leaf hash recorded at write time was altered in the
+            # database. Exporting it would hand out evidence that fails verification.
             stored = tree.leaf(seq - 1)
             if leaf_hash(line) != stored:
                 raise BundleError(
@@ -355,7 +355,7 @@ def _check_members(archive: zipfile.ZipFile) -> None:
     # A zip archive may hold two entries of one name, and readers disagree about which one counts.
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
-        raise _Failure(f"the archive holds more than one entry named {duplicates}")
+        raise _Failure(f"the archive contains more than one entry named {duplicates}")
     missing = [name for name in REQUIRED_MEMBERS if name not in names]
     if missing:
         raise _Failure(f"the archive lacks {missing}; it is not a complete evidence bundle")
@@ -381,7 +381,7 @@ def _choose_key(archive: zipfile.ZipFile, trusted_text: str | None, state: _Veri
         trusted.public_key,
     ):
         raise _Failure(
-            f"{PUBLIC_KEY_NAME} holds key {bundled.name}+{bundled.key_id.hex()}, not the trusted key "
+            f"{PUBLIC_KEY_NAME} contains key {bundled.name}+{bundled.key_id.hex()}, not the trusted key "
             f"{trusted.name}+{trusted.key_id.hex()}; the bundle was signed by another key"
         )
     return trusted
@@ -530,20 +530,20 @@ def _verify_events(
 def _check_position(seq: int, expected: int | None, listed: _RangeSet, line_number: int) -> None:
     where = f"{EVENTS_NAME} line {line_number}"
     if expected is None:
-        raise _Failure(f"{where} holds seq {seq}, beyond the last seq the signed manifest lists")
+        raise _Failure(f"{where} contains seq {seq}, beyond the last seq the signed manifest lists")
     if seq == expected:
         return
     if seq not in listed:
         raise _Failure(
-            f"{where} holds seq {seq}, which the signed manifest does not list (inserted or edited)"
+            f"{where} contains seq {seq}, which the signed manifest does not list (inserted or edited)"
         )
     if seq > expected:
         raise _Failure(
-            f"{where} holds seq {seq} where the signed manifest lists seq {expected}; "
+            f"{where} contains seq {seq} where the signed manifest lists seq {expected}; "
             f"seq {expected} was deleted or moved"
         )
     raise _Failure(
-        f"{where} holds seq {seq} where the signed manifest lists seq {expected}; "
+        f"{where} contains seq {seq} where the signed manifest lists seq {expected}; "
         f"seq {seq} is out of order or repeated"
     )
 
@@ -577,7 +577,7 @@ def _parse_proof_line(raw: bytes, line_number: int, seq: int, checkpoint: Checkp
     if record.get("seq") != seq or record.get("leaf_index") != seq - 1:
         raise _Failure(
             f"{where} is the proof of seq {record.get('seq')!r}, but {EVENTS_NAME} line {line_number} "
-            f"holds seq {seq}; the two files are out of step"
+            f"contains seq {seq}; the two files are out of step"
         )
     if record.get("tree_size") != checkpoint.tree_size:
         raise _Failure(f"{where} is for tree size {record.get('tree_size')!r}, not {checkpoint.tree_size}")
@@ -588,7 +588,7 @@ def _parse_proof_line(raw: bytes, line_number: int, seq: int, checkpoint: Checkp
     try:
         return [base64.b64decode(node, validate=True) for node in path]
     except (binascii.Error, ValueError):
-        raise _Failure(f"{where}: audit_path holds invalid base64") from None
+        raise _Failure(f"{where}: audit_path contains invalid base64") from None
 
 
 def _read_line(member: IO[bytes], name: str, line_number: int) -> bytes | None:

@@ -5,9 +5,9 @@ serialises it as JSON with sorted keys, no insignificant whitespace and UTF-8 te
 ranges accepted here (ASCII keys, integers of at most 2**53 - 1, no floats) the output is also the
 RFC 8785 JSON Canonicalization Scheme form, so other languages can reproduce the leaf hashes.
 
-Validation is strict for the fields the server generates (sequence number, time, identifiers) and
-limited to type and length for free text that a client may influence (purpose, user-agent family,
-request id, detail values): a hostile header must not make the log write fail. JSON escapes control
+Validation is strict for the fields the server generates (sequence number, time, identifiers). Free
+text that a client may influence (purpose, user-agent family, request id, detail values) is checked
+only for type and length, so a hostile header cannot make the log write fail. JSON escapes control
 characters in free text, and `escape_control` makes them visible for screens and CSV.
 """
 
@@ -42,7 +42,7 @@ EVENT_FIELDS: tuple[str, ...] = (
 OUTCOMES = frozenset({"success", "failure"})
 _FIELD_SET = frozenset(EVENT_FIELDS)
 
-# The largest integer that every JSON parser reads exactly (IEEE 754 double precision).
+# The largest integer exact in IEEE 754 double precision, which many JSON parsers use for all numbers.
 MAX_JSON_INTEGER = 2**53 - 1
 
 # Lengths match the columns of the access_event table.
@@ -55,7 +55,7 @@ _MAX_LENGTHS = {
     "user_agent_family": 32,
     "request_id": 64,
 }
-# NOTE: chosen to keep events small; no caller has needed more so far.
+# NOTE: guessed limits that keep events small. Raise them if a detail needs more.
 MAX_DETAIL_ENTRIES = 32
 MAX_DETAIL_TEXT = 256
 
@@ -110,6 +110,11 @@ def details_json(details: Mapping[str, Any]) -> str:
     text = _ENCODER.encode(dict(details))
     _encode_utf8(text, "details")
     return text
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise an already validated value (an event or its details) as canonical JSON text."""
+    return _ENCODER.encode(value)
 
 
 def format_time(moment: dt.datetime) -> str:
@@ -194,7 +199,7 @@ def _encode_utf8(text: str, name: str) -> bytes:
 
 
 def _surrogate_field(name: str, text: str) -> str:
-    # Only on the error path: find the field whose JSON text holds the surrogate, for the message.
+    # Runs only on the error path, to name the field that contains the surrogate.
     document = json.loads(text)
     prefix = "" if name == "event" else f"{name}."
     for key, value in document.items():
@@ -227,10 +232,10 @@ def _check_pattern(
         raise EventInvalid(f"{name}: expected a string, got {type(value).__name__}")
 
     limit = _MAX_LENGTHS[name]
-    shown = f"{value!r} " if show_value else ""
+    value_text = f"{value!r} " if show_value else ""
     if len(value) > limit or not pattern.fullmatch(value):
         raise EventInvalid(
-            f"{name}: value {shown}does not match {pattern.pattern!r} within {limit} characters"
+            f"{name}: value {value_text}does not match {pattern.pattern!r} within {limit} characters"
         )
 
 
@@ -275,7 +280,7 @@ def _check_ip_prefix(value: Any) -> None:
 @functools.lru_cache(maxsize=4096)
 def _is_canonical_network(value: str) -> bool:
     # A network in its compressed form with host bits clear, e.g. 203.0.113.0/24 or 2001:db8::/64.
-    # Cached because a log holds few distinct prefixes and parsing one costs several microseconds.
+    # Cached because a log contains few distinct prefixes and parsing one costs several microseconds.
     try:
         return str(ipaddress.ip_network(value, strict=True)) == value
     except ValueError:

@@ -33,7 +33,7 @@ from portal.audit.merkle import HASH_SIZE
 # Signature type identifier byte of Ed25519 in the signed-note key ID and vkey encoding.
 ED25519_TYPE = b"\x01"
 SIGNATURE_PREFIX = "\u2014 "
-# The signed-note specification asks verifiers to accept at least 16 signatures and to cap them.
+# The signed-note specification requires verifiers to accept at least 16 signatures and recommends a cap.
 MAX_SIGNATURES = 100
 # A checkpoint with many witness cosignatures stays far below this.
 MAX_NOTE_LENGTH = 64 * 1024
@@ -200,7 +200,7 @@ def parse_public_key_text(text: str) -> VerifierKey:
         CheckpointInvalid: the line is malformed, names another algorithm, or its key ID is wrong.
     """
     stripped = text.strip()
-    # Neither the key name nor the hex key ID contains "+", so the first two are the separators; the
+    # Neither the key name nor the hex key ID contains "+", so the first two are the separators. The
     # base64 key after them may contain more.
     parts = stripped.split("+", 2)
     if len(parts) != 3:
@@ -220,7 +220,7 @@ def parse_public_key_text(text: str) -> VerifierKey:
     try:
         public_key = Ed25519PublicKey.from_public_bytes(material[1:])
     except ValueError:
-        raise CheckpointInvalid("the public key line holds bytes that are not an Ed25519 key") from None
+        raise CheckpointInvalid("the public key line contains an invalid Ed25519 key") from None
 
     if key_id(name, public_key).hex() != id_text:
         raise CheckpointInvalid(f"the public key line's key ID {id_text} does not match its name and key")

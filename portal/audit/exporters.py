@@ -15,11 +15,25 @@ import io
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from portal.audit.canonical import EVENT_FIELDS, canonical_event_bytes, details_json, escape_control
+from portal.audit.canonical import (
+    EVENT_FIELDS,
+    canonical_event_bytes,
+    canonical_json,
+    escape_control,
+    validate_event,
+)
 
 # Spreadsheets read a cell that starts with one of these as a formula (OWASP "CSV Injection";
 # OWASP ASVS 5.0 requirement 1.2.10 adds the NUL character).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+# Fields whose value a client or a staff member can choose. Validation restricts every other field to
+# patterns (digits, lowercase words, UUIDs, network prefixes) that contain no control character and
+# cannot start like a formula, so only these cells need escaping and neutralising.
+FREE_TEXT_FIELDS = frozenset({"purpose", "user_agent_family", "request_id", "details"})
+_FREE_TEXT_POSITIONS = tuple(
+    position for position, name in enumerate(EVENT_FIELDS) if name in FREE_TEXT_FIELDS
+)
 
 
 def jsonl_lines(events: Iterable[Mapping[str, Any]]) -> Iterator[str]:
@@ -50,8 +64,13 @@ def csv_rows(events: Iterable[Mapping[str, Any]]) -> Iterator[str]:
     yield _take(buffer)
 
     for event in events:
-        canonical_event_bytes(event)
-        writer.writerow([_cell(name, event[name]) for name in EVENT_FIELDS])
+        validate_event(event)
+        # The csv module writes None as an empty cell and an int in decimal.
+        row = [event[name] for name in EVENT_FIELDS]
+        for position in _FREE_TEXT_POSITIONS:
+            if row[position] is not None:
+                row[position] = _free_text_cell(row[position])
+        writer.writerow(row)
         yield _take(buffer)
 
 
@@ -62,15 +81,8 @@ def neutralise_formula(cell: str) -> str:
     return cell
 
 
-def _cell(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name == "details":
-        text = details_json(value)
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = str(value)
+def _free_text_cell(value: Any) -> str:
+    text = value if isinstance(value, str) else canonical_json(value)
     return neutralise_formula(escape_control(text))
 
 

@@ -220,7 +220,7 @@ def verify_consistency(
 
     Returns:
         True only if the tree of `old_size` leaves with root `old_root` is a prefix of the tree of
-        `new_size` leaves with root `new_root`; malformed input gives False.
+        `new_size` leaves with root `new_root`. Malformed input gives False.
     """
     if not 0 <= old_size <= new_size:
         return False

@@ -6,7 +6,7 @@ class PdfRejected(Exception):
 
     Attributes:
         code: Stable machine-readable reason, such as ``"not_pdf"`` or ``"password_required"``.
-        message: An English sentence that says what is wrong, on which value, and what to do.
+        message: An English sentence: what is wrong, on which value, and what to do.
     """
 
     def __init__(self, code: str, message: str) -> None:

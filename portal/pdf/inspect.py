@@ -18,8 +18,6 @@ from portal.pdf.errors import PdfRejected
 
 HEADER_WINDOW = 1024
 
-_COMPONENTS = {"/DeviceGray": 1, "/CalGray": 1, "/DeviceRGB": 3, "/CalRGB": 3, "/Lab": 3, "/DeviceCMYK": 4}
-
 
 @dataclass
 class OpenedPdf:
@@ -210,9 +208,9 @@ def _stream_size(stream: pikepdf.Stream, budgets: Budgets, remaining: int) -> in
                 f"the portal accepts at most {budgets.max_image_pixels / 1e6:.0f} megapixels per image. "
                 "Reduce the image resolution and upload the file again.",
             )
-        if any(streams.is_image_filter(name) for name in names):
-            size = max(size, width * height * _components(stream))
 
+    # Image codecs are never decoded by the portal. Their pixels are bounded per image above, so they count
+    # at their compressed size: ten 12-megapixel photos would otherwise exceed the decoded-size budget.
     return size
 
 
@@ -226,13 +224,6 @@ def _image_dimensions(stream: pikepdf.Stream, names: list[str], raw: bytes) -> t
     if names and names[-1] == "/JBIG2Decode" and len(names) == 1:
         return streams.jbig2_dimensions(raw)
     return None
-
-
-def _components(stream: pikepdf.Stream) -> int:
-    space = stream.stream_dict.get("/ColorSpace")
-    if isinstance(space, pikepdf.Name):
-        return _COMPONENTS.get(str(space), 4)
-    return 4
 
 
 def _too_many_objects(count: int, budgets: Budgets) -> PdfRejected:

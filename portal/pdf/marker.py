@@ -19,7 +19,10 @@ _SEARCH_WINDOW = 1 << 16
 
 
 def set_marker(pdf: pikepdf.Pdf, marker: bytes) -> None:
-    """Write ``marker`` as /ID[0] with a random /ID[1], and a fresh XMP packet naming it as DocumentID."""
+    """Write ``marker`` as /ID[0] and a fresh XMP packet naming it as DocumentID.
+
+    qpdf recomputes /ID[1] on save, so ``randomise_instance_id`` replaces it in the saved bytes.
+    """
     if len(marker) != MARKER_BYTES:
         raise ValueError(f"marker must be {MARKER_BYTES} bytes, got {len(marker)}")
 
@@ -143,4 +146,4 @@ def _xmp_packet(document_id: uuid.UUID, instance_id: uuid.UUID) -> bytes:
         ' </rdf:RDF>\n'
         '</x:xmpmeta>\n'
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()

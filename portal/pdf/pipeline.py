@@ -36,7 +36,7 @@ class SanitizedDocument:
 
 @dataclass(frozen=True)
 class CopyRequest:
-    """What one recipient copy contains and how it is protected."""
+    """The contents and protection settings of one recipient copy."""
 
     documents: list[bytes]
     recipient_name: str
@@ -52,7 +52,7 @@ def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
     """Check an upload against the budgets, remove active content and metadata, and save it unencrypted.
 
     Raises:
-        PdfRejected: For every file the portal does not accept; ``code`` says why.
+        PdfRejected: For every file the portal does not accept; ``code`` gives the reason.
     """
     inspect.check_header(data)
 
@@ -134,12 +134,16 @@ def read_marker(data: bytes) -> bytes | None:
 
 def _stamp_pages(pdf: pikepdf.Pdf, text: watermark.WatermarkText, font: fonts.FontSubset) -> None:
     shared = watermark.shared_resources(pdf, fonts.embed(pdf, font))
+    # Pages of one size share their watermark operators, which saves most of the layout work.
+    contents: dict[tuple[watermark.PageGeometry, tuple[str, str, str]], bytes] = {}
     for number, page in enumerate(pdf.pages, start=1):
         geometry = watermark.page_geometry(page.obj, number)
         open_saves = watermark.unclosed_saves(pdf, page, number)
         names = watermark.add_resources(pdf, page.obj, shared)
-        content = watermark.watermark_content(geometry, text, font, names)
-        watermark.wrap_page(pdf, page.obj, open_saves, content)
+        key = (geometry, names)
+        if key not in contents:
+            contents[key] = watermark.watermark_content(geometry, text, font, names)
+        watermark.wrap_page(pdf, page.obj, open_saves, contents[key])
 
 
 def _watermark_text(request: CopyRequest) -> watermark.WatermarkText:

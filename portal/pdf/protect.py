@@ -2,7 +2,7 @@
 
 pikepdf writes RC4 or AES-128 when asked for a lower revision, so every encrypted save in this package goes
 through ``save_encrypted``, which rejects anything but revision 6 (AES-256). The owner password is 256
-random bits from ``secrets``; it is never returned or stored, so nobody can lift the permissions with it.
+random bits from ``secrets``; it is never returned or stored, so no one can use it to lift the permissions.
 Permissions themselves are advisory: a viewer that ignores them can still print or copy.
 """
 

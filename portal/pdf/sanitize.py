@@ -1,8 +1,8 @@
 """Removal of active content by a walk over every object of a PDF.
 
 pikepdf normalises names when it parses them, so an obfuscated ``/J#61vaScript`` arrives here as
-``/JavaScript``. The walk edits objects in place; unreferenced leftovers (such as the embedded file
-streams themselves) are dropped when qpdf saves, because it writes only reachable objects.
+``/JavaScript``. The walk edits objects in place. Leftovers that lose their last reference (such as the
+embedded file streams themselves) are dropped on save, because qpdf writes only reachable objects.
 """
 
 from collections.abc import Iterator
@@ -99,7 +99,7 @@ def _reject_dynamic_xfa(pdf: pikepdf.Pdf) -> None:
     if not isinstance(form, pikepdf.Dictionary) or "/XFA" not in form:
         return
 
-    # A dynamic XFA form has no AcroForm fields to fall back on, and its PDF pages only say "please wait".
+    # A dynamic XFA form has no AcroForm fields to fall back on, and its PDF pages only contain a "please wait" placeholder.
     needs_rendering = bool(pdf.Root.get("/NeedsRendering", False))
     fields = form.get("/Fields")
     has_fields = isinstance(fields, pikepdf.Array) and len(fields) > 0

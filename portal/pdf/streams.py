@@ -140,7 +140,11 @@ def jbig2_dimensions(data: bytes) -> tuple[int, int] | None:
             offset += 4 + (referred + 8) // 8
         else:
             offset += 1
-        reference_size = 1 if number <= 256 else 2 if number <= 65536 else 4
+        reference_size = 4
+        if number <= 65536:
+            reference_size = 2
+        if number <= 256:
+            reference_size = 1
         offset += referred * reference_size
         offset += 4 if flags & 0x40 else 1
 

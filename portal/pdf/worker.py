@@ -194,7 +194,7 @@ class PdfWorkerPool:
             self._replace(worker)
             raise self._lost_error(lost) from None
         except BaseException:
-            # A cancelled caller leaves the worker busy with a job nobody waits for.
+            # A cancelled caller leaves the worker busy with a job whose result no one reads.
             await asyncio.to_thread(worker.kill)
             self._replace(worker)
             raise

@@ -18,7 +18,7 @@ from portal.audit.checkpoint import Checkpoint, public_key_text, sign_checkpoint
 from portal.audit.merkle import MerkleTree, root_hash
 
 ORIGIN = "clinic.example/access-log"
-# A filtered export: the seqs are not contiguous, so only the manifest knows what belongs in it.
+# A filtered export: the seqs are not contiguous, so only the manifest records what belongs in it.
 EXPORTED = [2, 3, 5, 8, 9, 11]
 FILTERS = {"patient": "k7x2mqplw3zb4rtyvnc5hjaedg", "from": "2025-03-01"}
 
@@ -215,7 +215,7 @@ def test_detects_deleted_event_and_proof(bundle: Path, signed_log: Any, tmp_path
 
     assert not report.ok
     assert report.checked == 2
-    assert "line 3 holds seq 8 where the signed manifest lists seq 5" in str(report.first_failure)
+    assert "line 3 contains seq 8 where the signed manifest lists seq 5" in str(report.first_failure)
 
 
 def test_detects_swapped_events(bundle: Path, signed_log: Any, tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_detects_swapped_events(bundle: Path, signed_log: Any, tmp_path: Path) -
     report = verify_bundle(rewrite(bundle, tmp_path / "swapped.zip", change), signed_log.key_text)
 
     assert not report.ok
-    assert "line 2 holds seq 5 where the signed manifest lists seq 3" in str(report.first_failure)
+    assert "line 2 contains seq 5 where the signed manifest lists seq 3" in str(report.first_failure)
 
 
 def test_detects_swapped_events_and_proofs(bundle: Path, signed_log: Any, tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ def test_detects_bundle_resigned_by_other_key(
     bundle: Path, signed_log: Any, make_event: Any, tmp_path: Path
 ) -> None:
     # A forger rebuilds the whole bundle with their own key and an edited event. Only the trusted
-    # key tells this apart from the real thing.
+    # key distinguishes it from the real bundle.
     forger = Ed25519PrivateKey.generate()
     events = [dict(event) for event in signed_log.events]
     events[4] = make_event(5, outcome="success")
@@ -344,7 +344,7 @@ def test_detects_bundle_resigned_by_other_key(
     untrusted = verify_bundle(forged)
 
     assert not trusted.ok
-    assert "public-key.txt holds key" in str(trusted.first_failure)
+    assert "public-key.txt contains key" in str(trusted.first_failure)
     assert "not the trusted key" in str(trusted.first_failure)
     assert untrusted.ok
     assert not untrusted.trusted_key
@@ -421,10 +421,10 @@ def test_detects_duplicate_member(bundle: Path, signed_log: Any, tmp_path: Path)
 
 
 def test_detects_missing_member(bundle: Path, signed_log: Any, tmp_path: Path) -> None:
-    report = verify_bundle(
-        rewrite(bundle, tmp_path / "missing.zip", lambda members: members.pop("proofs.jsonl")),
-        signed_log.key_text,
-    )
+    def change(members: dict[str, bytes]) -> None:
+        del members["proofs.jsonl"]
+
+    report = verify_bundle(rewrite(bundle, tmp_path / "missing.zip", change), signed_log.key_text)
 
     assert not report.ok
     assert "lacks ['proofs.jsonl']" in str(report.first_failure)

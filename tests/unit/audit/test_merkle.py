@@ -23,8 +23,7 @@ from portal.audit.merkle import (
 
 # Known answers from github.com/transparency-dev/merkle, file proof/verify_test.go (Apache-2.0): the
 # eight RFC 6962 test leaves, the roots of the trees of size 1 to 8 over them, and audit paths and
-# consistency proofs for some index and size pairs. The same values ship with Google's
-# certificate-transparency implementations.
+# consistency proofs for some index and size pairs.
 LEAVES = [
     b"",
     b"\x00",

@@ -112,7 +112,8 @@ def raw_pdf(objects: list[bytes], root: int = 1) -> bytes:
     output.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         output.write(b"%010d 00000 n \n" % offset)
-    output.write(b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, root, xref))
+    trailer = b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+    output.write(trailer % (len(objects) + 1, root, xref))
     return output.getvalue()
 
 

@@ -25,11 +25,13 @@ async def test_corpus_file(pool: PdfWorkerPool, row: CorpusFile) -> None:
     started = time.monotonic()
     try:
         stored = await pool.sanitize(row.read())
-        assert pool.last_peak_rss is not None and pool.last_peak_rss < MAX_WORKER_RSS
+        assert pool.last_peak_rss is not None
+        assert pool.last_peak_rss < MAX_WORKER_RSS
         copy = await pool.prepare_copy(copy_request([stored.pdf]))
-        assert pool.last_peak_rss is not None and pool.last_peak_rss < MAX_WORKER_RSS
+        assert pool.last_peak_rss is not None
+        assert pool.last_peak_rss < MAX_WORKER_RSS
     except PdfRejected as rejected:
-        assert row.expected in ("reject", "either"), f"{row.name} rejected: {rejected.code}: {rejected.message}"
+        assert row.expected in ("reject", "either"), f"{row.name}: {rejected.code}: {rejected.message}"
         assert rejected.code
         assert len(rejected.message) > 20
         assert time.monotonic() - started < MAX_SECONDS
@@ -62,7 +64,9 @@ def check_copy(stored: bytes, copy: bytes) -> None:
         assert len(lines) == 2, f"page {number}: watermark lines found {len(lines)}"
         for line in lines:
             left, bottom, right, top = line.box
-            assert left >= box[0] - TOLERANCE and bottom >= box[1] - TOLERANCE, f"page {number}: {line} {box}"
-            assert right <= box[2] + TOLERANCE and top <= box[3] + TOLERANCE, f"page {number}: {line} {box}"
+            assert left >= box[0] - TOLERANCE, f"page {number}: {line} {box}"
+            assert bottom >= box[1] - TOLERANCE, f"page {number}: {line} {box}"
+            assert right <= box[2] + TOLERANCE, f"page {number}: {line} {box}"
+            assert top <= box[3] + TOLERANCE, f"page {number}: {line} {box}"
         for line in lines:
             assert line.font_size * user_unit >= MIN_FONT_POINTS, f"page {number}: {line.font_size} pt"

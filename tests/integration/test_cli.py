@@ -1,0 +1,76 @@
+"""The ``portal`` command as an operator runs it: users, tokens, export, start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from portal.config import REPOSITORY_ROOT
+
+
+def run_portal(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "portal.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_users_tokens_and_export(tmp_path: Path) -> None:
+    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
+
+    added = run_portal(["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"], env, "a long enough passphrase\n")
+    assert added.returncode == 0, added.stderr
+    assert "Added dpo@riverside.test as dpo." in added.stdout
+    assert "a long enough passphrase" not in added.stdout + added.stderr
+
+    key_file = tmp_path / "data" / "keys" / "keyring.json"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data" / "portal.db").stat().st_mode & 0o777 == 0o600
+    assert str(key_file) in added.stderr  # the first start says where the key file is
+
+    token = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--label", "exports"], env)
+    assert token.returncode == 0, token.stderr
+    assert token.stdout.strip().startswith("pt_")
+    assert token.stdout.strip() not in token.stderr
+
+    short = run_portal(["users", "add", "x@riverside.test", "--role", "clinician", "--password-stdin"], env, "short\n")
+    assert short.returncode == 2
+    assert "too short" in short.stderr
+
+    output = tmp_path / "events.jsonl"
+    exported = run_portal(["audit", "export", "--format", "jsonl", "--output", str(output)], env)
+    assert exported.returncode == 0, exported.stderr
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    types = [event["event_type"] for event in events]
+    assert "staff.created" in types
+    assert "api_token.created" in types
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+
+
+def test_invalid_policy_stops_start(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(REPOSITORY_ROOT / "policies", policies)
+    profiles = policies / "profiles.toml"
+    profiles.write_text(profiles.read_text().replace("expiry_days = 14", "expiry_days = 90", 1))
+
+    result = run_portal(["serve", "--port", "1"], {"PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_POLICY_DIR": str(policies)})
+    assert result.returncode == 2
+    assert "profiles.toml" in result.stderr
+    assert "expiry_days = 90 is out of range" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_setting_stops_start(tmp_path: Path) -> None:
+    result = run_portal(["serve"], {"PORTAL_DATA_DIR": str(tmp_path), "PORTAL_DEBUG": "maybe"})
+    assert result.returncode == 2
+    assert "PORTAL_DEBUG='maybe' is not a boolean. Set it to true or false." in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,113 @@
+"""The clinician's and DPO's pages without JavaScript: forms, CSRF, error messages, the one-time code page."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import csrf_from
+from tests.helpers import CLINICIAN, DPO, add_staff, redeem, sign_in, simple_pdf
+
+
+async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    await sign_in(client, CLINICIAN)
+    dashboard = await client.get("/staff")
+    token = csrf_from(dashboard.text)
+
+    uploaded = await client.post(
+        "/staff/documents",
+        data={"_csrf_token": token, "title": "Scar review", "patient_ref": "PAT-77", "report_date": "2026-12-01"},
+        files={"file": ("scar.pdf", simple_pdf(2), "application/pdf")},
+        headers={"x-csrftoken": token},
+    )
+    assert uploaded.status_code == 200
+    assert "Scar review" in uploaded.text
+    assert "PAT-77" in uploaded.text
+    document_path = str(uploaded.url.path)
+    assert document_path.startswith("/staff/documents/")
+
+    created = await client.post(
+        f"{document_path}/shares",
+        data={"_csrf_token": csrf_from(uploaded.text), "profile": "referrer", "recipient_name": "Dr. Αλέξανδρος Παππάς", "purpose": "Referral"},
+    )
+    assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
+    code = re.search(r'data-testid="access-code">([0-9A-Z-]+)<', created.text)
+    assert code
+    share_link = re.search(r'href="(/staff/shares/[0-9a-f-]+)"', created.text)
+    assert share_link
+
+    share_page = await client.get(share_link.group(1))
+    assert "issued" in share_page.text
+    assert code.group(1) not in share_page.text  # the code is shown once only
+
+    revoked = await client.post(f"{share_link.group(1)}/revoke", data={"_csrf_token": csrf_from(share_page.text)})
+    assert revoked.status_code == 200
+    assert "revoked" in revoked.text
+    assert (await redeem(client, code.group(1))).status_code == 400
+
+
+async def test_upload_errors_name_the_problem(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    await sign_in(client, CLINICIAN)
+    token = csrf_from((await client.get("/staff")).text)
+
+    html = b"<html><body>not a report</body></html>"
+    rejected = await client.post(
+        "/staff/documents",
+        data={"_csrf_token": token, "title": "Bad", "patient_ref": "PAT-1"},
+        files={"file": ("report.pdf", html, "application/pdf")},
+        headers={"x-csrftoken": token},
+    )
+    assert rejected.status_code == 422
+    assert "There is a problem" in rejected.text
+
+    named = await client.post(
+        "/staff/documents",
+        data={"_csrf_token": token, "title": "Bad", "patient_ref": "Jane Doe"},
+        files={"file": ("report.pdf", simple_pdf(), "application/pdf")},
+        headers={"x-csrftoken": token},
+    )
+    assert named.status_code == 400
+    assert "Patient reference &#39;Jane Doe&#39; is invalid" in named.text
+
+
+async def test_post_without_csrf_rejected(client: AsyncTestClient[Litestar]) -> None:
+    answer = await client.post("/access", data={"code": "K7M2-9QDX-4HTV-B8NR-W3EA"})
+    assert answer.status_code == 403
+    assert "Reload the page" in answer.text
+
+    cross_site = await client.post("/access", data={"code": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross_site.status_code == 403
+
+
+async def test_dpo_filters_with_htmx(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, DPO, "dpo")
+    signed_in = await sign_in(client, DPO)
+    assert signed_in.headers["location"] == "/dpo/events"
+
+    page = await client.get("/dpo/events")
+    assert page.status_code == 200
+    assert "staff.created" in page.text
+    assert "<html" in page.text
+
+    partial = await client.get("/dpo/events", params={"event_type": "staff.login"}, headers={"HX-Request": "true"})
+    assert partial.status_code == 200
+    assert "<html" not in partial.text
+    assert "staff.login" in partial.text
+    assert "staff.created" not in partial.text
+    assert partial.headers["vary"] == "HX-Request"
+
+    invalid = await client.get("/dpo/events", params={"event_type": "nope"}, headers={"HX-Request": "true"})
+    assert invalid.status_code == 400
+    assert "event_type=&#39;nope&#39; is unknown" in invalid.text
+
+    export = await client.get("/dpo/export", params={"format": "csv"})
+    assert export.status_code == 200
+    assert export.text.startswith("seq,time,event_type")
+
+    forbidden = await client.get("/staff")
+    assert forbidden.status_code == 403
