@@ -33,11 +33,17 @@ def make_text_report(pages: int, path: Path) -> None:
     import pikepdf
 
     pdf = pikepdf.new()
-    font = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1,
-                                                BaseFont=pikepdf.Name.Helvetica))
+    font = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
+        )
+    )
     for number in range(pages):
-        lines = [f"BT /F1 11 Tf 72 {760 - 14 * row} Td (Progress note {number + 1}.{row}: wound healing "
-                 f"well, no signs of infection, dressing changed.) Tj ET" for row in range(48)]
+        lines = [
+            f"BT /F1 11 Tf 72 {760 - 14 * row} Td (Progress note {number + 1}.{row}: wound healing "
+            f"well, no signs of infection, dressing changed.) Tj ET"
+            for row in range(48)
+        ]
         page = pdf.add_blank_page(page_size=(595, 842))
         page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
         page.obj.Contents = pdf.make_stream("\n".join(lines).encode())
@@ -73,11 +79,14 @@ def make_overlay(path: Path) -> None:
 
     pdf = pikepdf.new()
     page = pdf.add_blank_page(page_size=(595, 842))
-    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+    font = pikepdf.Dictionary(
+        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
+    )
     page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(WmF=font))
     page.obj.Contents = pdf.make_stream(
         b"q 0.85 0.05 0.55 rg BT /WmF 36 Tf 0.57 0.82 -0.82 0.57 120 150 Tm (Zoe Lukasiewicz 2025-03-14 S-7K3M9Q) Tj ET "
-        b"BT /WmF 9 Tf 1 0 0 1 150 20 Tm (Personal copy for Zoe Lukasiewicz S-7K3M9Q) Tj ET Q")
+        b"BT /WmF 9 Tf 1 0 0 1 150 20 Tm (Personal copy for Zoe Lukasiewicz S-7K3M9Q) Tj ET Q"
+    )
     pdf.save(path)
 
 
@@ -96,8 +105,17 @@ def copy_with(method: str, source: Path, overlay: Path, output: Path) -> None:
 
         budgets = Budgets(max_pages=5000)
         stored = sanitize(source.read_bytes(), budgets)
-        copy = prepare_copy(CopyRequest([stored.pdf], "Zoë Łukasiewicz", "S-7K3M9Q", datetime.date(2025, 3, 14),
-                                        os.urandom(16), "7K3M-9QXA-PLEH"), budgets)
+        copy = prepare_copy(
+            CopyRequest(
+                [stored.pdf],
+                "Zoë Łukasiewicz",
+                "S-7K3M9Q",
+                datetime.date(2025, 3, 14),
+                os.urandom(16),
+                "7K3M-9QXA-PLEH",
+            ),
+            budgets,
+        )
         output.write_bytes(copy)
     elif method == "floor":
         import pikepdf
@@ -105,8 +123,23 @@ def copy_with(method: str, source: Path, overlay: Path, output: Path) -> None:
         with pikepdf.open(source) as pdf:
             pdf.save(output, encryption=pikepdf.Encryption(owner="o" * 64, user="u", R=6))
     elif method == "qpdf":
-        subprocess.run(["/usr/bin/qpdf", "--overlay", str(overlay), "--repeat=1", "--", "--encrypt", "u", "o",
-                        "256", "--", str(source), str(output)], check=True)
+        subprocess.run(
+            [
+                "/usr/bin/qpdf",
+                "--overlay",
+                str(overlay),
+                "--repeat=1",
+                "--",
+                "--encrypt",
+                "u",
+                "o",
+                "256",
+                "--",
+                str(source),
+                str(output),
+            ],
+            check=True,
+        )
     elif method == "pypdf":
         from pypdf import PdfReader, PdfWriter
 
@@ -123,8 +156,13 @@ def measure(method: str, source: Path, overlay: Path, output: Path) -> tuple[flo
     """Run one method in a child process; return wall seconds, work seconds and peak RSS in MiB."""
     started = time.monotonic()
     command = [sys.executable, __file__, "--run", method, str(source), str(overlay), str(output)]
-    child = subprocess.Popen(command, cwd=REPOSITORY, env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command,
+        cwd=REPOSITORY,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     deadline = started + RUN_TIMEOUT_SECONDS
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -164,7 +202,9 @@ def main() -> None:
         print(f"| input | size | {header} | portal/floor (work) |")
         print("|---|---|" + "---|" * len(METHODS) + "---|")
         for label, path in inputs:
-            results = {method: measure(method, path, overlay, workdir / f"out-{method}.pdf") for method in METHODS}
+            results = {
+                method: measure(method, path, overlay, workdir / f"out-{method}.pdf") for method in METHODS
+            }
             cells = [f"{wall:.2f} / {work:.2f} / {peak:.0f}" for wall, work, peak in results.values()]
             ratio = results["portal"][1] / results["floor"][1]
             size = path.stat().st_size / 2**20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import logging
 import os
 import sys
@@ -20,16 +21,37 @@ from portal.policies import PolicyError
 
 log = logging.getLogger("portal.cli")
 
+# Feature packages that add their own subcommands through a ``register(subparsers)`` function.
+COMMAND_MODULES: list[str] = []
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = Settings.from_env()
     from portal.app import create_app
+    from portal.core import prepare_storage
 
-    app = create_app(settings)
-    log.info("serving", extra={"host": args.host, "port": args.port, "data_dir": str(settings.data_dir)})
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=False)
+    settings = Settings.from_env()
+    # Keys and schema are created once here, so several workers never race to create them.
+    asyncio.run(prepare_storage(settings))
+    log.info(
+        "serving",
+        extra={"host": args.host, "port": args.port, "workers": args.workers, "data_dir": str(settings.data_dir)},
+    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "access_log": False,
+        "log_config": None,
+        # X-Forwarded-For is read by the portal itself, through PORTAL_TRUSTED_PROXY_HOPS.
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers > 1:
+        uvicorn.run("portal.app:app_factory", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 
@@ -124,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the web server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
     serve.set_defaults(handler=_serve)
 
     init = commands.add_parser("init", help="create the data folder, key file and database schema")
@@ -151,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="only events before this time")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=_audit_export)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 

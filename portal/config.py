@@ -63,6 +63,7 @@ class Settings:
     pdf_workers: int = 2
     debug: bool = False
     checkpoint_dir: Path | None = None
+    blob_store: str = "filesystem"
     kek_env: str | None = field(default=None, repr=False)
 
     @property
@@ -92,6 +93,12 @@ class Settings:
             )
 
         checkpoint_raw = env.get("PORTAL_CHECKPOINT_DIR")
+        blob_store = env.get("PORTAL_BLOB_STORE") or "filesystem"
+        if blob_store not in ("filesystem", "database"):
+            raise ConfigError(
+                f"PORTAL_BLOB_STORE={blob_store!r} is unknown. Set it to filesystem (one machine) or database "
+                "(several machines sharing one PostgreSQL)."
+            )
         cpus = os.cpu_count() or 1
 
         return cls(
@@ -107,6 +114,7 @@ class Settings:
             pdf_workers=_env_int(env, "PORTAL_PDF_WORKERS", min(2, cpus), 1, 64),
             debug=_env_bool(env, "PORTAL_DEBUG", False),
             checkpoint_dir=Path(checkpoint_raw).resolve() if checkpoint_raw else None,
+            blob_store=blob_store,
         )
 
 

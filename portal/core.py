@@ -13,14 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from portal.audit.recorder import SYSTEM, record
 from portal.blobs import BlobService
 from portal.config import Settings
-from portal.crypto.errors import KeyRingError
 from portal.crypto.keyring import KeyRing
 from portal.db import create_engine, create_sessionmaker
-from portal.models import Base
+from portal.models import BLOB_CHUNK_TABLE, Base
 from portal.pdf.budgets import Budgets
 from portal.pdf.worker import PdfWorkerPool
 from portal.policies import Policies, load_policies
 from portal.schema import trigger_statements
+from portal.storage.base import BlobStore
+from portal.storage.database import DatabaseBlobStore
 from portal.storage.filesystem import FileBlobStore
 
 log = logging.getLogger(__name__)
@@ -83,23 +84,34 @@ async def create_schema(engine: AsyncEngine) -> None:
             await connection.exec_driver_sql(statement)
 
 
-async def start_portal(settings: Settings, *, pdf_workers: int | None = None) -> Portal:
-    """Open every service the app needs; on the embedded default, create the data folder first."""
-    policies = load_policies(settings.policy_dir)
-
-    if settings.uses_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(settings.data_dir, 0o700)
+async def prepare_storage(settings: Settings) -> None:
+    """Create the data folder, key file and schema if they are missing (first start)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.data_dir, 0o700)
+    open_keyring(settings)
+    engine = create_engine(settings.database_url)
     try:
-        keyring = open_keyring(settings)
-    except KeyRingError:
-        raise
+        await create_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+def open_blob_store(settings: Settings, engine: AsyncEngine) -> BlobStore:
+    if settings.blob_store == "database":
+        return DatabaseBlobStore(engine, BLOB_CHUNK_TABLE)
+    return FileBlobStore(settings.blob_dir)
+
+
+async def start_portal(settings: Settings, *, pdf_workers: int | None = None) -> Portal:
+    """Open every service the app needs, creating the data folder, keys and schema on first start."""
+    policies = load_policies(settings.policy_dir)
+    await prepare_storage(settings)
+    keyring = open_keyring(settings)
 
     engine = create_engine(settings.database_url)
-    await create_schema(engine)
     sessionmaker = create_sessionmaker(engine)
 
-    store = FileBlobStore(settings.blob_dir)
+    store = open_blob_store(settings, engine)
     pool = PdfWorkerPool(pdf_workers or settings.pdf_workers, budgets_from(policies))
     await pool.start()
 

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from portal.storage.database import define_tables
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -72,6 +74,35 @@ class StaffUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # TOTP secret sealed with the key ring's session secret; the last accepted time step blocks replays.
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """A one-time second-factor recovery code; only its argon2id hash is kept."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invitation(Base):
+    """A link that lets a new staff member set a password once, before it expires."""
+
+    __tablename__ = "invitation"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_user.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiToken(Base):
@@ -82,6 +113,7 @@ class ApiToken(Base):
     # SHA-256 of the token: tokens carry 256 bits of randomness, so a slow hash adds nothing.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(100), default="")
+    scopes: Mapped[str] = mapped_column(String(100), default="upload share audit-read")  # space-separated
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -149,6 +181,20 @@ class Document(Base):
     erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class LegalHold(Base):
+    """A hold that stops retention and erasure for one document or every document of one patient."""
+
+    __tablename__ = "legal_hold"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    document_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("document.id"), index=True)
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_user.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class Share(Base):
     __tablename__ = "share"
 
@@ -156,11 +202,19 @@ class Share(Base):
     reference: Mapped[str] = mapped_column(String(16), unique=True)  # printed in the watermark
     profile: Mapped[str] = mapped_column(String(32))
     recipient_name: Mapped[str] = mapped_column(String(200))
+    recipient_org: Mapped[str | None] = mapped_column(String(200))
     purpose: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expired_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Four-eyes release: a share that needs approval has no usable code until a second clinician approves.
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_user.id"))
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reissue_count: Mapped[int] = mapped_column(Integer, default=0)
 
     max_redemptions: Mapped[int] = mapped_column(Integer)
     redemptions: Mapped[int] = mapped_column(Integer, default=0)
@@ -174,6 +228,8 @@ class Share(Base):
     # The public locator part of the access code finds the share; only an argon2id hash of the code is kept.
     code_locator: Mapped[str] = mapped_column(String(8), unique=True)
     code_hash: Mapped[str] = mapped_column(String(255))
+    # argon2id hash of the recipient's date of birth (YYYY-MM-DD) when the profile asks for it.
+    second_factor_hash: Mapped[str | None] = mapped_column(String(255))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     copy_blob_id: Mapped[str | None] = mapped_column(ForeignKey("blob.id", ondelete="SET NULL"))
@@ -218,6 +274,16 @@ class AccessEvent(Base):
 Index("ix_access_event_actor_time", AccessEvent.actor, AccessEvent.time)
 
 
+class Throttle(Base):
+    """A fixed-window request counter shared by every process, e.g. code attempts per IP prefix per minute."""
+
+    __tablename__ = "throttle"
+
+    bucket: Mapped[str] = mapped_column(String(120), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Checkpoint(Base):
     """A signed statement of the access log's Merkle tree size and root."""
 
@@ -227,3 +293,7 @@ class Checkpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Chunked blob rows for the database blob store (several machines sharing one PostgreSQL).
+BLOB_CHUNK_TABLE = define_tables(Base.metadata)

@@ -16,4 +16,3 @@ class PdfRejected(Exception):
 
     def __reduce__(self) -> tuple[type["PdfRejected"], tuple[str, str]]:
         return (PdfRejected, (self.code, self.message))
-

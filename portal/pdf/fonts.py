@@ -92,7 +92,12 @@ def _build_subset(characters: str) -> FontSubset:
         ascent=round(hhea.ascent * scale),
         descent=round(hhea.descent * scale),
         cap_height=round(getattr(os2, "sCapHeight", 700) * scale),
-        bbox=(round(head.xMin * scale), round(head.yMin * scale), round(head.xMax * scale), round(head.yMax * scale)),
+        bbox=(
+            round(head.xMin * scale),
+            round(head.yMin * scale),
+            round(head.xMax * scale),
+            round(head.yMax * scale),
+        ),
     )
 
 
@@ -108,46 +113,53 @@ def embed(pdf: pikepdf.Pdf, font: FontSubset) -> pikepdf.Object:
     program.Filter = pikepdf.Name.FlateDecode
     program.Length1 = len(font.program)
 
-    descriptor = pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.FontDescriptor,
-        FontName=base_font,
-        Flags=32,
-        FontBBox=pikepdf.Array(list(font.bbox)),
-        ItalicAngle=0,
-        Ascent=font.ascent,
-        Descent=font.descent,
-        CapHeight=font.cap_height,
-        StemV=80,
-        FontFile2=program,
-    ))
+    descriptor = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.FontDescriptor,
+            FontName=base_font,
+            Flags=32,
+            FontBBox=pikepdf.Array(list(font.bbox)),
+            ItalicAngle=0,
+            Ascent=font.ascent,
+            Descent=font.descent,
+            CapHeight=font.cap_height,
+            StemV=80,
+            FontFile2=program,
+        )
+    )
 
     widths = pikepdf.Array()
     for glyph_id, width in sorted(set(font.glyphs.values())):
         widths.extend([glyph_id, pikepdf.Array([width])])
 
-    descendant = pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.Font,
-        Subtype=pikepdf.Name.CIDFontType2,
-        BaseFont=base_font,
-        CIDSystemInfo=pikepdf.Dictionary(Registry=pikepdf.String("Adobe"),
-                                         Ordering=pikepdf.String("Identity"), Supplement=0),
-        FontDescriptor=descriptor,
-        DW=1000,
-        W=widths,
-        CIDToGIDMap=pikepdf.Name.Identity,
-    ))
+    descendant = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font,
+            Subtype=pikepdf.Name.CIDFontType2,
+            BaseFont=base_font,
+            CIDSystemInfo=pikepdf.Dictionary(
+                Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0
+            ),
+            FontDescriptor=descriptor,
+            DW=1000,
+            W=widths,
+            CIDToGIDMap=pikepdf.Name.Identity,
+        )
+    )
 
     to_unicode = pikepdf.Stream(pdf, zlib.compress(_to_unicode_cmap(font), 9))
     to_unicode.Filter = pikepdf.Name.FlateDecode
 
-    return pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.Font,
-        Subtype=pikepdf.Name.Type0,
-        BaseFont=base_font,
-        Encoding=pikepdf.Name("/Identity-H"),
-        DescendantFonts=pikepdf.Array([descendant]),
-        ToUnicode=to_unicode,
-    ))
+    return pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font,
+            Subtype=pikepdf.Name.Type0,
+            BaseFont=base_font,
+            Encoding=pikepdf.Name("/Identity-H"),
+            DescendantFonts=pikepdf.Array([descendant]),
+            ToUnicode=to_unicode,
+        )
+    )
 
 
 def _to_unicode_cmap(font: FontSubset) -> bytes:
@@ -165,7 +177,7 @@ def _to_unicode_cmap(font: FontSubset) -> bytes:
     ]
     # A bfchar block holds at most 100 entries.
     for start in range(0, len(pairs), 100):
-        block = pairs[start:start + 100]
+        block = pairs[start : start + 100]
         lines.append(f"{len(block)} beginbfchar")
         for glyph_id, char in block:
             utf16 = char.encode("utf-16-be").hex().upper()

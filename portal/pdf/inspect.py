@@ -33,7 +33,9 @@ def check_header(data: bytes) -> None:
     qpdf's recovery turns an empty file or a PNG into a "damaged PDF" error, so this check comes first.
     """
     if not data:
-        raise PdfRejected("empty", "The uploaded file is empty (0 bytes). Choose the PDF file again and upload it.")
+        raise PdfRejected(
+            "empty", "The uploaded file is empty (0 bytes). Choose the PDF file again and upload it."
+        )
     if b"%PDF-" not in data[:HEADER_WINDOW]:
         raise PdfRejected(
             "not_pdf",
@@ -62,9 +64,21 @@ def pdf_errors() -> Iterator[None]:
             "too_deep",
             "The PDF contains structures nested too deeply to process. Save it again as a standard PDF.",
         ) from error
-    except (pikepdf.PdfError, pikepdf.DataDecodingError, pikepdf.ForeignObjectError, pikepdf.DeletedObjectError,
-            ValueError, IndexError, KeyError, TypeError, AttributeError, NotImplementedError,
-            OverflowError, UnicodeError, RuntimeError) as error:
+    except (
+        pikepdf.PdfError,
+        pikepdf.DataDecodingError,
+        pikepdf.ForeignObjectError,
+        pikepdf.DeletedObjectError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        NotImplementedError,
+        OverflowError,
+        UnicodeError,
+        RuntimeError,
+    ) as error:
         raise PdfRejected(
             "damaged",
             "The PDF is damaged and could not be read or repaired. "
@@ -187,7 +201,8 @@ def stream_filters(stream: pikepdf.Stream) -> tuple[list[str], list[dict[str, in
         items = []
     parameters = [
         {str(key): int(value) for key, value in item.items() if isinstance(value, int)}
-        if isinstance(item, pikepdf.Dictionary) else {}
+        if isinstance(item, pikepdf.Dictionary)
+        else {}
         for item in items
     ]
     return names, parameters

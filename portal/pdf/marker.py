@@ -42,14 +42,16 @@ def randomise_instance_id(data: bytes, marker: bytes) -> bytes:
     The trailer /ID is written as two hex strings and is not an input to revision 6 encryption keys, so an
     in-place replacement of equal length leaves the file valid.
     """
-    pattern = re.compile(rb"/ID\s*\[\s*<" + marker.hex().encode() + rb">\s*<([0-9a-fA-F]{32})>", re.IGNORECASE)
+    pattern = re.compile(
+        rb"/ID\s*\[\s*<" + marker.hex().encode() + rb">\s*<([0-9a-fA-F]{32})>", re.IGNORECASE
+    )
     found = list(pattern.finditer(data))
     if not found:
         raise ValueError("the saved file has no /ID entry carrying the marker")
 
     output = bytearray(data)
     for match in found:
-        output[match.start(1):match.end(1)] = secrets.token_bytes(16).hex().encode("ascii")
+        output[match.start(1) : match.end(1)] = secrets.token_bytes(16).hex().encode("ascii")
     return bytes(output)
 
 
@@ -63,7 +65,7 @@ def read_marker(data: bytes) -> bytes | None:
     if matches:
         offset = int(matches[-1].group(1))
         if 0 <= offset < len(data):
-            candidates.append(data[offset:offset + _SEARCH_WINDOW])
+            candidates.append(data[offset : offset + _SEARCH_WINDOW])
     # Without a usable startxref, the last /ID entry in the file is the newest trailer's.
     candidates.append(data)
 
@@ -77,9 +79,9 @@ def read_marker(data: bytes) -> bytes | None:
 
 
 def _parse_string(data: bytes, start: int) -> bytes | None:
-    if data[start:start + 1] == b"<":
+    if data[start : start + 1] == b"<":
         end = data.find(b">", start)
-        digits = re.sub(rb"\s", b"", data[start + 1:end])
+        digits = re.sub(rb"\s", b"", data[start + 1 : end])
         if len(digits) % 2:
             digits += b"0"
         try:
@@ -104,14 +106,14 @@ def _parse_literal(data: bytes, start: int) -> bytes | None:
             if following in escapes:
                 output.append(escapes[following])
             elif ord("0") <= following <= ord("7"):
-                digits = data[index:index + 3]
+                digits = data[index : index + 3]
                 count = 1
                 while count < len(digits) and ord("0") <= digits[count] <= ord("7"):
                     count += 1
                 output.append(int(digits[:count], 8) & 0xFF)
                 index += count - 1
             elif following in (10, 13):
-                if following == 13 and data[index + 1:index + 2] == b"\n":
+                if following == 13 and data[index + 1 : index + 2] == b"\n":
                     index += 1
             else:
                 output.append(following)
@@ -139,11 +141,11 @@ def _xmp_packet(document_id: uuid.UUID, instance_id: uuid.UUID) -> bytes:
         '  <rdf:Description rdf:about=""\n'
         '    xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"\n'
         '    xmlns:xmp="http://ns.adobe.com/xap/1.0/">\n'
-        f'   <xmpMM:DocumentID>uuid:{document_id}</xmpMM:DocumentID>\n'
-        f'   <xmpMM:InstanceID>uuid:{instance_id}</xmpMM:InstanceID>\n'
-        f'   <xmp:MetadataDate>{now}</xmp:MetadataDate>\n'
-        '  </rdf:Description>\n'
-        ' </rdf:RDF>\n'
-        '</x:xmpmeta>\n'
+        f"   <xmpMM:DocumentID>uuid:{document_id}</xmpMM:DocumentID>\n"
+        f"   <xmpMM:InstanceID>uuid:{instance_id}</xmpMM:InstanceID>\n"
+        f"   <xmp:MetadataDate>{now}</xmp:MetadataDate>\n"
+        "  </rdf:Description>\n"
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
         '<?xpacket end="w"?>'
     ).encode()

@@ -70,8 +70,12 @@ def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
         signed = active.is_signed(pdf)
         removed = active.remove_active_content(pdf)
         output = io.BytesIO()
-        pdf.save(output, encryption=False, fix_metadata_version=False,
-                 stream_decode_level=pikepdf.StreamDecodeLevel.none)
+        pdf.save(
+            output,
+            encryption=False,
+            fix_metadata_version=False,
+            stream_decode_level=pikepdf.StreamDecodeLevel.none,
+        )
         result = output.getvalue()
         _verify_clean(result)
 
@@ -80,11 +84,15 @@ def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
     if repaired:
         notes.append("The file was damaged and has been repaired. Check the pages before sharing it.")
     if signed:
-        notes.append("The file was digitally signed. Shared copies carry a watermark, "
-                     "so they no longer carry a valid signature.")
+        notes.append(
+            "The file was digitally signed. Shared copies carry a watermark, "
+            "so they no longer carry a valid signature."
+        )
     if was_encrypted:
-        notes.append("The file was encrypted without a password to open it; the portal stores it decrypted "
-                     "and encrypted at rest.")
+        notes.append(
+            "The file was encrypted without a password to open it; the portal stores it decrypted "
+            "and encrypted at rest."
+        )
     return SanitizedDocument(pdf=result, pages=page_count, removed=removed, warnings=notes, repaired=repaired)
 
 
@@ -159,7 +167,7 @@ def _watermark_text(request: CopyRequest) -> watermark.WatermarkText:
 
 
 def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _verify_clean(data: bytes) -> None:

@@ -50,7 +50,9 @@ def check_encryption(encryption: pikepdf.Encryption) -> None:
             "only revision 6 (AES-256) is allowed."
         )
     if len(encryption.owner) < 32:
-        raise WeakEncryptionError("Refusing to write a PDF whose owner password is shorter than 32 characters.")
+        raise WeakEncryptionError(
+            "Refusing to write a PDF whose owner password is shorter than 32 characters."
+        )
 
 
 def save_encrypted(pdf: pikepdf.Pdf, encryption: pikepdf.Encryption) -> bytes:

@@ -30,7 +30,9 @@ def render_page(data: bytes, password: str | None, page_index: int, max_width_px
                 "password_required",
                 "The copy needs its password to be shown. Enter the password printed on the access slip.",
             ) from error
-        raise PdfRejected("damaged", "The PDF could not be opened for display. Ask the clinic to share it again.") from error
+        raise PdfRejected(
+            "damaged", "The PDF could not be opened for display. Ask the clinic to share it again."
+        ) from error
 
     try:
         if not 0 <= page_index < len(document):

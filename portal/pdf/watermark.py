@@ -155,22 +155,27 @@ def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResour
 
 def shared_resources(pdf: pikepdf.Pdf, font_object: pikepdf.Object) -> PageResources:
     """Create the transparency states once per copy; every page refers to the same objects."""
-    diagonal = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=DIAGONAL_ALPHA,
-                                                    CA=DIAGONAL_ALPHA))
-    footer = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=FOOTER_ALPHA, CA=FOOTER_ALPHA))
+    diagonal = pdf.make_indirect(
+        pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=DIAGONAL_ALPHA, CA=DIAGONAL_ALPHA)
+    )
+    footer = pdf.make_indirect(
+        pikepdf.Dictionary(Type=pikepdf.Name.ExtGState, ca=FOOTER_ALPHA, CA=FOOTER_ALPHA)
+    )
     return PageResources(font=font_object, diagonal_state=diagonal, footer_state=footer)
 
 
-def watermark_content(geometry: PageGeometry, text: WatermarkText, font: FontSubset,
-                      names: tuple[str, str, str]) -> bytes:
+def watermark_content(
+    geometry: PageGeometry, text: WatermarkText, font: FontSubset, names: tuple[str, str, str]
+) -> bytes:
     """Build the content-stream operators that draw the diagonal line and the footer on one page."""
     font_name, diagonal_name, footer_name = names
     width, height = geometry.display_size
     point = 1 / geometry.user_unit
     red, green, blue = COLOUR
 
-    diagonal_size, diagonal_origin, angle, diagonal_scale = _diagonal_layout(width, height, text.diagonal, font,
-                                                                              point)
+    diagonal_size, diagonal_origin, angle, diagonal_scale = _diagonal_layout(
+        width, height, text.diagonal, font, point
+    )
     footer_size, footer_origin, footer_scale = _footer_layout(width, height, text.footer, font, point)
     cosine, sine = math.cos(angle), math.sin(angle)
 
@@ -207,8 +212,9 @@ def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, open_saves: int, water
     page.Contents = pikepdf.Array([before, *originals, after])
 
 
-def _diagonal_layout(width: float, height: float, text: str, font: FontSubset,
-                     point: float) -> tuple[float, tuple[float, float], float, float]:
+def _diagonal_layout(
+    width: float, height: float, text: str, font: FontSubset, point: float
+) -> tuple[float, tuple[float, float], float, float]:
     angle = math.atan2(height, width)
     cosine, sine = math.cos(angle), math.sin(angle)
     advance = font.width(text)
@@ -237,8 +243,9 @@ def _diagonal_layout(width: float, height: float, text: str, font: FontSubset,
     return size, origin, angle, scale
 
 
-def _footer_layout(width: float, height: float, text: str, font: FontSubset,
-                   point: float) -> tuple[float, tuple[float, float], float]:
+def _footer_layout(
+    width: float, height: float, text: str, font: FontSubset, point: float
+) -> tuple[float, tuple[float, float], float]:
     low, high = FOOTER_POINTS
     size = min(max(min(width, height) / 60, low * point), high * point)
     advance = font.width(text)

@@ -56,7 +56,7 @@ def decode_message(message: bytes) -> tuple[Header, list[bytes]]:
     if len(message) < 4:
         raise ValueError("message shorter than its length prefix")
     (length,) = struct.unpack_from(">I", message)
-    header = json.loads(message[4:4 + length].decode("utf-8"))
+    header = json.loads(message[4 : 4 + length].decode("utf-8"))
     if not isinstance(header, dict) or not isinstance(header.get("blobs"), list):
         raise ValueError("message header is not an object with blob lengths")
 
@@ -65,7 +65,7 @@ def decode_message(message: bytes) -> tuple[Header, list[bytes]]:
     for size in header["blobs"]:
         if not isinstance(size, int) or size < 0 or offset + size > len(message):
             raise ValueError("message blob lengths do not match its size")
-        blobs.append(message[offset:offset + size])
+        blobs.append(message[offset : offset + size])
         offset += size
     return header, blobs
 
@@ -88,7 +88,9 @@ class _Worker:
             header, _ = decode_message(self.connection.recv_bytes(MAX_REPLY_BYTES))
         except (EOFError, OSError, ValueError) as error:
             self.kill()
-            raise RuntimeError(f"PDF worker exited during start-up (exit code {self.process.exitcode})") from error
+            raise RuntimeError(
+                f"PDF worker exited during start-up (exit code {self.process.exitcode})"
+            ) from error
         if header.get("ready") is not True:
             self.kill()
             raise RuntimeError("PDF worker sent an unexpected first message")
@@ -157,8 +159,13 @@ class PdfWorkerPool:
     async def sanitize(self, data: bytes) -> SanitizedDocument:
         """Run ``pipeline.sanitize`` on ``data`` in a worker."""
         header, blobs = await self._run({"job": "sanitize"}, [data])
-        return SanitizedDocument(pdf=blobs[0], pages=int(header["pages"]), removed=list(header["removed"]),
-                                 warnings=list(header["warnings"]), repaired=bool(header["repaired"]))
+        return SanitizedDocument(
+            pdf=blobs[0],
+            pages=int(header["pages"]),
+            removed=list(header["removed"]),
+            warnings=list(header["warnings"]),
+            repaired=bool(header["repaired"]),
+        )
 
     async def prepare_copy(self, request: CopyRequest) -> bytes:
         """Run ``pipeline.prepare_copy`` for ``request`` in a worker."""
@@ -168,10 +175,16 @@ class PdfWorkerPool:
         _, blobs = await self._run({"job": "prepare_copy", **fields}, [request.marker, *request.documents])
         return blobs[0]
 
-    async def render_page(self, data: bytes, password: str | None, page_index: int, max_width_px: int) -> bytes:
+    async def render_page(
+        self, data: bytes, password: str | None, page_index: int, max_width_px: int
+    ) -> bytes:
         """Run ``pipeline.render_page`` in a worker and return PNG bytes."""
-        header = {"job": "render_page", "password": password, "page_index": page_index,
-                  "max_width_px": max_width_px}
+        header = {
+            "job": "render_page",
+            "password": password,
+            "page_index": page_index,
+            "max_width_px": max_width_px,
+        }
         _, blobs = await self._run(header, [data])
         return blobs[0]
 
@@ -274,29 +287,51 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
             header, blobs = _run_job(pipeline, budgets, *decode_message(message))
             reply = encode_message({"ok": True, **header, "peak_rss": _peak_rss()}, blobs)
         except PdfRejected as rejected:
-            reply = encode_message({"ok": False, "code": rejected.code, "message": rejected.message,
-                                    "peak_rss": _peak_rss()}, [])
+            reply = encode_message(
+                {"ok": False, "code": rejected.code, "message": rejected.message, "peak_rss": _peak_rss()}, []
+            )
         except MemoryError:
-            reply = encode_message({"ok": False, "code": "memory_limit",
-                                    "message": "Processing the PDF needed more memory than the portal allows. "
-                                               "Save it again from the program that made it, or split it.",
-                                    "peak_rss": _peak_rss()}, [])
+            reply = encode_message(
+                {
+                    "ok": False,
+                    "code": "memory_limit",
+                    "message": "Processing the PDF needed more memory than the portal allows. "
+                    "Save it again from the program that made it, or split it.",
+                    "peak_rss": _peak_rss(),
+                },
+                [],
+            )
         except Exception as error:
             logger.exception("PDF job failed with %s", type(error).__name__)
-            reply = encode_message({"ok": False, "code": "internal_error",
-                                    "message": "The PDF could not be processed because of an internal error. "
-                                               "Try again later; if it keeps failing, contact support.",
-                                    "peak_rss": _peak_rss()}, [])
+            reply = encode_message(
+                {
+                    "ok": False,
+                    "code": "internal_error",
+                    "message": "The PDF could not be processed because of an internal error. "
+                    "Try again later; if it keeps failing, contact support.",
+                    "peak_rss": _peak_rss(),
+                },
+                [],
+            )
         connection.send_bytes(reply)
 
 
-def _run_job(pipeline: Any, budgets: Budgets, header: Header, blobs: list[bytes]) -> tuple[Header, list[bytes]]:
+def _run_job(
+    pipeline: Any, budgets: Budgets, header: Header, blobs: list[bytes]
+) -> tuple[Header, list[bytes]]:
     job = header.get("job")
 
     if job == "sanitize":
         result = pipeline.sanitize(blobs[0], budgets)
-        return ({"pages": result.pages, "removed": result.removed, "warnings": result.warnings,
-                 "repaired": result.repaired}, [result.pdf])
+        return (
+            {
+                "pages": result.pages,
+                "removed": result.removed,
+                "warnings": result.warnings,
+                "repaired": result.repaired,
+            },
+            [result.pdf],
+        )
     if job == "prepare_copy":
         request = CopyRequest(
             documents=blobs[1:],
@@ -310,8 +345,9 @@ def _run_job(pipeline: Any, budgets: Budgets, header: Header, blobs: list[bytes]
         )
         return {}, [pipeline.prepare_copy(request, budgets)]
     if job == "render_page":
-        png = pipeline.render_page(blobs[0], header["password"], int(header["page_index"]),
-                                   int(header["max_width_px"]))
+        png = pipeline.render_page(
+            blobs[0], header["password"], int(header["page_index"]), int(header["max_width_px"])
+        )
         return {}, [png]
     raise ValueError(f"unknown PDF job {job!r}")
 

@@ -395,6 +395,25 @@ def test_detects_altered_proof(bundle: Path, signed_log: Any, tmp_path: Path) ->
     )
 
 
+def test_detects_reformatted_proof(bundle: Path, signed_log: Any, tmp_path: Path) -> None:
+    # The proof still verifies, so only the signed hash of proofs.jsonl shows the change.
+    def change(members: dict[str, bytes]) -> None:
+        edit_lines(
+            members,
+            "proofs.jsonl",
+            lambda lines: [
+                json.dumps(json.loads(line)).encode() + b"\n" if index == 0 else line
+                for index, line in enumerate(lines)
+            ],
+        )
+
+    report = verify_bundle(rewrite(bundle, tmp_path / "proof.zip", change), signed_log.key_text)
+
+    assert not report.ok
+    assert report.checked == len(EXPORTED)
+    assert "proofs.jsonl: its SHA-256 differs from the signed manifest" in str(report.first_failure)
+
+
 def test_detects_trailing_bytes(bundle: Path, signed_log: Any, tmp_path: Path) -> None:
     def change(members: dict[str, bytes]) -> None:
         members["proofs.jsonl"] += b"{}\n"

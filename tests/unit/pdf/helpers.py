@@ -19,11 +19,20 @@ PASSWORD = "7K3M-9QXA-PLEH"
 REFERENCE = "S-7K3M9Q"
 
 
-def copy_request(documents: list[bytes], name: str = RECIPIENT, password: str | None = PASSWORD,
-                 marker: bytes | None = None) -> CopyRequest:
-    return CopyRequest(documents=documents, recipient_name=name, share_reference=REFERENCE,
-                       issued_on=datetime.date(2025, 3, 14), marker=marker or os.urandom(16),
-                       user_password=password)
+def copy_request(
+    documents: list[bytes],
+    name: str = RECIPIENT,
+    password: str | None = PASSWORD,
+    marker: bytes | None = None,
+) -> CopyRequest:
+    return CopyRequest(
+        documents=documents,
+        recipient_name=name,
+        share_reference=REFERENCE,
+        issued_on=datetime.date(2025, 3, 14),
+        marker=marker or os.urandom(16),
+        user_password=password,
+    )
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,19 @@ def watermark_lines(copy: bytes, password: str | None, name: str) -> list[list[T
             start = text.find(prefix)
             if start < 0:
                 continue
-            boxes = [textpage.get_charbox(position, loose=True) for position in range(start, start + len(prefix))]
+            boxes = [
+                textpage.get_charbox(position, loose=True) for position in range(start, start + len(prefix))
+            ]
             left = min(box[0] for box in boxes)
             bottom = min(box[1] for box in boxes)
             right = max(box[2] for box in boxes)
             top = max(box[3] for box in boxes)
             # pdfium reports the effective size: font size scaled by the text matrix and the CTM.
-            size = min(pypdfium2.raw.FPDFText_GetFontSize(textpage, position)
-                       for position in range(start, start + len(prefix)) if not text[position].isspace())
+            size = min(
+                pypdfium2.raw.FPDFText_GetFontSize(textpage, position)
+                for position in range(start, start + len(prefix))
+                if not text[position].isspace()
+            )
             lines.append(TextLine(box=(left, bottom, right, top), font_size=size))
         pages.append(lines)
     document.close()
@@ -79,8 +93,9 @@ def render(data: bytes, password: str | None, index: int, width: int = 400) -> I
     return image
 
 
-def magenta_mask_bbox(copy: Image.Image, original: Image.Image) -> tuple[tuple[int, int, int, int] | None,
-                                                                         tuple[int, int, int, int] | None]:
+def magenta_mask_bbox(
+    copy: Image.Image, original: Image.Image
+) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
     """Bounding boxes of watermark-coloured pixels that differ from the original: all, and the bottom band."""
     width, height = copy.size
     original = original.resize(copy.size)
@@ -127,67 +142,84 @@ def deflate_bomb(decoded_bytes: int) -> bytes:
     chunk = b"\0" * 2**20
     parts = [compressor.compress(chunk) for _ in range(decoded_bytes // len(chunk))]
     parts.append(compressor.flush())
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        stream_object(b"/Filter /FlateDecode", b"".join(parts)),
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+            stream_object(b"/Filter /FlateDecode", b"".join(parts)),
+        ]
+    )
 
 
 def page_with_image(width: int, height: int) -> bytes:
     """A one-page PDF drawing a JPEG-filtered image whose dictionary claims ``width`` x ``height``."""
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im0 5 0 R >> >> "
-        b"/Contents 4 0 R >>",
-        stream_object(b"", b"q 600 0 0 780 6 6 cm /Im0 Do Q"),
-        stream_object(b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB "
-                      b"/BitsPerComponent 8 /Filter /DCTDecode" % (width, height), b"\xff\xd8\xff\xd9"),
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im0 5 0 R >> >> "
+            b"/Contents 4 0 R >>",
+            stream_object(b"", b"q 600 0 0 780 6 6 cm /Im0 Do Q"),
+            stream_object(
+                b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB "
+                b"/BitsPerComponent 8 /Filter /DCTDecode" % (width, height),
+                b"\xff\xd8\xff\xd9",
+            ),
+        ]
+    )
 
 
 def deeply_nested(depth: int) -> bytes:
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R /Nested " + b"[" * depth + b"]" * depth + b" >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R /Nested " + b"[" * depth + b"]" * depth + b" >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        ]
+    )
 
 
 def cyclic_page_tree() -> bytes:
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        ]
+    )
 
 
 def obfuscated_javascript() -> bytes:
     """JavaScript spelled /J#61vaScript in an OpenAction, a link annotation and a page /AA."""
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R /OpenAction << /S /J#61vaScript /JS (app.alert\\(1\\)) >> >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Annots [4 0 R] "
-        b"/#41A << /O << /S /J#61vaScript /JS (app.launchURL\\(1\\)) >> >> >>",
-        b"<< /Type /Annot /Subtype /Link /Rect [0 0 100 100] /A << /S /J#61vaScript /JS 5 0 R >> >>",
-        stream_object(b"", b"app.alert('stream')"),
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R /OpenAction << /S /J#61vaScript /JS (app.alert\\(1\\)) >> >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Annots [4 0 R] "
+            b"/#41A << /O << /S /J#61vaScript /JS (app.launchURL\\(1\\)) >> >> >>",
+            b"<< /Type /Annot /Subtype /Link /Rect [0 0 100 100] /A << /S /J#61vaScript /JS 5 0 R >> >>",
+            stream_object(b"", b"app.alert('stream')"),
+        ]
+    )
 
 
 def no_visible_area() -> bytes:
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /CropBox [700 800 900 1000] >>",
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /CropBox [700 800 900 1000] >>",
+        ]
+    )
 
 
 def dynamic_xfa() -> bytes:
-    return raw_pdf([
-        b"<< /Type /Catalog /Pages 2 0 R /NeedsRendering true /AcroForm << /Fields [] /XFA 4 0 R >> >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
-        stream_object(b"", b"<xdp:xdp xmlns:xdp='http://ns.adobe.com/xdp/'></xdp:xdp>"),
-    ])
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R /NeedsRendering true /AcroForm << /Fields [] /XFA 4 0 R >> >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+            stream_object(b"", b"<xdp:xdp xmlns:xdp='http://ns.adobe.com/xdp/'></xdp:xdp>"),
+        ]
+    )
