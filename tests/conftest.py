@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -46,11 +47,11 @@ def database_backends() -> list[str]:
     return ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 
 
-@pytest.fixture(params=database_backends())
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for one test."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'portal.db'}"
+@contextlib.contextmanager
+def fresh_database(backend: str, folder: Path) -> Iterator[str]:
+    """Create an empty database on ``backend`` and drop it afterwards; yields its URL."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder / 'portal.db'}"
         return
 
     assert POSTGRES_URL is not None
@@ -66,17 +67,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settings:
     return Settings.from_env(
         {
-            "PORTAL_DATA_DIR": str(tmp_path / "data"),
+            "PORTAL_DATA_DIR": str(data_dir),
             "PORTAL_DATABASE_URL": database_url,
             "PORTAL_CLINIC_NAME": "Riverside Dermatology",
             "PORTAL_CLINIC_CONTACT": "+44 20 7946 0000",
             "PORTAL_PUBLIC_URL": BASE_URL,
+            **overrides,
         }
     )
+
+
+@pytest.fixture(params=database_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "data", database_url)
 
 
 @pytest.fixture
