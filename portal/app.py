@@ -21,14 +21,17 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from portal import i18n
 from portal.access.controllers import access_routes
+from portal.admin.controllers import admin_routes
 from portal.api.controllers import api_routes
 from portal.config import REPOSITORY_ROOT, Settings
 from portal.core import open_keyring, start_portal
 from portal.documents.controllers import document_routes
 from portal.dpo.controllers import dpo_routes
 from portal.errors import NotAuthenticated, PortalError
+from portal.health import health_routes
 from portal.i18n import _
 from portal.policies import load_policies
+from portal.retention.controllers import retention_routes
 from portal.logs import configure_logging, quiet_libraries
 from portal.security.headers import SecurityHeadersMiddleware
 from portal.shares.controllers import share_routes
@@ -104,6 +107,17 @@ def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Resp
     return _error_response(request, 500, "internal_error", message)
 
 
+# Paths whose last segment is a secret (invitation tokens), logged without it.
+_SECRET_PATH_PREFIXES = ("/staff/invitations/",)
+
+
+def _loggable_path(path: str) -> str:
+    for prefix in _SECRET_PATH_PREFIXES:
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path
+
+
 class RequestLogMiddleware:
     """One application-log line per request: method, path without query, status, duration; no addresses."""
 
@@ -132,7 +146,7 @@ class RequestLogMiddleware:
                 "request",
                 extra={
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "path": _loggable_path(scope.get("path", "")),
                     "status": status[0],
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },
@@ -165,7 +179,7 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
         opt={"exclude_from_csrf": True},
     )
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *staff_routes,
             *document_routes,
@@ -173,6 +187,9 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
             *access_routes,
             *dpo_routes,
             *api_routes,
+            *admin_routes,
+            *health_routes,
+            *retention_routes,
             static_router,
         ],
         lifespan=[lifespan],
@@ -193,13 +210,16 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
             HTTPException: handle_http_error,
             Exception: handle_unexpected,
         },
-        middleware=[RequestLogMiddleware, SecurityHeadersMiddleware],
+        middleware=[RequestLogMiddleware],
         multipart_form_part_limit=6,
         request_max_body_size=1_000_000,
         debug=False,
         openapi_config=None,
         logging_config=None,
     )
+    # Outside the router and its exception handling, so 404s for unknown paths get the headers too.
+    app.asgi_handler = SecurityHeadersMiddleware(app.asgi_handler)
+    return app
 
 
 def app_factory() -> Litestar:

@@ -68,3 +68,15 @@ class ShareUnavailable(PortalError):
 
     status_code = 410
     code = "share_unavailable"
+
+
+class SecondFactorNeeded(PortalError):
+    """The share asks for the recipient's date of birth and none was entered; nothing was spent."""
+
+    status_code = 400
+    code = "second_factor_needed"
+
+
+class TooManyRequests(PortalError):
+    status_code = 429
+    code = "too_many_requests"

@@ -38,10 +38,12 @@ class Profile:
 @dataclass(frozen=True)
 class SecurityPolicy:
     max_failed_attempts: int
+    attempts_per_ip_per_minute: int
     recipient_idle_minutes: int
     recipient_absolute_minutes: int
     staff_idle_minutes: int
     staff_absolute_hours: int
+    staff_require_totp: bool  # every staff member must enrol a TOTP second factor before using the portal
     upload_max_body_bytes: int
     upload_max_pages: int
     upload_max_objects: int
@@ -173,10 +175,12 @@ def _parse_security(file: Path) -> SecurityPolicy:
 
     policy = SecurityPolicy(
         max_failed_attempts=code.integer("max_failed_attempts", 1, 10),
+        attempts_per_ip_per_minute=code.integer("attempts_per_ip_per_minute", 1, 1000),
         recipient_idle_minutes=recipient.integer("idle_minutes", 1, 60),
         recipient_absolute_minutes=recipient.integer("absolute_minutes", 5, 240),
         staff_idle_minutes=staff.integer("idle_minutes", 5, 120),
         staff_absolute_hours=staff.integer("absolute_hours", 1, 24),
+        staff_require_totp=staff.boolean("require_totp"),
         upload_max_body_bytes=upload.integer("max_body_bytes", 1_000_000, 200_000_000),
         upload_max_pages=upload.integer("max_pages", 1, 5000),
         upload_max_objects=upload.integer("max_objects", 100, 1_000_000),

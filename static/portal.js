@@ -23,7 +23,13 @@
     history.replaceState(null, "", window.location.pathname);
   }
 
+  // htmx records the current path in sessionStorage when it loads; pages here never rely on it.
+  function forgetHtmxPath() {
+    try { window.sessionStorage.removeItem("htmx-current-path-for-history"); } catch (error) { /* storage blocked */ }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    forgetHtmxPath();
     focusErrorSummary();
     wirePrintButtons();
     fillCodeFromFragment();

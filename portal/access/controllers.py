@@ -11,13 +11,23 @@ from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Response, Stream, Template
+from sqlalchemy import update
 
 from portal.access.service import finish_download, recipient_share, redeem, start_download
-from portal.audit.recorder import record
+from portal.audit.recorder import Actor, record
+from portal.audit.transparency import PATIENT_PROFILE, other_disclosures
 from portal.crypto.errors import BlobIntegrityError
-from portal.errors import AccessDenied, CodeMistyped, InvalidInput, ShareUnavailable
+from portal.errors import (
+    AccessDenied,
+    CodeMistyped,
+    InvalidInput,
+    SecondFactorNeeded,
+    ShareUnavailable,
+    TooManyRequests,
+)
 from portal.i18n import _
 from portal.models import Document, Share
+from portal.security.client import client_ip
 from portal.security.sessions import (
     RECIPIENT_COOKIE,
     end_session,
@@ -25,32 +35,46 @@ from portal.security.sessions import (
     open_sealed_secret,
     session_cookie,
 )
+from portal.storage.base import BlobNotFound
 from portal.web import actor_for, portal_of
 
 log = logging.getLogger(__name__)
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 MAX_VIEW_WIDTH = 1400
+DAMAGED_COPY = "The stored copy failed its integrity check; ask the clinic to reissue the report."
 
 
 @get("/access", include_in_schema=False)
 async def enter_code_page() -> Template:
     # A GET never spends anything: link scanners and previews only ever see this form.
-    return Template("access/enter.html", context={"errors": {}})
+    return Template("access/enter.html", context={"errors": {}, "code": "", "ask_birth_date": False})
 
 
 @post("/access", include_in_schema=False)
 async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Template | Redirect:
     portal = portal_of(request)
+    entered = data.get("code", "")
     try:
         redemption = await redeem(
             portal,
             actor_for(request, "recipient:unknown"),
-            data.get("code", ""),
+            entered,
             previous_session_id=request.cookies.get(RECIPIENT_COOKIE),
+            date_of_birth=data.get("date_of_birth"),
+            client_address=client_ip(request, portal.settings.trusted_proxy_hops),
         )
-    except (AccessDenied, CodeMistyped) as error:
-        return Template("access/enter.html", context={"errors": {"code": error.message}}, status_code=400)
+    except SecondFactorNeeded as error:
+        context = {"errors": {"date_of_birth": error.message}, "code": entered[:40], "ask_birth_date": True}
+        return Template("access/enter.html", context=context, status_code=400)
+    except (AccessDenied, CodeMistyped, InvalidInput, TooManyRequests) as error:
+        # The code is not echoed back after a refusal; the date field stays if it was asked for.
+        context = {
+            "errors": {error.field or "code": error.message},
+            "code": "",
+            "ask_birth_date": bool(data.get("date_of_birth")),
+        }
+        return Template("access/enter.html", context=context, status_code=error.status_code)
     return Redirect("/access/share", status_code=303, cookies=[session_cookie("recipient", redemption.session_id)])
 
 
@@ -64,6 +88,8 @@ async def share_page(request: Request[Any, Any, Any]) -> Template:
     async with portal.transaction() as db:
         _session, share = await recipient_share(portal, db, request.cookies.get(RECIPIENT_COOKIE))
         documents = await _documents_of(portal, db, share)
+        # A patient sees who else received these reports, by recipient profile only.
+        disclosures = await other_disclosures(db, portal.policies, share)
     pages = sum(document.pages for document in documents)
     return Template(
         "access/share.html",
@@ -73,6 +99,8 @@ async def share_page(request: Request[Any, Any, Any]) -> Template:
             "pages": pages,
             "profile": portal.policies.profiles.get(share.profile),
             "downloads_left": max(share.max_downloads - share.downloads_started, 0),
+            "other_disclosures": disclosures,
+            "show_disclosures": share.profile == PATIENT_PROFILE,
         },
     )
 
@@ -83,6 +111,7 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
     who = actor_for(request, "recipient")
     share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
     blob_id = share.copy_blob_id or ""
+    await _authenticate_copy(portal, who, share, blob_id, data_key)
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
@@ -95,8 +124,11 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
                 await anyio.sleep(0)
             # Reached only after the server took the last chunk, so "completed" means every byte was handed over.
             completed = True
-        except BlobIntegrityError:
-            log.error("stored copy failed its integrity check", extra={"share_id": str(share.id)})
+        except (BlobIntegrityError, BlobNotFound):
+            # The copy changed after the first pass authenticated it. Raising makes the server cut the
+            # connection, so the client sees a failed download rather than a short PDF.
+            log.error("stored copy changed while being sent", extra={"share_id": str(share.id)})
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await finish_download(portal, who, share, completed, sent)
@@ -110,6 +142,32 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
             "Cache-Control": "no-store",
         },
     )
+
+
+async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> None:
+    """Decrypt the whole copy once and drop the plaintext, so a damaged copy fails before any byte is sent.
+
+    This first pass costs one extra read and decryption of the copy and keeps memory constant; the body
+    then decrypts it a second time while streaming.
+    """
+    try:
+        async for _chunk in portal.blobs.plaintext(blob_id, data_key):
+            await anyio.sleep(0)
+    except (BlobIntegrityError, BlobNotFound) as error:
+        log.error(
+            "stored copy failed its integrity check",
+            extra={"share_id": str(share.id), "blob_id": blob_id, "error": type(error).__name__},
+        )
+        recipient = Actor(f"recipient:{share.id}", who.ip_prefix, who.user_agent_family, who.request_id)
+        async with portal.transaction() as db:
+            # Nothing was sent, so the recipient gets the download back.
+            given_back = Share.downloads_started - 1
+            await db.execute(update(Share).where(Share.id == share.id).values(downloads_started=given_back))
+            await record(
+                db, recipient, "access.download.aborted", outcome="failure", share_id=share.id,
+                details={"bytes": 0, "reason": "integrity_check_failed"},
+            )
+        raise ShareUnavailable(_(DAMAGED_COPY), code="copy_damaged") from None
 
 
 @get("/access/pages/{page:int}", include_in_schema=False)

@@ -17,10 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import Actor, record
 from portal.core import Portal
-from portal.errors import AccessDenied, CodeMistyped, ShareUnavailable
+from portal.errors import (
+    AccessDenied,
+    CodeMistyped,
+    InvalidInput,
+    SecondFactorNeeded,
+    ShareUnavailable,
+    TooManyRequests,
+)
 from portal.i18n import _
 from portal.models import AuthSession, Share, utcnow
-from portal.security import codes
+from portal.security import codes, throttle
+from portal.security.client import ip_prefix
 from portal.security.hashing import CODE_HASHER, verify_secret
 from portal.security.sessions import load_session, start_session
 
@@ -41,8 +49,55 @@ def _recipient(share_id: uuid.UUID | None, who: Actor) -> Actor:
     return Actor(actor, who.ip_prefix, who.user_agent_family, who.request_id)
 
 
-async def redeem(portal: Portal, who: Actor, entered: str, previous_session_id: str | None) -> Redemption:
-    """Spend one redemption of a code and start a fresh recipient session."""
+def parse_date_of_birth(text: str) -> str:
+    """Normalise a typed date of birth to YYYY-MM-DD; accepts YYYY-MM-DD, DD.MM.YYYY and DD/MM/YYYY."""
+    value = text.strip()
+    for separator in (".", "/"):
+        parts = value.split(separator)
+        if len(parts) == 3 and len(parts[2]) == 4:
+            value = f"{parts[2]}-{parts[1].zfill(2)}-{parts[0].zfill(2)}"
+            break
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            _("'{value}' is not a date. Enter the date of birth as day, month and year, for example 31.12.1950.").format(
+                value=text.strip()[:20]
+            ),
+            field="date_of_birth",
+        ) from None
+    if not dt.date(1900, 1, 1) <= parsed <= dt.date.today():
+        raise InvalidInput(_("The date of birth is not plausible. Check the year."), field="date_of_birth")
+    return parsed.isoformat()
+
+
+async def check_flood(portal: Portal, client_address: str | None) -> None:
+    """Count this attempt against the client's address (IPv4 /32, IPv6 /64) across all processes."""
+    prefix = ip_prefix(client_address, 32, 64)
+    if prefix is None:
+        return
+    limit = portal.policies.security.attempts_per_ip_per_minute
+    async with portal.transaction() as db:
+        count = await throttle.hit(db, f"code:{prefix}", dt.timedelta(minutes=1))
+    if count > limit:
+        raise TooManyRequests(_("Too many attempts from your connection. Wait one minute, then try again."))
+
+
+async def redeem(
+    portal: Portal,
+    who: Actor,
+    entered: str,
+    previous_session_id: str | None,
+    *,
+    date_of_birth: str | None = None,
+    client_address: str | None = None,
+) -> Redemption:
+    """Spend one redemption of a code and start a fresh recipient session.
+
+    A share whose profile asks for the date of birth is told apart by its public locator alone, before any
+    secret is checked, so asking for the date reveals nothing about the secret part of the code.
+    """
+    await check_flood(portal, client_address)
     try:
         code = codes.normalise(entered[:64])
     except codes.CodeFormatError:
@@ -56,7 +111,19 @@ async def redeem(portal: Portal, who: Actor, entered: str, previous_session_id: 
 
     async with portal.transaction() as db:
         share = await db.scalar(select(Share).where(Share.code_locator == codes.locator_of(code)))
+
+    birth_date = parse_date_of_birth(date_of_birth) if date_of_birth and date_of_birth.strip() else None
+    if share is not None and share.second_factor_hash and birth_date is None:
+        raise SecondFactorNeeded(
+            _("Enter your date of birth as well. The clinic asked for it to protect this report."),
+            field="date_of_birth",
+        )
+
     matches = await verify_secret(CODE_HASHER, share.code_hash if share else None, code)
+    if share is not None and share.second_factor_hash:
+        # Both checks always run, so a wrong date and a wrong code cost the same time and look the same.
+        birth_matches = await verify_secret(CODE_HASHER, share.second_factor_hash, birth_date or "")
+        matches = matches and birth_matches
 
     if share is None:
         async with portal.transaction() as db:

@@ -13,19 +13,28 @@ from litestar import Request, get, post
 from litestar.params import FromPath
 from litestar.response import Response, Stream
 
-from portal.audit.export import export_stream
-from portal.audit.query import parse_filter
+from portal.audit.export import bundle_stream, export_stream
+from portal.audit.query import FILTER_KEYS, parse_filter
+from portal.core import Portal
 from portal.documents.controllers import UPLOAD_BODY_LIMIT, read_upload
 from portal.documents.service import parse_upload_form, upload_document
 from portal.errors import InvalidInput
 from portal.i18n import _
-from portal.shares.service import create_share, load_share, parse_share_form, revoke_share, share_summary
+from portal.shares.service import (
+    IssuedShare,
+    create_share,
+    load_share,
+    parse_share_form,
+    reissue_share,
+    revoke_share,
+    share_summary,
+)
 from portal.web import portal_of, require_token, token_actor
 
 
 @post("/api/v1/documents", request_max_body_size=UPLOAD_BODY_LIMIT, include_in_schema=True)
 async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    user = await require_token(request, "clinician", "admin")
+    user = await require_token(request, "clinician", "admin", scope="upload")
     portal = portal_of(request)
     fields, data = await read_upload(request, portal)
     form = parse_upload_form(fields.get("title"), fields.get("patient_ref"), fields.get("report_date"))
@@ -55,20 +64,31 @@ async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @post("/api/v1/shares", include_in_schema=True)
 async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    user = await require_token(request, "clinician", "admin")
+    user = await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
     body = await _json_body(request)
 
     document_ids = body.get("document_ids")
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):
         raise InvalidInput(_("document_ids must be a list of document ids (strings)."), field="document_ids")
-    text_fields = {name: body.get(name) for name in ("profile", "recipient_name", "purpose")}
+    text_fields = {name: body.get(name) for name in ("profile", "recipient_name", "purpose", "date_of_birth")}
     for name, value in text_fields.items():
         if value is not None and not isinstance(value, str):
             raise InvalidInput(_("{name} must be a string.").format(name=name), field=name)
 
-    form = parse_share_form(portal, document_ids, text_fields["profile"], text_fields["recipient_name"], text_fields["purpose"])
+    form = parse_share_form(
+        portal,
+        document_ids,
+        text_fields["profile"],
+        text_fields["recipient_name"],
+        text_fields["purpose"],
+        text_fields["date_of_birth"],
+    )
     issued = await create_share(portal, token_actor(request), user, form)
+    return _issued_response(portal, issued)
+
+
+def _issued_response(portal: Portal, issued: IssuedShare, status_code: int = 201) -> Response[dict[str, Any]]:
     share = issued.share
     body_out = {
         "id": str(share.id),
@@ -78,19 +98,28 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
         "access_url": f"{portal.settings.public_url}/access",
         "profile": share.profile,
     }
-    return Response(body_out, status_code=201, headers={"Cache-Control": "no-store"})
+    return Response(body_out, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+@post("/api/v1/shares/{share_id:str}/reissue", include_in_schema=True)
+async def api_reissue(request: Request[Any, Any, Any], share_id: FromPath[str]) -> Response[dict[str, Any]]:
+    await require_token(request, "clinician", "admin", scope="share")
+    portal = portal_of(request)
+    share = await load_share(portal, share_id)
+    issued = await reissue_share(portal, token_actor(request), share.id)
+    return _issued_response(portal, issued, status_code=200)
 
 
 @get("/api/v1/shares/{share_id:str}", include_in_schema=True)
 async def api_share(request: Request[Any, Any, Any], share_id: FromPath[str]) -> dict[str, Any]:
-    await require_token(request, "clinician", "admin")
+    await require_token(request, "clinician", "admin", scope="share")
     share = await load_share(portal_of(request), share_id)
     return share_summary(share)
 
 
 @post("/api/v1/shares/{share_id:str}/revoke", include_in_schema=True, status_code=200)
 async def api_revoke(request: Request[Any, Any, Any], share_id: FromPath[str]) -> dict[str, Any]:
-    await require_token(request, "clinician", "admin")
+    await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
     share = await load_share(portal, share_id)
     share = await revoke_share(portal, token_actor(request), share.id)
@@ -99,11 +128,20 @@ async def api_revoke(request: Request[Any, Any, Any], share_id: FromPath[str]) -
 
 @get("/api/v1/audit/events", include_in_schema=True)
 async def api_events(request: Request[Any, Any, Any]) -> Stream:
-    await require_token(request, "dpo", "admin")
+    await require_token(request, "dpo", "admin", scope="audit-read")
     portal = portal_of(request)
-    params = {key: request.query_params.get(key) for key in ("patient_ref", "share_id", "event_type", "ip_prefix", "since", "until")}
+    params = {key: request.query_params.get(key) for key in FILTER_KEYS}
     filters = parse_filter(params)
     return await export_stream(portal, token_actor(request), filters, request.query_params.get("format") or "jsonl")
 
 
-api_routes = [api_upload, api_create_share, api_share, api_revoke, api_events]
+@get("/api/v1/audit/bundle", include_in_schema=True)
+async def api_bundle(request: Request[Any, Any, Any]) -> Stream:
+    """Return an evidence bundle (zip) of the matching events, which `portal audit verify` checks offline."""
+    await require_token(request, "dpo", "admin", scope="audit-read")
+    portal = portal_of(request)
+    filters = parse_filter({key: request.query_params.get(key) for key in FILTER_KEYS})
+    return await bundle_stream(portal, token_actor(request), filters)
+
+
+api_routes = [api_upload, api_create_share, api_share, api_revoke, api_reissue, api_events, api_bundle]

@@ -31,7 +31,7 @@ class CodeFormatError(ValueError):
     """The entered text cannot be an access code (wrong length, characters or check character)."""
 
 
-def _check_character(body: str) -> str:
+def check_character(body: str) -> str:
     # Luhn mod N with N = 32: double every second value from the right, fold, sum.
     total = 0
     factor = 2
@@ -45,7 +45,7 @@ def _check_character(body: str) -> str:
 def generate_code() -> str:
     """Return a new code in canonical form (20 characters, no separators)."""
     body = "".join(secrets.choice(ALPHABET) for _ in range(LOCATOR_LENGTH + SECRET_LENGTH))
-    return body + _check_character(body)
+    return body + check_character(body)
 
 
 def generate_locator() -> str:
@@ -55,7 +55,7 @@ def generate_locator() -> str:
 def with_locator(locator: str) -> str:
     """Return a new canonical code that starts with ``locator`` (used when a code is reissued)."""
     body = locator + "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LENGTH))
-    return body + _check_character(body)
+    return body + check_character(body)
 
 
 def normalise(entered: str) -> str:
@@ -63,7 +63,7 @@ def normalise(entered: str) -> str:
     text = entered.upper().translate(_SEPARATORS).translate(_ENTRY_ALIASES)
     if len(text) != CODE_LENGTH or any(character not in _VALUE for character in text):
         raise CodeFormatError("wrong length or characters")
-    if _check_character(text[:-1]) != text[-1]:
+    if check_character(text[:-1]) != text[-1]:
         raise CodeFormatError("check character does not match")
     return text
 

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.access.service import parse_date_of_birth
 from portal.audit.recorder import Actor, record
 from portal.blobs import StagedBlob
 from portal.core import Portal
@@ -36,6 +37,7 @@ class ShareForm:
     profile: Profile
     recipient_name: str
     purpose: str
+    date_of_birth: str | None = None  # YYYY-MM-DD, only for profiles that ask for it
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,12 @@ class IssuedShare:
 
 
 def parse_share_form(
-    portal: Portal, document_ids: list[str], profile: str | None, recipient_name: str | None, purpose: str | None
+    portal: Portal,
+    document_ids: list[str],
+    profile: str | None,
+    recipient_name: str | None,
+    purpose: str | None,
+    date_of_birth: str | None = None,
 ) -> ShareForm:
     if not document_ids:
         raise InvalidInput(_("No document chosen. Choose at least one report to share."), field="document_ids")
@@ -81,11 +88,23 @@ def parse_share_form(
             ),
             field="profile",
         )
+    birth_date = None
+    if chosen.second_factor == "date_of_birth":
+        if not date_of_birth or not date_of_birth.strip():
+            raise InvalidInput(
+                _("The profile '{profile}' asks the recipient for their date of birth. Enter it.").format(
+                    profile=chosen.label
+                ),
+                field="date_of_birth",
+            )
+        birth_date = parse_date_of_birth(date_of_birth)
+
     return ShareForm(
         document_ids=parsed_ids,
         profile=chosen,
         recipient_name=clean_text(recipient_name, "recipient_name", _("Recipient name"), 120),
         purpose=clean_text(purpose, "purpose", _("Purpose"), 200),
+        date_of_birth=birth_date,
     )
 
 
@@ -100,11 +119,12 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
 
     share_id = uuid.uuid4()
     reference = _share_reference()
-    code = codes.generate_code()
+    code = await _unused_code(portal)
     now = utcnow()
 
-    copy_bytes = await _prepare_copy(portal, documents, form, share_id, reference, code, now.date())
+    copy_bytes = await _prepare_copy(portal, documents, form.profile, form.recipient_name, share_id, reference, code, now.date())
     code_hash = await hash_secret(CODE_HASHER, code)
+    birth_date_hash = await hash_secret(CODE_HASHER, form.date_of_birth) if form.date_of_birth else None
 
     staged: StagedBlob | None = None
     try:
@@ -124,6 +144,7 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             max_downloads=profile.max_downloads,
             code_locator=codes.locator_of(code),
             code_hash=code_hash,
+            second_factor_hash=birth_date_hash,
             copy_blob_id=staged.blob_id,
             copy_password_is_code=profile.pdf_password == "code",
             documents=[
@@ -140,7 +161,8 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
 async def _prepare_copy(
     portal: Portal,
     documents: list[Document],
-    form: ShareForm,
+    profile: Profile,
+    recipient_name: str,
     share_id: uuid.UUID,
     reference: str,
     code: str,
@@ -151,13 +173,13 @@ async def _prepare_copy(
 
     request = CopyRequest(
         documents=originals,
-        recipient_name=form.recipient_name,
+        recipient_name=recipient_name,
         share_reference=reference,
         issued_on=issued_on,
         marker=encode_marker(portal.keyring.secret("marker"), share_id),
-        user_password=codes.display(code) if form.profile.pdf_password == "code" else None,
-        allow_print=form.profile.allow_print,
-        allow_copy=form.profile.allow_copy,
+        user_password=codes.display(code) if profile.pdf_password == "code" else None,
+        allow_print=profile.allow_print,
+        allow_copy=profile.allow_copy,
     )
     try:
         return await portal.pdf.prepare_copy(request)
@@ -165,34 +187,46 @@ async def _prepare_copy(
         raise UploadRejected(rejection.message, code=rejection.code) from None
 
 
+async def _unused_code(portal: Portal) -> str:
+    """Return a new code whose public locator no share uses yet.
+
+    The locator has 25 bits, so collisions are rare; one that slips in between this check and the insert
+    fails the unique constraint and the clinician is asked to try again.
+    """
+    for _attempt in range(_LOCATOR_ATTEMPTS):
+        code = codes.generate_code()
+        async with portal.transaction() as db:
+            taken = await db.scalar(select(Share.id).where(Share.code_locator == codes.locator_of(code)))
+        if taken is None:
+            return code
+    raise InvalidInput(_("No free access code could be found. Try again in a moment."))
+
+
+_LOCATOR_TAKEN = "Another share took the same access code at the same moment. Try again."
+
+
 async def _insert_share(
     portal: Portal, who: Actor, share: Share, documents: list[Document], staged: StagedBlob
 ) -> None:
-    # The 25-bit locator can collide with an existing share; a new locator keeps the code's secret part.
-    for attempt in range(_LOCATOR_ATTEMPTS):
-        try:
-            async with portal.transaction() as db:
-                db.add_all(staged.rows())
-                await db.flush()
-                db.add(share)
-                await db.flush()
-                for document in documents:
-                    await record(
-                        db,
-                        who,
-                        "share.created",
-                        share_id=share.id,
-                        document_id=document.id,
-                        patient_pseudonym=document.patient_pseudonym,
-                        purpose=share.purpose,
-                        details={"profile": share.profile, "expires_at": share.expires_at.isoformat()},
-                    )
-            return
-        except IntegrityError:
-            if attempt == _LOCATOR_ATTEMPTS - 1:
-                raise
-            share.code_locator = codes.generate_locator()
-    raise AssertionError("unreachable")
+    try:
+        async with portal.transaction() as db:
+            db.add_all(staged.rows())
+            await db.flush()
+            db.add(share)
+            await db.flush()
+            for document in documents:
+                await record(
+                    db,
+                    who,
+                    "share.created",
+                    share_id=share.id,
+                    document_id=document.id,
+                    patient_pseudonym=document.patient_pseudonym,
+                    purpose=share.purpose,
+                    details={"profile": share.profile, "expires_at": share.expires_at.isoformat()},
+                )
+    except IntegrityError:
+        raise InvalidInput(_(_LOCATOR_TAKEN)) from None
 
 
 async def load_share(portal: Portal, share_id: str | uuid.UUID) -> Share:
@@ -266,3 +300,78 @@ async def shares_for_document(db: AsyncSession, document_id: uuid.UUID) -> list[
         .order_by(Share.created_at.desc())
     )
     return list((await db.scalars(query)).all())
+
+
+async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> IssuedShare:
+    """Replace a share's code and copy; the old code and copy stop working at once.
+
+    The counters start again (a locked share is unlocked), the expiry restarts from now, and open recipient
+    sessions end. The old copy's data key is destroyed in the same transaction.
+    """
+    share = await load_share(portal, share_id)
+    if share.revoked_at is not None:
+        raise InvalidInput(_("Share {reference} is revoked. Create a new share instead.").format(reference=share.reference))
+    profile = portal.policies.profiles.get(share.profile)
+    if profile is None:
+        raise InvalidInput(
+            _("Profile '{profile}' no longer exists in the policy. Create a new share instead.").format(profile=share.profile)
+        )
+    documents = [await load_document(portal, link.document_id) for link in share.documents]
+
+    code = await _unused_code(portal)
+    now = utcnow()
+    copy_bytes = await _prepare_copy(
+        portal, documents, profile, share.recipient_name, share.id, share.reference, code, now.date()
+    )
+    code_hash = await hash_secret(CODE_HASHER, code)
+
+    staged: StagedBlob | None = None
+    old_blob_id = share.copy_blob_id
+    try:
+        staged = await portal.blobs.stage("copy", copy_bytes)
+        await _swap_code(portal, who, share, staged, code, code_hash, now + dt.timedelta(days=profile.expiry_days))
+    except BaseException:
+        await portal.blobs.discard(staged)
+        raise
+
+    if old_blob_id:
+        await portal.blobs.delete_bytes(old_blob_id)
+    return IssuedShare(share=await load_share(portal, share.id), code=code)
+
+
+async def _swap_code(
+    portal: Portal,
+    who: Actor,
+    share: Share,
+    staged: StagedBlob,
+    code: str,
+    code_hash: str,
+    expires_at: dt.datetime,
+) -> None:
+    try:
+        async with portal.transaction() as db:
+            db.add_all(staged.rows())
+            await db.flush()
+            await db.execute(
+                update(Share)
+                .where(Share.id == share.id)
+                .values(
+                    code_locator=codes.locator_of(code),
+                    code_hash=code_hash,
+                    copy_blob_id=staged.blob_id,
+                    failed_attempts=0,
+                    locked_at=None,
+                    redemptions=0,
+                    downloads_started=0,
+                    downloads_completed=0,
+                    expires_at=expires_at,
+                    expired_recorded_at=None,
+                    reissue_count=Share.reissue_count + 1,
+                )
+            )
+            if share.copy_blob_id:
+                await portal.blobs.shred(db, share.copy_blob_id)
+            await end_sessions_of(db, kind="recipient", subject_id=share.id)
+            await record(db, who, "share.reissued", share_id=share.id, purpose=share.purpose)
+    except IntegrityError:
+        raise InvalidInput(_(_LOCATOR_TAKEN)) from None

@@ -123,9 +123,9 @@ async def test_concurrent_redemptions_one_winner(app: Litestar, client: AsyncTes
         answer = await client.post("/access", data={"code": share["access_code"], "_csrf_token": token}, follow_redirects=False)
         return answer.status_code
 
-    statuses = await asyncio.gather(*(attempt() for _ in range(50)))
+    statuses = await asyncio.gather(*(attempt() for _ in range(100)))
     assert statuses.count(303) == 1, statuses
-    assert statuses.count(400) == 49
+    assert statuses.count(400) == 99
 
     types = await event_types(app)
     assert types.count("code.redeemed") == 1
@@ -154,3 +154,48 @@ async def test_redemption_replaces_planted_session(app: Litestar, client: AsyncT
     client.cookies.clear()
     client.cookies.set(RECIPIENT_COOKIE, planted, domain=host)
     assert (await client.get("/access/share")).status_code == 410
+
+
+async def test_code_only_opens_own_share(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    _headers, first = await issue_share(app, client, recipient_name="First Recipient")
+    _headers, second = await issue_share(app, client, recipient_name="Second Recipient")
+
+    # The first code's secret under the second share's locator is a wrong code for the second share.
+    first_code = codes.normalise(first["access_code"])
+    second_locator = codes.locator_of(codes.normalise(second["access_code"]))
+    body = second_locator + first_code[codes.LOCATOR_LENGTH : -1]
+    mixed = body + codes.check_character(body)
+    assert (await redeem(client, mixed)).status_code == 400
+
+    page = await redeem(client, first["access_code"])
+    assert page.status_code == 200
+    assert "First Recipient" in page.text
+    assert "Second Recipient" not in page.text
+
+
+async def test_unknown_and_wrong_take_similar_time(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    import statistics
+    import time
+
+    _headers, share = await issue_share(app, client)
+    token = csrf_from((await client.get("/access")).text)
+
+    async def timed(code: str) -> float:
+        started = time.perf_counter()
+        answer = await client.post("/access", data={"code": code, "_csrf_token": token})
+        elapsed = time.perf_counter() - started
+        assert answer.status_code == 400
+        return elapsed
+
+    # Four wrong guesses would lock the share at five, so each wrong guess gets a fresh share of its own.
+    wrong_times, unknown_times = [], []
+    for _ in range(4):
+        wrong_times.append(await timed(wrong_code_for(share["access_code"])))
+        unknown_times.append(await timed(codes.display(codes.generate_code())))
+    for _ in range(12):
+        _h, spare = await issue_share(app, client)
+        wrong_times.append(await timed(wrong_code_for(spare["access_code"])))
+        unknown_times.append(await timed(codes.display(codes.generate_code())))
+
+    difference_ms = abs(statistics.median(wrong_times) - statistics.median(unknown_times)) * 1000
+    assert difference_ms < 5, f"median wrong {statistics.median(wrong_times):.4f}s, unknown {statistics.median(unknown_times):.4f}s"

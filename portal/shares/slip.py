@@ -1,0 +1,89 @@
+"""The handout slip: the code in large type, the portal address and a QR code.
+
+The QR code encodes ``<portal>/access#code=<code>``. Browsers never send the fragment to the server, and
+the page's script copies it into the form, so the code still travels only in a POST body.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pikepdf
+import segno
+
+from portal.i18n import _
+from portal.pdf import fonts
+
+
+def access_link(public_url: str, printed_code: str) -> str:
+    return f"{public_url}/access#code={printed_code}"
+
+
+def qr_svg(link: str) -> str:
+    """Return the QR code as inline SVG markup (allowed by the strict CSP, unlike data: images)."""
+    return segno.make(link, error="m").svg_inline(scale=5, border=2, omitsize=False)
+
+
+def slip_pdf(
+    *,
+    clinic: str,
+    recipient: str,
+    public_url: str,
+    printed_code: str,
+    expires: str,
+    needs_birth_date: bool,
+    reference: str,
+    contact: str,
+) -> bytes:
+    """Build a one-page A4 slip; text in embedded DejaVu Sans, the QR code drawn as filled squares."""
+    lines = [
+        (16, clinic),
+        (12, _("For: {name}").format(name=recipient)),
+        (12, _("Open this address in a web browser:")),
+        (13, f"{public_url}/access"),
+        (12, _("and enter this access code:")),
+        (22, printed_code),
+        (11, _("The downloaded PDF opens with the same code, typed exactly as printed.")),
+        (11, _("You will also be asked for your date of birth.") if needs_birth_date else ""),
+        (11, _("The code works once and expires on {date} (UTC).").format(date=expires)),
+        (10, _("Reference: {reference}").format(reference=reference)),
+        (10, _("Questions: {contact}").format(contact=contact) if contact else ""),
+    ]
+    text = "".join(line for _size, line in lines)
+    font = fonts.subset_for(text)
+
+    pdf = pikepdf.new()
+    font_object = fonts.embed(pdf, font)
+    commands = [b"BT"]
+    y = 780.0
+    for size, line in lines:
+        if not line:
+            continue
+        y -= size * 1.8
+        commands.append(f"/F1 {size} Tf 1 0 0 1 56 {y:.1f} Tm <{font.encode(line).hex()}> Tj".encode())
+    commands.append(b"ET")
+    commands.append(_qr_commands(access_link(public_url, printed_code), x=56, y=y - 200, size=170))
+
+    page = pikepdf.Dictionary(
+        Type=pikepdf.Name.Page,
+        MediaBox=[0, 0, 595, 842],
+        Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font_object)),
+        Contents=pdf.make_stream(b"\n".join(commands)),
+    )
+    pdf.pages.append(pikepdf.Page(page))
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    return buffer.getvalue()
+
+
+def _qr_commands(link: str, *, x: float, y: float, size: float) -> bytes:
+    matrix = [list(row) for row in segno.make(link, error="m").matrix_iter(scale=1, border=2)]
+    module = size / len(matrix)
+    squares = []
+    for row_index, row in enumerate(matrix):
+        for column_index, dark in enumerate(row):
+            if dark:
+                left = x + column_index * module
+                bottom = y + size - (row_index + 1) * module
+                squares.append(f"{left:.2f} {bottom:.2f} {module:.2f} {module:.2f} re")
+    return ("0 g\n" + "\n".join(squares) + "\nf").encode()

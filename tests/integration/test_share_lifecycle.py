@@ -1,0 +1,168 @@
+"""Second factor, reissue, slip and flood control around a share's access code."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pikepdf
+import pypdfium2
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from portal.config import Settings
+from portal.models import AccessEvent, DataKey
+from portal.security import codes
+from tests.conftest import csrf_from, make_settings
+from tests.helpers import CLINICIAN, create_share, issue_share, portal_of, redeem, sign_in, simple_pdf, token_for, upload_pdf
+
+
+async def share_with_birth_date(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    answer = await client.post(
+        "/api/v1/shares",
+        headers=headers,
+        json={
+            "document_ids": [uploaded.json()["id"]],
+            "profile": "patient_dob",
+            "recipient_name": "Maria Keller",
+            "purpose": "Results",
+            "date_of_birth": "14.03.1951",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+async def test_birth_date_required_at_creation(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    answer = await create_share(client, headers, [uploaded.json()["id"]], profile="patient_dob")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith("The profile 'Patient, with date-of-birth check' asks")
+
+
+async def test_birth_date_asked_then_checked(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    share = await share_with_birth_date(app, client)
+    code = share["access_code"]
+
+    asked = await redeem(client, code)
+    assert asked.status_code == 400
+    assert "Enter your date of birth as well" in asked.text
+    assert 'id="date_of_birth"' in asked.text
+
+    token = csrf_from(asked.text)
+    wrong = await client.post("/access", data={"code": code, "date_of_birth": "15.03.1951", "_csrf_token": token})
+    assert wrong.status_code == 400
+    assert "This code cannot be used" in wrong.text
+
+    right = await client.post("/access", data={"code": code, "date_of_birth": "1951-03-14", "_csrf_token": token})
+    assert right.status_code == 200
+    assert "Maria Keller" in right.text
+
+    async with portal_of(app).transaction() as db:
+        failures = (await db.scalars(select(AccessEvent.details).where(AccessEvent.event_type == "code.failed"))).all()
+    assert len(failures) == 1  # asking for the date spent nothing; the wrong date counted once
+
+
+async def test_wrong_birth_date_counts_toward_lock(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    share = await share_with_birth_date(app, client)
+    token = csrf_from((await client.get("/access")).text)
+    for _ in range(5):
+        await client.post("/access", data={"code": share["access_code"], "date_of_birth": "01.01.1960", "_csrf_token": token})
+    locked = await client.post(
+        "/access", data={"code": share["access_code"], "date_of_birth": "14.03.1951", "_csrf_token": token}
+    )
+    assert locked.status_code == 400
+    assert "This code cannot be used" in locked.text
+
+
+async def test_reissue_kills_old_code_and_copy(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, share = await issue_share(app, client)
+    old_code = share["access_code"]
+    for _ in range(5):
+        await redeem(client, codes.display(codes.with_locator(codes.locator_of(codes.normalise(old_code)))))
+    status = await client.get(f"/api/v1/shares/{share['id']}", headers=headers)
+    assert status.json()["status"] == "locked"
+
+    reissued = await client.post(f"/api/v1/shares/{share['id']}/reissue", headers=headers)
+    assert reissued.status_code == 200
+    new_code = reissued.json()["access_code"]
+    assert new_code != old_code
+    assert reissued.json()["id"] == share["id"]
+
+    assert (await redeem(client, old_code)).status_code == 400
+    opened = await redeem(client, new_code)
+    assert opened.status_code == 200
+    copy = (await client.get("/access/download")).content
+    with pikepdf.open(io.BytesIO(copy), password=new_code) as pdf:
+        assert pdf.encryption.R == 6
+
+    async with portal_of(app).transaction() as db:
+        keys = (await db.scalars(select(DataKey.blob_id))).all()
+        types = (await db.scalars(select(AccessEvent.event_type))).all()
+    assert len(keys) == 2  # the original and the new copy; the old copy's key is gone
+    assert types.count("share.reissued") == 1
+
+
+async def test_slip_page_and_pdf(app: Litestar, client: AsyncTestClient[Litestar], settings: Settings) -> None:
+    await token_for(app, CLINICIAN, "clinician")
+    await sign_in(client, CLINICIAN)
+    token = csrf_from((await client.get("/staff")).text)
+    uploaded = await client.post(
+        "/staff/documents",
+        data={"_csrf_token": token, "title": "Slip test", "patient_ref": "PAT-9"},
+        files={"file": ("r.pdf", simple_pdf(), "application/pdf")},
+        headers={"x-csrftoken": token},
+    )
+    created = await client.post(
+        f"{uploaded.url.path}/shares",
+        data={"_csrf_token": csrf_from(uploaded.text), "profile": "patient", "recipient_name": "Jan Nowak", "purpose": "Results"},
+    )
+    code = re.search(r'data-testid="access-code">([0-9A-Z-]+)<', created.text)
+    assert code
+    assert "<svg" in created.text  # the QR code, inline
+
+    slip_form = re.search(r'action="(/staff/shares/[0-9a-f-]+/slip)"', created.text)
+    assert slip_form
+    slip = await client.post(slip_form.group(1), data={"_csrf_token": csrf_from(created.text), "code": code.group(1)})
+    assert slip.status_code == 200
+    assert slip.headers["content-type"] == "application/pdf"
+    text = pypdfium2.PdfDocument(slip.content)[0].get_textpage().get_text_range()
+    assert code.group(1) in text
+    assert "Jan Nowak" in text
+    assert f"{settings.public_url}/access" in text
+
+    forged = await client.post(
+        slip_form.group(1), data={"_csrf_token": csrf_from(created.text), "code": codes.display(codes.generate_code())}
+    )
+    assert forged.status_code == 400
+
+
+async def test_flood_control_answers_429(tmp_path: object, database_url: str) -> None:
+    from pathlib import Path
+
+    from portal.app import create_app
+
+    folder = Path(str(tmp_path))
+    app = create_app(make_settings(folder / "data", database_url, PORTAL_TRUSTED_PROXY_HOPS="1"), pdf_workers=1)
+    async with AsyncTestClient(app=app, base_url="https://portal.test") as client:
+        token = csrf_from((await client.get("/access")).text)
+        statuses = []
+        for _ in range(12):
+            answer = await client.post(
+                "/access",
+                data={"code": codes.display(codes.generate_code()), "_csrf_token": token},
+                headers={"X-Forwarded-For": "198.51.100.7"},
+            )
+            statuses.append(answer.status_code)
+        assert statuses[:10] == [400] * 10
+        assert statuses[10:] == [429, 429]
+        other = await client.post(
+            "/access",
+            data={"code": codes.display(codes.generate_code()), "_csrf_token": token},
+            headers={"X-Forwarded-For": "198.51.100.8"},
+        )
+        assert other.status_code == 400
