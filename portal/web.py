@@ -61,8 +61,12 @@ async def require_staff(request: Request[Any, Any, Any], *roles: str) -> StaffUs
     return user
 
 
-async def require_token(request: Request[Any, Any, Any], *roles: str) -> StaffUser:
-    """Authenticate an API request by its bearer token; the token acts with its owner's role."""
+async def require_token(request: Request[Any, Any, Any], *roles: str, scope: str | None = None) -> StaffUser:
+    """Authenticate an API request by its bearer token; the token acts with its owner's role.
+
+    Raises NotAuthenticated for a missing, unknown, expired or revoked token or a disabled owner, and
+    Forbidden when the owner's role is not in ``roles`` or the token lacks ``scope``.
+    """
     header = request.headers.get("authorization", "")
     scheme, _space, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -80,6 +84,8 @@ async def require_token(request: Request[Any, Any, Any], *roles: str) -> StaffUs
         raise NotAuthenticated("The API token's owner is disabled. Ask an administrator for a new token.")
     if roles and user.role not in roles:
         raise Forbidden(f"The API token's role ({user.role}) does not allow this request.")
+    if scope is not None and scope not in row.scopes.split():
+        raise Forbidden(f"The API token lacks the scope '{scope}'. Ask an administrator for a token with it.")
     request.scope.setdefault("state", {})["token_id"] = str(row.id)
     return user
 

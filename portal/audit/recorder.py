@@ -4,18 +4,30 @@
 action rolls back with it, and if the action rolls back, no event remains. Sequence numbers are
 gap-free across processes: PostgreSQL serialises writers with a transaction-level advisory lock, SQLite
 with the write lock every transaction takes at BEGIN IMMEDIATE.
+
+Values a client can influence (purpose, user-agent family, request id, detail text) are cut to the
+column limits of `portal.audit.canonical` and lone surrogates are replaced, so a hostile header or form
+field cannot make the event, and with it the action, fail. Identifiers the server generates are still
+validated strictly: a malformed one is a programming error and raises `EventInvalid`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.audit.canonical import canonical_event_bytes, details_json, format_time
+from portal.audit.canonical import (
+    MAX_DETAIL_TEXT,
+    canonical_event_bytes,
+    details_json,
+    format_time,
+)
 from portal.audit.merkle import leaf_hash
 from portal.models import AccessEvent, utcnow
 
@@ -39,6 +51,8 @@ EVENT_TYPES = frozenset(
         "staff.login.failed",
         "staff.logout",
         "staff.created",
+        "staff.invited",
+        "staff.totp_enrolled",
         "staff.role_changed",
         "staff.disabled",
         "api_token.created",
@@ -49,6 +63,11 @@ EVENT_TYPES = frozenset(
         "retention.purged",
     }
 )
+
+# Column limits of the free-text fields, as validated by portal.audit.canonical.
+MAX_PURPOSE = 200
+MAX_USER_AGENT_FAMILY = 32
+MAX_REQUEST_ID = 64
 
 # An arbitrary constant that names the access log's advisory lock in PostgreSQL.
 _ADVISORY_LOCK_KEY = 0x706F7274616C  # "portal"
@@ -104,7 +123,7 @@ async def record(
     if outcome not in ("success", "failure"):
         raise ValueError(f"outcome must be 'success' or 'failure', not {outcome!r}")
 
-    if db.bind.dialect.name == "postgresql":
+    if db.get_bind().dialect.name == "postgresql":
         await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
     last_seq = await db.scalar(select(func.max(AccessEvent.seq)))
 
@@ -114,16 +133,52 @@ async def record(
         event_type=event_type,
         outcome=outcome,
         actor=who.actor,
-        share_id=str(share_id) if share_id else None,
-        document_id=str(document_id) if document_id else None,
+        share_id=_uuid_text(share_id),
+        document_id=_uuid_text(document_id),
         patient_pseudonym=patient_pseudonym,
-        purpose=purpose,
-        ip_prefix=who.ip_prefix,
-        user_agent_family=who.user_agent_family,
-        request_id=who.request_id,
-        details=details_json(details or {}),
+        purpose=clip_text(purpose, MAX_PURPOSE),
+        ip_prefix=_canonical_prefix(who.ip_prefix),
+        user_agent_family=clip_text(who.user_agent_family, MAX_USER_AGENT_FAMILY),
+        request_id=clip_text(who.request_id, MAX_REQUEST_ID),
+        details=details_json(_clip_details(details or {})),
     )
     row.leaf_hash = leaf_hash(canonical_event_bytes(event_mapping(row)))
     db.add(row)
     await db.flush()
     return row
+
+
+def clip_text(value: str | None, limit: int) -> str | None:
+    """Cut free text to `limit` characters and replace lone surrogates, which have no UTF-8 form."""
+    if value is None:
+        return None
+    text = str(value)
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+        text = "".join("\ufffd" if 0xD800 <= ord(character) <= 0xDFFF else character for character in text)
+    return text[:limit]
+
+
+def _clip_details(details: dict[str, str | int | bool | None]) -> dict[str, str | int | bool | None]:
+    # Keys come from code and stay strictly checked; text values may echo client input.
+    clipped: dict[str, str | int | bool | None] = {}
+    for key, value in details.items():
+        clipped[key] = clip_text(value, MAX_DETAIL_TEXT) if isinstance(value, str) else value
+    return clipped
+
+
+def _uuid_text(value: Any) -> str | None:
+    # The event schema accepts only the lowercase hyphenated form, whatever form the caller holds.
+    if not value:
+        return None
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+def _canonical_prefix(value: str | None) -> str | None:
+    # A prefix that is not a canonical network would fail validation; the log keeps none instead.
+    if not value:
+        return None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+    return str(network)

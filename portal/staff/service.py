@@ -1,30 +1,31 @@
-"""Staff accounts, sign-in and API tokens."""
+"""Staff accounts and API tokens: creating them and checking their input."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import secrets
+import uuid
+from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import SYSTEM, Actor, record
 from portal.errors import InvalidInput
 from portal.i18n import _
-from portal.models import ApiToken, StaffUser
-from portal.policies import SecurityPolicy
-from portal.security.hashing import (
-    STAFF_PASSWORD_HASHER,
-    hash_secret,
-    needs_rehash,
-    sha256_hex,
-    verify_secret,
-)
-from portal.security.sessions import end_session, start_session
+from portal.models import ApiToken, StaffUser, utcnow
+from portal.security import passwords
+from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret, sha256_hex
+from portal.security.sessions import end_sessions_of
 
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 256
+ROLES = ("clinician", "admin", "dpo")
+# API token scopes: upload documents, create and follow shares, read the access log.
+TOKEN_SCOPES = ("upload", "share", "audit-read")
+# Session kinds of one staff member: signed in, waiting for the second factor, waiting for TOTP enrolment.
+STAFF_SESSION_KINDS = ("staff", "staff_totp", "staff_enrol")
+MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
+MAX_PASSWORD_LENGTH = passwords.MAX_LENGTH
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 
 
@@ -35,81 +36,110 @@ def normalise_email(email: str) -> str:
     return value
 
 
-def check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
+def check_role(role: str) -> str:
+    if role not in ROLES:
         raise InvalidInput(
-            _("The password is too short. Use at least {count} characters.").format(count=MIN_PASSWORD_LENGTH),
-            field="password",
+            _("Role '{role}' is unknown. Use clinician, admin or dpo.").format(role=role[:20]), field="role"
         )
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise InvalidInput(
-            _("The password is too long. Use at most {count} characters.").format(count=MAX_PASSWORD_LENGTH),
-            field="password",
-        )
+    return role
 
 
-async def add_user(db: AsyncSession, email: str, role: str, password: str) -> StaffUser:
-    if role not in ("clinician", "admin", "dpo"):
-        raise InvalidInput(f"Role {role!r} is unknown. Use clinician, admin or dpo.", field="role")
+def check_password(password: str, email: str | None = None) -> None:
+    """Raise InvalidInput naming the password rule that ``password`` breaks."""
+    passwords.check_password(password, email)
+
+
+async def add_user(
+    db: AsyncSession, email: str, role: str, password: str, *, who: Actor = SYSTEM
+) -> StaffUser:
+    """Create an active staff account and record ``staff.created``."""
+    check_role(role)
     address = normalise_email(email)
-    check_password(password)
+    check_password(password, address)
     if await db.scalar(select(StaffUser).where(StaffUser.email == address)):
-        raise InvalidInput(f"A staff account for {address} exists already.", field="email")
+        raise InvalidInput(
+            _("A staff account for {address} exists already.").format(address=address), field="email"
+        )
 
-    user = StaffUser(email=address, role=role, password_hash=await hash_secret(STAFF_PASSWORD_HASHER, password))
+    user = StaffUser(
+        email=address, role=role, password_hash=await hash_secret(STAFF_PASSWORD_HASHER, password)
+    )
     db.add(user)
     await db.flush()
-    await record(db, SYSTEM, "staff.created", details={"role": role, "staff_id": str(user.id)})
+    await record(db, who, "staff.created", details={"role": role, "staff_id": str(user.id)})
     return user
 
 
-async def sign_in(
+def parse_scopes(values: Sequence[str]) -> list[str]:
+    """Return the requested token scopes in canonical order; raise InvalidInput for unknown or none."""
+    unknown = sorted(set(values) - set(TOKEN_SCOPES))
+    if unknown:
+        raise InvalidInput(
+            _("Unknown token scope '{scope}'. Use upload, share or audit-read.").format(
+                scope=unknown[0][:20]
+            ),
+            field="scopes",
+        )
+    if not values:
+        raise InvalidInput(_("Choose at least one scope for the token."), field="scopes")
+    return [scope for scope in TOKEN_SCOPES if scope in values]
+
+
+async def issue_token(
     db: AsyncSession,
     who: Actor,
+    owner: StaffUser,
     *,
-    email: str,
-    password: str,
-    policy: SecurityPolicy,
-    previous_session_id: str | None,
-) -> tuple[StaffUser, str] | None:
-    """Check the credentials; on success start a fresh staff session and return it with the user."""
-    address = email.strip().lower()[:254]
-    user = await db.scalar(select(StaffUser).where(StaffUser.email == address))
-    usable = user is not None and user.disabled_at is None
+    label: str,
+    scopes: Sequence[str] = TOKEN_SCOPES,
+    days: int | None = None,
+) -> tuple[ApiToken, str]:
+    """Create an API token for ``owner`` and return the row with the token; only its SHA-256 is stored."""
+    if owner.disabled_at is not None:
+        raise InvalidInput(
+            _("{email} is disabled; tokens can only belong to active accounts.").format(email=owner.email)
+        )
 
-    # An unknown address costs one dummy verification, so timing does not reveal which addresses exist.
-    valid = await verify_secret(STAFF_PASSWORD_HASHER, user.password_hash if usable and user else None, password[:MAX_PASSWORD_LENGTH])
-    if not valid or user is None:
-        await end_session(db, previous_session_id)
-        await record(db, who, "staff.login.failed", outcome="failure", details={"known_account": usable})
-        return None
-
-    if needs_rehash(STAFF_PASSWORD_HASHER, user.password_hash):
-        user.password_hash = await hash_secret(STAFF_PASSWORD_HASHER, password)
-
-    raw_id = await start_session(
-        db,
-        kind="staff",
-        subject_id=user.id,
-        idle=dt.timedelta(minutes=policy.staff_idle_minutes),
-        absolute=dt.timedelta(hours=policy.staff_absolute_hours),
-        ip_prefix=who.ip_prefix,
-        previous_id=previous_session_id,
+    token = "pt_" + secrets.token_urlsafe(32)
+    expires_at = utcnow() + dt.timedelta(days=days) if days else None
+    row = ApiToken(
+        user_id=owner.id,
+        token_hash=sha256_hex(token),
+        label=label.strip()[:100],
+        scopes=" ".join(parse_scopes(scopes)),
+        expires_at=expires_at,
     )
-    await record(db, Actor(f"staff:{user.id}", who.ip_prefix, who.user_agent_family, who.request_id), "staff.login")
-    return user, raw_id
+    db.add(row)
+    await db.flush()
+    await record(
+        db,
+        who,
+        "api_token.created",
+        details={"token_id": str(row.id), "staff_id": str(owner.id), "scopes": row.scopes},
+    )
+    return row, token
 
 
-async def create_token(db: AsyncSession, email: str, label: str, days: int | None) -> str:
-    """Create an API token for the staff member and return it; only its SHA-256 is stored."""
+async def create_token(
+    db: AsyncSession, email: str, label: str, days: int | None, scopes: Sequence[str] = TOKEN_SCOPES
+) -> str:
+    """Create an API token for the staff member with ``email`` (the command line's entry point)."""
     user = await db.scalar(select(StaffUser).where(StaffUser.email == normalise_email(email)))
     if user is None or user.disabled_at is not None:
         raise InvalidInput(f"No active staff account for {email}. Add it first with 'portal users add'.")
 
-    token = "pt_" + secrets.token_urlsafe(32)
-    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
-    row = ApiToken(user_id=user.id, token_hash=sha256_hex(token), label=label[:100], expires_at=expires_at)
-    db.add(row)
-    await db.flush()
-    await record(db, SYSTEM, "api_token.created", details={"token_id": str(row.id), "staff_id": str(user.id)})
+    _row, token = await issue_token(db, SYSTEM, user, label=label, scopes=scopes, days=days)
     return token
+
+
+async def cut_off(db: AsyncSession, user_id: uuid.UUID) -> int:
+    """End every session of a staff member and revoke their live API tokens; return how many tokens."""
+    for kind in STAFF_SESSION_KINDS:
+        await end_sessions_of(db, kind=kind, subject_id=user_id)
+
+    result = await db.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]

@@ -1,11 +1,12 @@
 """Browser-test harness: a real portal server on loopback and Debian's Chromium driven by playwright.
 
-The sync playwright API runs its own event loop, so browser tests are plain ``def`` functions: with
-``asyncio_mode = auto`` an ``async def`` test would already be inside a running loop.
+The sync playwright API runs its own event loop, so browser tests are plain ``def`` functions. With
+``asyncio_mode = auto`` an ``async def`` test would already run inside a loop, where the sync API raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -48,8 +49,8 @@ ACTION_TIMEOUT_MS = 15_000
 # Console text that Chromium prints for a Content Security Policy violation.
 CSP_PATTERN = re.compile(r"Content Security Policy|Refused to")
 
-# Chromium asks every origin for /favicon.ico on its own; the portal serves no icon, so that one 404 is
-# expected, while a missing stylesheet, script or page image still counts as a problem.
+# Chromium requests /favicon.ico from every origin by itself. The portal serves no icon, so that 404 is
+# expected, but a missing stylesheet, script or page image still counts as a problem.
 FAVICON_MISSING = re.compile(r"status of 404 .*\[https?://[^/]+/favicon\.ico\]$")
 
 
@@ -67,7 +68,7 @@ class Visitor:
     """One person's browser context: its own cookies and storage, one page, and what the console printed.
 
     Attributes:
-        allowed_errors: patterns of console errors the test expects, e.g. the 400 status of a refused form.
+        allowed_errors: patterns of console errors the test expects, e.g. the 400 status of a rejected form.
     """
 
     name: str
@@ -117,8 +118,8 @@ class Screenshots:
 
 
 def _free_port() -> int:
-    # The port is free when the socket closes; the server binds it a moment later, which is racy only
-    # if another process grabs the same port in between.
+    # The server binds the port a moment after this socket closes. Another process could take it in
+    # between, but on a test machine that is rare enough to accept.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -163,7 +164,9 @@ def _wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log_pat
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"The portal exited with {process.returncode} during start-up. Log:\n{_log_tail(log_path)}")
+            pytest.fail(
+                f"The portal exited with {process.returncode} during start-up. Log:\n{_log_tail(log_path)}"
+            )
         try:
             with opener.open(f"{base_url}/access", timeout=1) as response:
                 if response.status == 200:
@@ -171,7 +174,9 @@ def _wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log_pat
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    pytest.fail(f"The portal did not answer GET /access within {STARTUP_TIMEOUT_S:.0f} s. Log:\n{_log_tail(log_path)}")
+    pytest.fail(
+        f"The portal did not answer GET /access within {STARTUP_TIMEOUT_S:.0f} s. Log:\n{_log_tail(log_path)}"
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -216,12 +221,14 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortalSe
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless; the tests fail (not skip) when it is missing, because CI installs it."""
+    """Launch Debian's Chromium headless, and fail (not skip) when it is missing, because CI installs it."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing. Install Debian's Chromium with `apt-get install chromium`.")
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield chromium
         finally:
@@ -256,11 +263,9 @@ def open_visitor(
     yield open_one
 
     for visitor in visitors:
-        try:
+        # A context whose browser crashed cannot be closed, and the test has failed by then anyway.
+        with contextlib.suppress(Error):
             visitor.context.close()
-        except Error:
-            # A context whose browser already crashed cannot be closed; the test has failed by then.
-            pass
 
 
 __all__ = ["CLINIC_NAME", "PortalServer", "Visitor"]

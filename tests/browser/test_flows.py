@@ -13,7 +13,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from portal.audit.canonical import EVENT_FIELDS
 from portal.security import codes
-from tests.browser.conftest import CLINIC_NAME, PortalServer, Visitor
+from tests.browser.conftest import CLINIC_NAME, Visitor
 from tests.conftest import CORPUS_DIR, PASSWORD
 from tests.helpers import CLINICIAN, DPO
 
@@ -26,8 +26,8 @@ REPORT_PAGES = 6
 RECIPIENT = "Zoë Łukasiewicz"
 PATIENT_REF = "PAT-0042"
 
-# Chromium logs the status of a page whose form the server refused with 400; the tests expect that.
-REFUSED_FORM = re.compile(r"Failed to load resource: the server responded with a status of 400")
+# Chromium logs a console error for a page returned with status 400, as when the server rejects a code.
+REJECTED_FORM = re.compile(r"Failed to load resource: the server responded with a status of 400")
 DOWNLOAD_TIMEOUT_MS = 10_000
 STATUS_POLL_ATTEMPTS = 20
 STATUS_POLL_INTERVAL_MS = 250
@@ -45,7 +45,7 @@ def sign_in(visitor: Visitor, email: str) -> None:
 
 
 def upload_report(visitor: Visitor, title: str) -> None:
-    """Upload the six-page report through the dashboard form; the browser lands on the document page."""
+    """Upload the six-page report through the dashboard form and wait for the document page."""
     page = visitor.page
     page.goto("/staff")
     page.get_by_label("Report PDF").set_input_files(REPORT_PDF)
@@ -89,14 +89,17 @@ def redeem_code(visitor: Visitor, code: str) -> None:
 
 
 def download(visitor: Visitor, control: Locator, folder: Path) -> tuple[Path, str]:
-    """Click a download link or button and save the file; return its path and suggested name."""
+    """Click a download link or button, save the file and return its path and suggested name."""
     try:
         with visitor.page.expect_download(timeout=DOWNLOAD_TIMEOUT_MS) as info:
             control.click()
     except PlaywrightTimeoutError:
         visitor.shot("no-download")
-        main_text = visitor.page.locator("main").inner_text()[:300]
-        pytest.fail(f"No download started within {DOWNLOAD_TIMEOUT_MS} ms; {visitor.page.url} shows: {main_text!r}")
+        # The end of the page is where a swapped-in response would appear.
+        page_end = visitor.page.locator("main").inner_text()[-300:]
+        pytest.fail(
+            f"No download started within {DOWNLOAD_TIMEOUT_MS} ms. {visitor.page.url} ends with: {page_end!r}"
+        )
     received = info.value
     assert received.failure() is None, f"download from {received.url} failed: {received.failure()}"
     path = folder / received.suggested_filename
@@ -105,7 +108,7 @@ def download(visitor: Visitor, control: Locator, folder: Path) -> tuple[Path, st
 
 
 def wait_for_status(visitor: Visitor, share_url: str, expected: str) -> str:
-    """Reload the clinician's share page until its status reads ``expected``; return the last status."""
+    """Reload the clinician's share page until its status reads ``expected``, and return the last status."""
     # The download's completion is recorded after the last byte leaves the server, a moment after the
     # browser has the file, so the first reload may still show "opened".
     status = ""
@@ -145,7 +148,7 @@ def mistype(code: str) -> str:
     return codes.display(canonical[:position] + replacement + canonical[position + 1 :])
 
 
-def test_clinician_and_recipient_walk(open_visitor: OpenVisitor, portal_server: PortalServer, tmp_path: Path) -> None:
+def test_clinician_and_recipient_walk(open_visitor: OpenVisitor, tmp_path: Path) -> None:
     clinician = open_visitor("clinician")
     sign_in(clinician, CLINICIAN)
     upload_report(clinician, "Wound healing progress")
@@ -154,8 +157,11 @@ def test_clinician_and_recipient_walk(open_visitor: OpenVisitor, portal_server: 
 
     code = create_share(clinician, "Follow-up after treatment")
     clinician.shot("share-created")
-    assert re.fullmatch(r"([0-9A-Z]{4}-){4}[0-9A-Z]{4}", code), "the slip shows the code in five groups of four"
+    assert re.fullmatch(r"([0-9A-Z]{4}-){4}[0-9A-Z]{4}", code), (
+        "the slip shows the code in five groups of four"
+    )
     clinician.page.get_by_role("link", name="Follow this share").click()
+    clinician.page.wait_for_url(re.compile(r"/staff/shares/[0-9a-f-]+$"))
     share_url = clinician.page.url
     expect(clinician.page.locator(".summary .status")).to_have_text("issued")
 
@@ -185,7 +191,9 @@ def test_clinician_and_recipient_walk(open_visitor: OpenVisitor, portal_server: 
     status = wait_for_status(clinician, share_url, "downloaded")
     clinician.shot("share-downloaded")
     assert status == "downloaded"
-    expect(clinician.page.locator("dt:text-is('Downloads completed') + dd")).to_have_text(re.compile(r"^1 / \d+$"))
+    expect(clinician.page.locator("dt:text-is('Downloads completed') + dd")).to_have_text(
+        re.compile(r"^1 / \d+$")
+    )
 
     clinician.assert_console_clean()
     recipient.assert_console_clean()
@@ -193,7 +201,7 @@ def test_clinician_and_recipient_walk(open_visitor: OpenVisitor, portal_server: 
 
 def test_wrong_code_shows_error_summary(open_visitor: OpenVisitor) -> None:
     recipient = open_visitor("recipient")
-    recipient.allowed_errors.append(REFUSED_FORM)
+    recipient.allowed_errors.append(REJECTED_FORM)
     summary = recipient.page.locator(".error-summary")
 
     enter_code(recipient, codes.display(codes.generate_code()))

@@ -1,0 +1,1 @@
+"""Administrator pages: staff accounts, invitations and API tokens."""

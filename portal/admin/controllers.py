@@ -1,0 +1,186 @@
+"""Administrator pages: staff accounts, invitations and API tokens. Every route needs the admin role."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Template
+
+from portal.admin.service import (
+    change_role,
+    disable,
+    list_staff,
+    list_tokens,
+    load_staff,
+    parse_days,
+    revoke_token,
+)
+from portal.errors import InvalidInput
+from portal.i18n import _
+from portal.models import StaffUser, utcnow
+from portal.staff.invitations import INVITATION_LIFETIME, create_invitation
+from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
+from portal.web import actor_for, portal_of, require_staff
+
+FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+# Checkboxes repeat their name, so the token form is read as lists.
+ListFormData = Annotated[dict[str, list[str] | str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra: Any) -> Template:
+    async with portal_of(request).transaction() as db:
+        staff = await list_staff(db)
+    status_code = extra.pop("status_code", 200)
+    context = {"user": admin, "staff": staff, "roles": ROLES, "errors": {}, "form": {}, **extra}
+    return Template("admin/staff.html", context=context, status_code=status_code)
+
+
+@get("/admin", include_in_schema=False)
+async def admin_home(request: Request[Any, Any, Any]) -> Redirect:
+    await require_staff(request, "admin")
+    return Redirect("/admin/staff", status_code=303)
+
+
+@get("/admin/staff", include_in_schema=False)
+async def staff_list(request: Request[Any, Any, Any]) -> Template:
+    admin = await require_staff(request, "admin")
+    return await _staff_page(request, admin)
+
+
+@post("/admin/invitations", include_in_schema=False)
+async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
+    admin = await require_staff(request, "admin")
+    portal = portal_of(request)
+    try:
+        async with portal.transaction() as db:
+            invitation, token = await create_invitation(
+                db,
+                actor_for(request, f"staff:{admin.id}"),
+                email=data.get("email", ""),
+                role=data.get("role", ""),
+                created_by=admin,
+            )
+    except InvalidInput as error:
+        errors = {error.field or "email": error.message}
+        return await _staff_page(request, admin, errors=errors, form=data, status_code=400)
+
+    # The link appears on this response only; the table keeps its SHA-256.
+    context = {
+        "user": admin,
+        "invitation": invitation,
+        "link": f"{portal.settings.public_url}/staff/invitations/{token}",
+        "hours": int(INVITATION_LIFETIME.total_seconds() // 3600),
+    }
+    return Template("admin/invitation_created.html", context=context, status_code=201)
+
+
+@post("/admin/staff/{staff_id:str}/role", include_in_schema=False)
+async def set_role(request: Request[Any, Any, Any], staff_id: FromPath[str], data: FormData) -> Redirect:
+    admin = await require_staff(request, "admin")
+    async with portal_of(request).transaction() as db:
+        target = await load_staff(db, staff_id)
+        await change_role(db, actor_for(request, f"staff:{admin.id}"), admin, target, data.get("role", ""))
+    return Redirect("/admin/staff", status_code=303)
+
+
+@post("/admin/staff/{staff_id:str}/disable", include_in_schema=False)
+async def disable_account(request: Request[Any, Any, Any], staff_id: FromPath[str]) -> Redirect:
+    admin = await require_staff(request, "admin")
+    async with portal_of(request).transaction() as db:
+        target = await load_staff(db, staff_id)
+        await disable(db, actor_for(request, f"staff:{admin.id}"), admin, target)
+    return Redirect("/admin/staff", status_code=303)
+
+
+async def _tokens_page(request: Request[Any, Any, Any], admin: StaffUser, **extra: Any) -> Template:
+    async with portal_of(request).transaction() as db:
+        tokens = await list_tokens(db)
+        owners = [user for user in await list_staff(db) if user.disabled_at is None]
+    status_code = extra.pop("status_code", 200)
+    context = {
+        "user": admin,
+        "tokens": tokens,
+        "owners": owners,
+        "scopes": TOKEN_SCOPES,
+        "now": utcnow(),
+        "errors": {},
+        "form": {"days": "90", "scopes": list(TOKEN_SCOPES)},
+        **extra,
+    }
+    return Template("admin/tokens.html", context=context, status_code=status_code)
+
+
+@get("/admin/tokens", include_in_schema=False)
+async def tokens_list(request: Request[Any, Any, Any]) -> Template:
+    admin = await require_staff(request, "admin")
+    return await _tokens_page(request, admin)
+
+
+def _as_list(value: list[str] | str | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else value
+
+
+def _first(value: list[str] | str | None) -> str:
+    values = _as_list(value)
+    return values[0] if values else ""
+
+
+@post("/admin/tokens", include_in_schema=False)
+async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> Template:
+    admin = await require_staff(request, "admin")
+    scopes = _as_list(data.get("scopes"))
+    form = {
+        "owner": _first(data.get("owner")),
+        "label": _first(data.get("label")),
+        "days": _first(data.get("days")),
+    }
+    try:
+        async with portal_of(request).transaction() as db:
+            owner = await load_staff(db, form["owner"]) if form["owner"] else None
+            if owner is None:
+                raise InvalidInput(_("Choose the staff member the token acts for."), field="owner")
+            if not form["label"].strip():
+                raise InvalidInput(_("Give the token a label that names the system using it."), field="label")
+            row, token = await issue_token(
+                db,
+                actor_for(request, f"staff:{admin.id}"),
+                owner,
+                label=form["label"],
+                scopes=scopes,
+                days=parse_days(form["days"]),
+            )
+            owner_email = owner.email
+    except InvalidInput as error:
+        errors = {error.field or "label": error.message}
+        return await _tokens_page(
+            request, admin, errors=errors, form={**form, "scopes": scopes}, status_code=400
+        )
+
+    # The token appears on this response only; the table keeps its SHA-256.
+    context = {"user": admin, "token": token, "row": row, "owner_email": owner_email}
+    return Template("admin/token_created.html", context=context, status_code=201)
+
+
+@post("/admin/tokens/{token_id:str}/revoke", include_in_schema=False)
+async def token_revoke(request: Request[Any, Any, Any], token_id: FromPath[str]) -> Redirect:
+    admin = await require_staff(request, "admin")
+    async with portal_of(request).transaction() as db:
+        await revoke_token(db, actor_for(request, f"staff:{admin.id}"), token_id)
+    return Redirect("/admin/tokens", status_code=303)
+
+
+admin_routes = [
+    admin_home,
+    staff_list,
+    invite,
+    set_role,
+    disable_account,
+    tokens_list,
+    token_create,
+    token_revoke,
+]

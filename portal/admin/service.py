@@ -1,0 +1,114 @@
+"""Account administration: change a role, disable an account, list and revoke API tokens.
+
+Changing a role or disabling an account ends every session of that person and revokes their API tokens
+in the same transaction, so the next request they make fails. An administrator cannot change or disable
+their own account, which also keeps at least one administrator in place.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit.recorder import Actor, record
+from portal.errors import InvalidInput, NotFound
+from portal.i18n import _
+from portal.models import ApiToken, StaffUser, utcnow
+from portal.staff.service import check_role, cut_off
+
+EventDetails = dict[str, str | int | bool | None]
+
+MAX_TOKEN_DAYS = 365
+
+
+def _parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def list_staff(db: AsyncSession) -> list[StaffUser]:
+    return list((await db.scalars(select(StaffUser).order_by(StaffUser.email))).all())
+
+
+async def load_staff(db: AsyncSession, staff_id: str) -> StaffUser:
+    key = _parse_id(staff_id)
+    user = await db.get(StaffUser, key) if key else None
+    if user is None:
+        raise NotFound(_("No staff account with this id. Go back to the list and pick one."))
+    return user
+
+
+def _not_self(admin: StaffUser, target: StaffUser) -> None:
+    if admin.id == target.id:
+        raise InvalidInput(_("You cannot change or disable your own account. Ask another administrator."))
+
+
+async def change_role(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUser, role: str) -> int:
+    """Give ``target`` a new role, end their sessions and revoke their tokens; return the tokens revoked."""
+    check_role(role)
+    _not_self(admin, target)
+    if target.role == role:
+        raise InvalidInput(
+            _("{email} is already {role}.").format(email=target.email, role=role), field="role"
+        )
+
+    previous = target.role
+    target.role = role
+    revoked = await cut_off(db, target.id)
+    details: EventDetails = {
+        "staff_id": str(target.id),
+        "from": previous,
+        "to": role,
+        "tokens_revoked": revoked,
+    }
+    await record(db, who, "staff.role_changed", details=details)
+    return revoked
+
+
+async def disable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUser) -> int:
+    """Disable ``target``, end their sessions and revoke their tokens; return the tokens revoked."""
+    _not_self(admin, target)
+    if target.disabled_at is not None:
+        raise InvalidInput(_("{email} is already disabled.").format(email=target.email))
+
+    target.disabled_at = utcnow()
+    revoked = await cut_off(db, target.id)
+    await record(db, who, "staff.disabled", details={"staff_id": str(target.id), "tokens_revoked": revoked})
+    return revoked
+
+
+async def list_tokens(db: AsyncSession) -> list[ApiToken]:
+    return list((await db.scalars(select(ApiToken).order_by(ApiToken.created_at.desc()))).unique().all())
+
+
+def parse_days(value: str | None) -> int:
+    text = (value or "").strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TOKEN_DAYS:
+        raise InvalidInput(
+            _("Expiry must be a whole number of days from 1 to {maximum}.").format(maximum=MAX_TOKEN_DAYS),
+            field="days",
+        )
+    return int(text)
+
+
+async def revoke_token(db: AsyncSession, who: Actor, token_id: str) -> None:
+    """Revoke one API token; revoking an already revoked token changes nothing and records nothing."""
+    key = _parse_id(token_id)
+    row = await db.get(ApiToken, key) if key else None
+    if row is None:
+        raise NotFound(_("No API token with this id. Go back to the list and pick one."))
+
+    result = await db.execute(
+        update(ApiToken)
+        .where(ApiToken.id == row.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        await record(
+            db, who, "api_token.revoked", details={"token_id": str(row.id), "staff_id": str(row.user_id)}
+        )

@@ -1,0 +1,123 @@
+"""Invitation links: an administrator invites an e-mail address with a role, the invitee sets a password.
+
+The link carries 256 random bits; the table keeps only their SHA-256. A link works once (a conditional
+UPDATE on ``used_at``) and for 72 hours. Unknown, used and expired links get the same response.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit.recorder import Actor, record
+from portal.errors import InvalidInput, PortalError
+from portal.i18n import _
+from portal.models import Invitation, StaffUser, utcnow
+from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret, sha256_hex
+from portal.staff.service import check_password, check_role, normalise_email
+
+EventDetails = dict[str, str | int | bool | None]
+
+INVITATION_LIFETIME = dt.timedelta(hours=72)
+# Longer path segments are not tokens this portal issued; they are rejected before any lookup.
+_MAX_TOKEN_LENGTH = 100
+
+
+class InvitationUnavailable(PortalError):
+    """The invitation link is unknown, used or expired; the page does not say which."""
+
+    status_code = 410
+    code = "invitation_unavailable"
+
+
+def _unavailable() -> InvitationUnavailable:
+    return InvitationUnavailable(
+        _("This invitation link is invalid, expired or already used. Ask an administrator for a new one.")
+    )
+
+
+async def create_invitation(
+    db: AsyncSession, who: Actor, *, email: str, role: str, created_by: StaffUser
+) -> tuple[Invitation, str]:
+    """Create an invitation and return it with the raw token for the link; record ``staff.created``."""
+    address = normalise_email(email)
+    check_role(role)
+    if await db.scalar(select(StaffUser).where(StaffUser.email == address)):
+        raise InvalidInput(
+            _("A staff account for {address} exists already.").format(address=address), field="email"
+        )
+
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation(
+        token_hash=sha256_hex(token),
+        email=address,
+        role=role,
+        created_by=created_by.id,
+        expires_at=utcnow() + INVITATION_LIFETIME,
+    )
+    db.add(invitation)
+    await db.flush()
+    details: EventDetails = {"stage": "invited", "role": role, "invitation_id": str(invitation.id)}
+    await record(db, who, "staff.created", details=details)
+    return invitation, token
+
+
+async def load_invitation(db: AsyncSession, token: str) -> Invitation:
+    """Return the unused, unexpired invitation for ``token``; raise InvitationUnavailable otherwise."""
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        raise _unavailable()
+
+    invitation = await db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
+    if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
+        raise _unavailable()
+    return invitation
+
+
+async def accept_invitation(
+    db: AsyncSession, who: Actor, token: str, password: str, repeated: str
+) -> StaffUser:
+    """Spend the invitation and create the account with ``password``; record ``staff.created``.
+
+    Raises:
+        InvitationUnavailable: the link is unknown, used or expired (also when two requests race).
+        InvalidInput: the passwords differ or break a password rule; the invitation stays unused.
+    """
+    invitation = await load_invitation(db, token)
+    if password != repeated:
+        raise InvalidInput(
+            _("The two passwords differ. Type the same password twice."), field="password_repeat"
+        )
+    check_password(password, invitation.email)
+
+    now = utcnow()
+    spent = await db.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        raise _unavailable()
+
+    if await db.scalar(select(StaffUser).where(StaffUser.email == invitation.email)):
+        raise _unavailable()
+
+    user = StaffUser(
+        email=invitation.email,
+        role=invitation.role,
+        password_hash=await hash_secret(STAFF_PASSWORD_HASHER, password),
+    )
+    db.add(user)
+    await db.flush()
+    actor = Actor(f"staff:{user.id}", who.ip_prefix, who.user_agent_family, who.request_id)
+    details: EventDetails = {
+        "stage": "activated",
+        "role": user.role,
+        "staff_id": str(user.id),
+        "invitation_id": str(invitation.id),
+    }
+    await record(db, actor, "staff.created", details=details)
+    return user

@@ -1,0 +1,372 @@
+"""Account administration: admin pages, invitations, password rules, role changes, throttles, API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select, update
+
+from portal.audit.recorder import SYSTEM
+from portal.models import AccessEvent, Invitation, StaffUser
+from portal.security.sessions import STAFF_COOKIE
+from portal.security.throttle import hit
+from portal.staff.invitations import create_invitation
+from portal.staff.service import issue_token
+from portal.staff.signin import ADDRESS_ATTEMPT_LIMIT, ADDRESS_WINDOW, LoginThrottle
+from tests.conftest import BASE_URL, PASSWORD, csrf_from
+from tests.helpers import ADMIN, CLINICIAN, DPO, add_staff, portal_of, sign_in
+
+ADMIN_PAGES = ("/admin", "/admin/staff", "/admin/tokens")
+NEWCOMER = "newcomer@riverside.test"
+NEW_PASSWORD = "lantern orchard violin meadow"
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+HOST = BASE_URL.split("//")[1]
+
+
+async def _events(app: Litestar, event_type: str) -> list[dict[str, Any]]:
+    async with portal_of(app).transaction() as db:
+        rows = (await db.scalars(select(AccessEvent).where(AccessEvent.event_type == event_type))).all()
+    return [{"outcome": row.outcome, "actor": row.actor, **json.loads(row.details)} for row in rows]
+
+
+async def _user(app: Litestar, email: str) -> StaffUser:
+    async with portal_of(app).transaction() as db:
+        user = await db.scalar(select(StaffUser).where(StaffUser.email == email))
+    assert user is not None
+    return user
+
+
+async def _token(app: Litestar, email: str, scopes: tuple[str, ...]) -> dict[str, str]:
+    owner = await _user(app, email)
+    async with portal_of(app).transaction() as db:
+        _row, token = await issue_token(db, SYSTEM, owner, label="tests", scopes=scopes, days=5)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _invite(app: Litestar, email: str = NEWCOMER, role: str = "clinician") -> str:
+    admin = await _user(app, ADMIN)
+    async with portal_of(app).transaction() as db:
+        _invitation, token = await create_invitation(db, SYSTEM, email=email, role=role, created_by=admin)
+    return f"/staff/invitations/{token}"
+
+
+async def _signed_in(client: AsyncTestClient[Litestar], email: str) -> str:
+    """Sign ``email`` in on ``client`` and return the session cookie's value."""
+    answer = await sign_in(client, email)
+    assert answer.status_code == 303
+    session = answer.cookies.get(STAFF_COOKIE)
+    assert session
+    return str(session)
+
+
+def _use_session(client: AsyncTestClient[Litestar], session: str) -> None:
+    client.cookies.delete(STAFF_COOKIE)
+    client.cookies.set(STAFF_COOKIE, session, domain=HOST)
+
+
+async def _set_password(
+    client: AsyncTestClient[Litestar], path: str, password: str, repeated: str | None = None
+) -> Any:
+    page = await client.get(path)
+    token = (
+        csrf_from(page.text)
+        if page.status_code == 200
+        else csrf_from((await client.get("/staff/login")).text)
+    )
+    return await client.post(
+        path,
+        data={"_csrf_token": token, "password": password, "password_repeat": repeated or password},
+        follow_redirects=False,
+    )
+
+
+async def test_admin_pages_by_role(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+
+    for path in ADMIN_PAGES:
+        anonymous = await client.get(path, follow_redirects=False)
+        assert anonymous.status_code == 303, path
+        assert anonymous.headers["location"] == "/staff/login", path
+
+    await sign_in(client, CLINICIAN)
+    for path in ADMIN_PAGES:
+        assert (await client.get(path, follow_redirects=False)).status_code == 403, path
+    token = csrf_from((await client.get("/staff")).text)
+    admin_id = (await _user(app, ADMIN)).id
+    for path in (
+        "/admin/invitations",
+        f"/admin/staff/{admin_id}/disable",
+        f"/admin/staff/{admin_id}/role",
+        "/admin/tokens",
+    ):
+        posted = await client.post(
+            path, data={"_csrf_token": token, "role": "clinician"}, follow_redirects=False
+        )
+        assert posted.status_code == 403, path
+    assert (await _user(app, ADMIN)).disabled_at is None
+
+    client.cookies.clear()
+    await sign_in(client, ADMIN)
+    for path in ADMIN_PAGES:
+        assert (await client.get(path)).status_code == 200, path
+    staff_page = await client.get("/admin/staff")
+    assert CLINICIAN in staff_page.text
+    assert 'href="/admin/staff"' in staff_page.text
+
+
+async def test_demoted_user_cut_off(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+    headers = await _token(app, CLINICIAN, ("share",))
+    clinician_session = await _signed_in(client, CLINICIAN)
+    assert (await client.get("/staff")).status_code == 200
+    assert (await client.get(f"/api/v1/shares/{ZERO_ID}", headers=headers)).status_code == 404
+
+    await _signed_in(client, ADMIN)
+    page = await client.get("/admin/staff")
+    target = (await _user(app, CLINICIAN)).id
+    changed = await client.post(
+        f"/admin/staff/{target}/role",
+        data={"_csrf_token": csrf_from(page.text), "role": "dpo"},
+        follow_redirects=False,
+    )
+    assert changed.status_code == 303
+
+    _use_session(client, clinician_session)
+    after = await client.get("/staff", follow_redirects=False)
+    assert after.status_code == 303
+    assert after.headers["location"] == "/staff/login"
+    assert (await client.get(f"/api/v1/shares/{ZERO_ID}", headers=headers)).status_code == 401
+
+    events = await _events(app, "staff.role_changed")
+    assert len(events) == 1
+    assert events[0]["from"] == "clinician"
+    assert events[0]["to"] == "dpo"
+    assert events[0]["tokens_revoked"] == 1
+    assert (await _user(app, CLINICIAN)).role == "dpo"
+
+
+async def test_disabled_user_cut_off(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    headers = await _token(app, DPO, ("audit-read",))
+    dpo_session = await _signed_in(client, DPO)
+    assert (await client.get("/dpo/events")).status_code == 200
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 200
+
+    await _signed_in(client, ADMIN)
+    page = await client.get("/admin/staff")
+    target = (await _user(app, DPO)).id
+    disabled = await client.post(
+        f"/admin/staff/{target}/disable", data={"_csrf_token": csrf_from(page.text)}, follow_redirects=False
+    )
+    assert disabled.status_code == 303
+
+    _use_session(client, dpo_session)
+    assert (await client.get("/dpo/events", follow_redirects=False)).status_code == 303
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 401
+    assert (await sign_in(client, DPO)).status_code == 400
+
+    events = await _events(app, "staff.disabled")
+    assert len(events) == 1
+    assert events[0]["tokens_revoked"] == 1
+    assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
+
+
+async def test_admin_cannot_demote_self(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    page = await client.get("/admin/staff")
+    admin_id = (await _user(app, ADMIN)).id
+    answer = await client.post(
+        f"/admin/staff/{admin_id}/role", data={"_csrf_token": csrf_from(page.text), "role": "dpo"}
+    )
+    assert answer.status_code == 400
+    assert "your own account" in answer.text
+    assert (await _user(app, ADMIN)).role == "admin"
+
+
+async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    page = await client.get("/admin/staff")
+    created = await client.post(
+        "/admin/invitations",
+        data={"_csrf_token": csrf_from(page.text), "email": NEWCOMER, "role": "clinician"},
+    )
+    assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
+    link = re.search(r'data-testid="invitation-link">([^<]+)<', created.text)
+    assert link
+    path = link.group(1).removeprefix(BASE_URL)
+    assert path.startswith("/staff/invitations/")
+    assert path not in (await client.get("/admin/staff")).text
+
+    client.cookies.delete(STAFF_COOKIE)
+    accepted = await _set_password(client, path, NEW_PASSWORD)
+    assert accepted.status_code == 303
+    assert accepted.headers["location"] == "/staff/login?welcome=1"
+
+    second = await _set_password(client, path, "another fine passphrase")
+    assert second.status_code == 410
+    assert "invalid, expired or already used" in second.text
+    assert (await client.get(path)).status_code == 410
+
+    assert (await sign_in(client, NEWCOMER, NEW_PASSWORD)).status_code == 303
+    assert (await sign_in(client, NEWCOMER, "another fine passphrase")).status_code == 400
+    assert (await _user(app, NEWCOMER)).role == "clinician"
+
+    stages = [event["stage"] for event in await _events(app, "staff.created") if "stage" in event]
+    assert stages == ["invited", "activated"]
+
+
+async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    path = await _invite(app)
+    async with portal_of(app).transaction() as db:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        await db.execute(update(Invitation).values(expires_at=past))
+
+    assert (await client.get(path)).status_code == 410
+    answer = await _set_password(client, path, NEW_PASSWORD)
+    assert answer.status_code == 410
+    async with portal_of(app).transaction() as db:
+        assert await db.scalar(select(StaffUser).where(StaffUser.email == NEWCOMER)) is None
+
+
+async def test_password_rules_named(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    path = await _invite(app)
+    cases = {
+        "qwerty123456": "commonly used passwords",
+        "QWERTY123456": "commonly used passwords",
+        "short one": "too short",
+        "x" * 257: "too long",
+        "newcomer-at-the-clinic": "contains your e-mail address",
+    }
+    for password, rule in cases.items():
+        answer = await _set_password(client, path, password)
+        assert answer.status_code == 400, password
+        assert rule in answer.text, password
+
+    differ = await _set_password(client, path, NEW_PASSWORD, "something else entirely")
+    assert differ.status_code == 400
+    assert "differ" in differ.text
+    # A rejected password leaves the invitation usable.
+    assert (await _set_password(client, path, NEW_PASSWORD)).status_code == 303
+
+
+async def test_login_throttle_account(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    statuses = []
+    for _attempt in range(12):
+        statuses.append((await sign_in(client, CLINICIAN, "not the password at all")).status_code)
+        if statuses[-1] == 429:
+            break
+    assert statuses == [400] * 10 + [429]
+
+    # The right password is not even checked while the account is throttled.
+    throttled = await sign_in(client, CLINICIAN, PASSWORD)
+    assert throttled.status_code == 429
+    assert throttled.headers["retry-after"] == "900"
+    assert "Too many sign-in attempts" in throttled.text
+
+    reasons = [event["reason"] for event in await _events(app, "staff.login.failed")]
+    assert reasons.count("invalid_credentials") == 10
+    assert reasons.count("throttled_account") == 2
+    assert await _events(app, "staff.login") == []
+
+
+async def test_login_throttle_address(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    portal = portal_of(app)
+    # The test client connects from "testclient", which is no IP address, so the bucket is filled directly.
+    throttle = LoginThrottle(portal.keyring.secret("session"), "127.0.0.1/32")
+    address_bucket = throttle.address_bucket()
+    assert address_bucket is not None
+    async with portal.transaction() as db:
+        for _attempt in range(ADDRESS_ATTEMPT_LIMIT):
+            await hit(db, address_bucket, ADDRESS_WINDOW)
+
+    from portal.staff import controllers
+
+    original = controllers.login_throttle
+    controllers.login_throttle = lambda request: throttle  # type: ignore[assignment]
+    try:
+        answer = await sign_in(client, CLINICIAN)
+    finally:
+        controllers.login_throttle = original
+    assert answer.status_code == 429
+    reasons = [event["reason"] for event in await _events(app, "staff.login.failed")]
+    assert reasons == ["throttled_address"]
+
+
+async def test_token_scopes_enforced(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, DPO, "dpo")
+    upload_only = await _token(app, DPO, ("upload",))
+    denied = await client.get("/api/v1/audit/events", headers=upload_only)
+    assert denied.status_code == 403
+    assert "audit-read" in denied.json()["error"]["message"]
+
+    audit = await _token(app, DPO, ("audit-read",))
+    assert (await client.get("/api/v1/audit/events", headers=audit)).status_code == 200
+
+
+async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, ADMIN)
+    page = await client.get("/admin/tokens")
+    dpo_id = (await _user(app, DPO)).id
+    form = {"_csrf_token": csrf_from(page.text), "owner": str(dpo_id), "label": "Audit archive", "days": "30"}
+
+    no_scope = await client.post("/admin/tokens", data=form)
+    assert no_scope.status_code == 400
+    assert "at least one scope" in no_scope.text
+
+    created = await client.post("/admin/tokens", data={**form, "scopes": ["audit-read", "share"]})
+    assert created.status_code == 201
+    token = re.search(r'data-testid="api-token">(pt_[^<]+)<', created.text)
+    assert token
+    headers = {"Authorization": f"Bearer {token.group(1)}"}
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 200
+
+    listing = await client.get("/admin/tokens")
+    assert "Audit archive" in listing.text
+    assert token.group(1) not in listing.text
+    token_id = re.search(r'action="/admin/tokens/([0-9a-f-]+)/revoke"', listing.text)
+    assert token_id
+    revoked = await client.post(
+        f"/admin/tokens/{token_id.group(1)}/revoke",
+        data={"_csrf_token": csrf_from(listing.text)},
+        follow_redirects=False,
+    )
+    assert revoked.status_code == 303
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 401
+
+    created_events = await _events(app, "api_token.created")
+    assert created_events[-1]["scopes"] == "share audit-read"
+    assert len(await _events(app, "api_token.revoked")) == 1
+
+
+async def test_openapi_needs_auth(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    assert (await client.get("/api/v1/openapi.json")).status_code == 401
+    bad = await client.get("/api/v1/openapi.json", headers={"Authorization": "Bearer pt_not-a-token"})
+    assert bad.status_code == 401
+
+    await add_staff(app, CLINICIAN, "clinician")
+    headers = await _token(app, CLINICIAN, ("upload",))
+    schema = await client.get("/api/v1/openapi.json", headers=headers)
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert "/api/v1/documents" in paths
+    assert not any(path.startswith(("/staff", "/admin")) for path in paths)
+
+    await sign_in(client, CLINICIAN)
+    assert (await client.get("/api/v1/openapi.json")).json()["openapi"].startswith("3.")
