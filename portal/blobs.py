@@ -73,7 +73,10 @@ class BlobService:
         return decrypt_async(data_key, blob_id, self.store.read(blob_id))
 
     async def read_all(self, db: AsyncSession, blob_id: str) -> bytes:
-        data_key = await self.data_key(db, blob_id)
+        """Read and decrypt a whole blob; on SQLite with the database store, prefer ``read_with_key``."""
+        return await self.read_with_key(blob_id, await self.data_key(db, blob_id))
+
+    async def read_with_key(self, blob_id: str, data_key: bytes) -> bytes:
         parts = [chunk async for chunk in self.plaintext(blob_id, data_key)]
         return b"".join(parts)
 

@@ -1,4 +1,4 @@
-"""The ``portal`` command: serve, init, users, tokens, audit."""
+"""The ``portal`` command: serve, init, users, tokens, audit (export, checkpoint, bundle, verify)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from portal.policies import PolicyError
 log = logging.getLogger("portal.cli")
 
 # Feature packages that add their own subcommands through a ``register(subparsers)`` function.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["portal.retention.cli"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -111,13 +111,16 @@ def _tokens_create(args: argparse.Namespace) -> int:
 
 def _audit_export(args: argparse.Namespace) -> int:
     async def action(portal: Any) -> int:
+        from portal.audit.export import checkpoint_quietly
         from portal.audit.exporters import csv_rows, jsonl_lines
         from portal.audit.query import iterate_events, parse_filter
         from portal.audit.recorder import SYSTEM, record
 
+
         filters = parse_filter({"patient_ref": args.patient_ref, "since": args.since, "until": args.until})
         async with portal.transaction() as db:
             await record(db, SYSTEM, "export.created", details={"format": args.format, "via": "cli", **filters.as_dict()})
+        await checkpoint_quietly(portal)
 
         output = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
         try:
@@ -137,6 +140,110 @@ def _audit_export(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_portal(action))
+
+
+def _audit_filters(args: argparse.Namespace) -> dict[str, str | None]:
+    names = ("patient_ref", "share_id", "recipient", "event_type", "ip_prefix", "since", "until")
+    return {name: getattr(args, name) for name in names}
+
+
+def _audit_checkpoint(_args: argparse.Namespace) -> int:
+    async def action() -> int:
+        from portal.audit.checkpoints import log_key, make_checkpoint, open_log
+
+        settings = Settings.from_env()
+        async with open_log(settings) as access:
+            row = await make_checkpoint(access)
+        print(f"Checkpoint of {row.tree_size} events signed.")
+        if settings.checkpoint_dir:
+            print(f"Copy: {settings.checkpoint_dir / f'checkpoint-{row.tree_size}.txt'}")
+        print(f"Public key: {log_key(access).vkey}")
+        print(row.note, end="")
+        return 0
+
+    return asyncio.run(action())
+
+
+def _audit_bundle(args: argparse.Namespace) -> int:
+    from portal.audit.query import parse_filter
+
+    filters = parse_filter(_audit_filters(args))
+    output: Path = args.output
+
+    async def action(portal: Any) -> int:
+        from portal.audit.evidence import build_bundle
+        from portal.audit.recorder import SYSTEM
+
+        row = await build_bundle(portal, SYSTEM, filters, handle)
+        print(f"Wrote {output}, proved against the signed checkpoint of {row.tree_size} events.")
+        return 0
+
+    try:
+        with output.open("wb") as handle:
+            return asyncio.run(_with_portal(action))
+    except BaseException:
+        # A half-written archive would fail verification later with a misleading message.
+        output.unlink(missing_ok=True)
+        raise
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    if args.database == (args.bundle is not None):
+        print("portal: give either a bundle file or --database, not both and not neither.", file=sys.stderr)
+        return 2
+    if args.database:
+        return asyncio.run(_verify_database())
+    return _verify_bundle(args.bundle, args.public_key)
+
+
+def _verify_bundle(path: Path, public_key: str | None) -> int:
+    from portal.audit.bundle import verify_bundle
+
+    if not path.is_file():
+        print(f"portal: {path} does not exist or is not a file.", file=sys.stderr)
+        return 2
+    report = verify_bundle(path, public_key)
+    if not report.ok:
+        print(f"FAILED after {report.checked} verified events: {report.first_failure}")
+        return 1
+
+    size = report.checkpoint.tree_size if report.checkpoint else 0
+    print(f"OK: {report.checked} events verified against the signed checkpoint of {size} events.")
+    if not report.trusted_key:
+        print(
+            "Note: checked with the key inside the bundle. Pass --public-key with the clinic's published "
+            "key line to prove who signed it.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _verify_database() -> int:
+    from portal.audit.checkpoints import open_log
+    from portal.audit.verify import verify_database
+
+    async with open_log(Settings.from_env()) as access:
+        report = await verify_database(access)
+    if not report.ok:
+        done = f"{report.events} events and {report.checkpoints} checkpoints"
+        print(f"FAILED after {done}: {report.first_failure}")
+        return 1
+    print(
+        f"OK: {report.events} events and {report.checkpoints} checkpoints verified; "
+        f"{report.unsigned} events after the latest checkpoint are not signed yet."
+    )
+    return 0
+
+
+def _add_filter_options(command: argparse.ArgumentParser) -> None:
+    add = command.add_argument
+    add("--patient-ref", dest="patient_ref", help="only events about this patient reference")
+    add("--share-id", dest="share_id", help="only events of this share (UUID)")
+    add("--recipient", help="only events of shares whose recipient name contains this text")
+    add("--event-type", dest="event_type", help="only events of this type, e.g. access.viewed")
+    add("--ip-prefix", dest="ip_prefix", help="only events from this network, e.g. 203.0.113.0/24")
+    add("--since", help="only events at or after this time (RFC 3339 or YYYY-MM-DD)")
+    add("--until", help="only events before this time (a bare date includes that day)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="only events before this time")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=_audit_export)
+
+    checkpoint = audit.add_parser("checkpoint", help="sign a checkpoint over every event now")
+    checkpoint.set_defaults(handler=_audit_checkpoint)
+
+    bundle = audit.add_parser(
+        "bundle", help="write an evidence bundle (zip) that 'audit verify' checks offline"
+    )
+    bundle.add_argument("--output", type=Path, required=True, help="zip file to write")
+    _add_filter_options(bundle)
+    bundle.set_defaults(handler=_audit_bundle)
+
+    verify = audit.add_parser("verify", help="verify an evidence bundle offline, or the database's log")
+    verify.add_argument("bundle", nargs="?", type=Path, help="bundle zip file to verify")
+    verify.add_argument(
+        "--public-key", dest="public_key", help="the log's public key line, obtained separately"
+    )
+    verify.add_argument(
+        "--database", action="store_true", help="verify the rows and checkpoints in the database"
+    )
+    verify.set_defaults(handler=_audit_verify)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands)

@@ -33,6 +33,7 @@ class Profile:
     allow_print: bool
     allow_copy: bool
     second_factor: str  # "none" | "date_of_birth"
+    requires_approval: bool
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Policies:
     digest: str  # SHA-256 over the policy files in force, recorded in the access log at start-up
 
 
-class _Reader:
+class TableReader:
     """Type-checked access to one TOML table, remembering which keys were read."""
 
     def __init__(self, file: Path, path: str, table: Any) -> None:
@@ -105,8 +106,8 @@ class _Reader:
             )
         return value
 
-    def table_at(self, key: str) -> _Reader:
-        return _Reader(self.file, f"{self.path}.{key}" if self.path else key, self._get(key))
+    def table_at(self, key: str) -> TableReader:
+        return TableReader(self.file, f"{self.path}.{key}" if self.path else key, self._get(key))
 
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
@@ -114,7 +115,7 @@ class _Reader:
             raise PolicyError(f"{self.file}: [{self.path}] has unknown key(s): {', '.join(unknown)}.")
 
 
-def _load_toml(file: Path) -> dict[str, Any]:
+def load_toml(file: Path) -> dict[str, Any]:
     try:
         with file.open("rb") as handle:
             return tomllib.load(handle)
@@ -124,7 +125,7 @@ def _load_toml(file: Path) -> dict[str, Any]:
         raise PolicyError(f"{file}: invalid TOML ({error}).") from None
 
 
-def _parse_profile(file: Path, name: str, reader: _Reader) -> Profile:
+def _parse_profile(file: Path, name: str, reader: TableReader) -> Profile:
     profile = Profile(
         name=name,
         label=reader.text("label", max_length=60),
@@ -138,6 +139,7 @@ def _parse_profile(file: Path, name: str, reader: _Reader) -> Profile:
         allow_print=reader.boolean("allow_print"),
         allow_copy=reader.boolean("allow_copy"),
         second_factor=reader.text("second_factor", choices=("none", "date_of_birth")),
+        requires_approval=reader.boolean("requires_approval"),
     )
     reader.finish()
 
@@ -149,7 +151,7 @@ def _parse_profile(file: Path, name: str, reader: _Reader) -> Profile:
 
 
 def _parse_profiles(file: Path) -> dict[str, Profile]:
-    root = _Reader(file, "", _load_toml(file))
+    root = TableReader(file, "", load_toml(file))
     profiles_table = root.table_at("profiles")
     root.finish()
 
@@ -166,7 +168,7 @@ def _parse_profiles(file: Path) -> dict[str, Profile]:
 
 
 def _parse_security(file: Path) -> SecurityPolicy:
-    root = _Reader(file, "", _load_toml(file))
+    root = TableReader(file, "", load_toml(file))
     code = root.table_at("access_code")
     recipient = root.table_at("recipient_session")
     staff = root.table_at("staff_session")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
+import anyio.lowlevel
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
@@ -121,7 +122,7 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
                 yield chunk
                 sent += len(chunk)
                 # Give the server a chance to report a disconnect between chunks.
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             # Reached only after the server took the last chunk, so "completed" means every byte was handed over.
             completed = True
         except (BlobIntegrityError, BlobNotFound):
@@ -152,7 +153,7 @@ async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str
     """
     try:
         async for _chunk in portal.blobs.plaintext(blob_id, data_key):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     except (BlobIntegrityError, BlobNotFound) as error:
         log.error(
             "stored copy failed its integrity check",
@@ -181,9 +182,15 @@ async def view_page(request: Request[Any, Any, Any], page: FromPath[int]) -> Res
         total = sum(link.document.pages for link in share.documents)
         if not 1 <= page <= total:
             raise InvalidInput(_("Page {page} does not exist. The report has {total} pages.").format(page=page, total=total))
-        copy = await portal.blobs.read_all(db, share.copy_blob_id)
+        data_key = await portal.blobs.data_key(db, share.copy_blob_id)
+        blob_id = share.copy_blob_id
         password = open_sealed_secret(session, raw_id or "")
         await record(db, actor_for(request, f"recipient:{share.id}"), "access.viewed", share_id=share.id, details={"page": page})
+    try:
+        copy = await portal.blobs.read_with_key(blob_id, data_key)
+    except BlobIntegrityError:
+        log.error("stored copy failed its integrity check", extra={"share_id": str(share.id)})
+        raise ShareUnavailable(_("The stored copy failed its integrity check. Ask the clinic to reissue the report.")) from None
     image = await portal.pdf.render_page(copy, password, page - 1, MAX_VIEW_WIDTH)
     return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
 

@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import Actor, record
@@ -152,6 +152,9 @@ async def _spend(
                 Share.locked_at.is_(None),
                 Share.expires_at > now,
                 Share.redemptions < Share.max_redemptions,
+                # A share waiting for a second clinician's approval, or for its start time, is not open yet.
+                or_(Share.approval_required.is_(False), Share.approved_at.is_not(None)),
+                or_(Share.not_before.is_(None), Share.not_before <= now),
             )
             .values(
                 redemptions=Share.redemptions + 1,
@@ -189,6 +192,10 @@ async def _spend(
 def _unavailable_reason(share: Share, now: dt.datetime) -> str:
     if share.revoked_at is not None:
         return "revoked"
+    if share.approval_required and share.approved_at is None:
+        return "awaiting_approval"
+    if share.not_before is not None and share.not_before > now:
+        return "not_yet_open"
     if share.locked_at is not None:
         return "locked"
     if share.expires_at <= now:

@@ -38,6 +38,7 @@ EVENT_TYPES = frozenset(
         "document.erased",
         "share.created",
         "share.revoked",
+        "share.approved",
         "share.expired",
         "share.reissued",
         "code.redeemed",
@@ -60,6 +61,9 @@ EVENT_TYPES = frozenset(
         "export.created",
         "policy.loaded",
         "key.rotated",
+        "key.retired",
+        "legal_hold.added",
+        "legal_hold.released",
         "retention.purged",
     }
 )

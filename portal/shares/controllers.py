@@ -22,6 +22,7 @@ from portal.security import codes
 from portal.security.hashing import CODE_HASHER, verify_secret
 from portal.shares.service import (
     IssuedShare,
+    approve_share,
     create_share,
     load_share,
     parse_share_form,
@@ -154,5 +155,14 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
     )
 
 
-share_routes = [create, share_page, revoke, reissue, slip]
+@post("/staff/shares/{share_id:str}/approve", include_in_schema=False)
+async def approve(request: Request[Any, Any, Any], share_id: FromPath[str]) -> Redirect:
+    user = await require_staff(request, "clinician", "admin")
+    portal = portal_of(request)
+    share = await load_share(portal, share_id)
+    await approve_share(portal, actor_for(request, f"staff:{user.id}"), user, share.id)
+    return Redirect(f"/staff/shares/{share.id}", status_code=303)
+
+
+share_routes = [create, share_page, revoke, reissue, slip, approve]
 __all__ = ["NotFound", "share_routes", "uuid"]

@@ -147,6 +147,7 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             second_factor_hash=birth_date_hash,
             copy_blob_id=staged.blob_id,
             copy_password_is_code=profile.pdf_password == "code",
+            approval_required=profile.requires_approval,
             documents=[
                 ShareDocument(document_id=document.id, position=index) for index, document in enumerate(documents)
             ],
@@ -168,8 +169,13 @@ async def _prepare_copy(
     code: str,
     issued_on: dt.date,
 ) -> bytes:
+    # Keys are read in a short transaction and the bytes after it: the database blob store reads on its own
+    # connection, which would wait for this transaction's SQLite write lock.
     async with portal.transaction() as db:
-        originals = [await portal.blobs.read_all(db, document.blob_id or "") for document in documents]
+        keys = [await portal.blobs.data_key(db, document.blob_id or "") for document in documents]
+    originals = [
+        await portal.blobs.read_with_key(document.blob_id or "", key) for document, key in zip(documents, keys, strict=True)
+    ]
 
     request = CopyRequest(
         documents=originals,
@@ -246,6 +252,8 @@ def share_status(share: Share, now: dt.datetime | None = None) -> str:
     moment = now or utcnow()
     if share.revoked_at is not None:
         return "revoked"
+    if share.approval_required and share.approved_at is None:
+        return "awaiting_approval"
     if share.locked_at is not None:
         return "locked"
     if share.expires_at <= moment:
@@ -274,6 +282,8 @@ def share_summary(share: Share) -> dict[str, object]:
         "downloads_completed": share.downloads_completed,
         "max_downloads": share.max_downloads,
         "failed_attempts": share.failed_attempts,
+        "approval_required": share.approval_required,
+        "approved_at": share.approved_at.isoformat() if share.approved_at else None,
         "document_ids": [str(link.document_id) for link in share.documents],
     }
 
@@ -375,3 +385,28 @@ async def _swap_code(
             await record(db, who, "share.reissued", share_id=share.id, purpose=share.purpose)
     except IntegrityError:
         raise InvalidInput(_(_LOCATOR_TAKEN)) from None
+
+
+async def approve_share(portal: Portal, who: Actor, approver: StaffUser, share_id: uuid.UUID) -> Share:
+    """Release a share that needs four eyes; the approver must not be the clinician who created it."""
+    async with portal.transaction() as db:
+        share = await db.get(Share, share_id)
+        if share is None:
+            raise NotFound(_("Share {value} was not found.").format(value=share_id))
+        if not share.approval_required or share.approved_at is not None:
+            raise InvalidInput(_("Share {reference} does not need approval.").format(reference=share.reference))
+        if share.created_by == approver.id:
+            raise InvalidInput(
+                _("You created share {reference}; a second clinician must approve it.").format(reference=share.reference)
+            )
+        approved = await db.scalar(
+            update(Share)
+            .where(Share.id == share_id, Share.approved_at.is_(None), Share.revoked_at.is_(None))
+            .values(approved_by=approver.id, approved_at=utcnow())
+            .returning(Share.id)
+        )
+        if approved is None:
+            raise InvalidInput(_("Share {reference} was revoked or approved meanwhile.").format(reference=share.reference))
+        await record(db, who, "share.approved", share_id=share_id, purpose=share.purpose)
+        await db.refresh(share)
+    return share

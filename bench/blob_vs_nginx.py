@@ -1,0 +1,225 @@
+"""Time the portal's download read path for a 50 MB blob against nginx serving the same file statically.
+
+Usage: python bench/blob_vs_nginx.py [--size-mb 50] [--requests 10]
+
+Three measurements in one run, each ``--requests`` times (1 to 20), with every file in the page cache:
+
+* nginx: ``curl`` downloads the plaintext file from nginx (``sendfile on``) on a free 127.0.0.1 port.
+* decrypt: the portal's read path without HTTP, as ``/access/download`` runs it: one pass that
+  authenticates every segment of the encrypted blob, then a second pass that decrypts it for streaming.
+* portal over HTTP: ``curl`` downloads the same two-pass stream from a minimal Litestar app under uvicorn
+  on 127.0.0.1, which adds the ASGI and socket cost to the decryption.
+
+The product target is that decryption costs less than 20 % of the time nginx needs to serve the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import uvicorn
+from litestar import Litestar, get
+from litestar.response import Stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from portal.crypto.envelope import decrypt_async, encrypt_stream, new_data_key
+from portal.storage.base import new_blob_id
+from portal.storage.filesystem import FileBlobStore
+
+CHUNK_SIZE = 1024 * 1024
+REQUEST_TIMEOUT_SECONDS = 60
+START_TIMEOUT_SECONDS = 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=50, help="plaintext size in MB (10**6 bytes)")
+    parser.add_argument("--requests", type=int, default=10, help="requests per measurement (1 to 20)")
+    arguments = parser.parse_args()
+    count = max(1, min(arguments.requests, 20))
+    size = arguments.size_mb * 10**6
+
+    for tool in ("nginx", "curl"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed; install nginx-light and curl, then run the benchmark again.")
+
+    with tempfile.TemporaryDirectory(prefix="blob-vs-nginx-") as folder:
+        root = Path(folder)
+        plain = root / "www" / "report.pdf"
+        plain.parent.mkdir()
+        plain.write_bytes(os.urandom(size))
+        # nginx workers run as an unprivileged user when started by root, so they need read access.
+        for path in (root, plain.parent):
+            path.chmod(0o755)
+        plain.chmod(0o644)
+
+        store = FileBlobStore(root / "blobs")
+        data_key = new_data_key()
+        blob_id = new_blob_id()
+        asyncio.run(store.write(blob_id, encrypt_stream(data_key, blob_id, _file_chunks(plain))))
+
+        nginx_times = _measure_nginx(root, plain, count)
+        decrypt_times = [asyncio.run(_time_read_path(store, blob_id, data_key)) for _ in range(count)]
+        portal_times = _measure_portal_http(store, blob_id, data_key, count)
+
+    _print_table(size, count, nginx_times, decrypt_times, portal_times)
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            yield chunk
+
+
+async def _read_path(store: FileBlobStore, blob_id: str, data_key: bytes) -> AsyncIterator[bytes]:
+    """Authenticate every segment first, then decrypt again while yielding, as the download route does."""
+    async for _chunk in decrypt_async(data_key, blob_id, store.read(blob_id)):
+        await asyncio.sleep(0)
+    async for chunk in decrypt_async(data_key, blob_id, store.read(blob_id)):
+        yield chunk
+        await asyncio.sleep(0)
+
+
+async def _time_read_path(store: FileBlobStore, blob_id: str, data_key: bytes) -> float:
+    started = time.perf_counter()
+    size = 0
+    async for chunk in _read_path(store, blob_id, data_key):
+        size += len(chunk)
+    elapsed = time.perf_counter() - started
+    assert size > 0
+    return elapsed
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {START_TIMEOUT_SECONDS} s")
+
+
+def _curl_seconds(url: str) -> float:
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{time_total}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        check=True,
+    )
+    return float(result.stdout)
+
+
+def _measure_nginx(root: Path, plain: Path, count: int) -> list[float]:
+    port = _free_port()
+    config = root / "nginx.conf"
+    config.write_text(
+        f"""
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log;
+events {{ worker_connections 16; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {root}/nginx-body;
+    proxy_temp_path {root}/nginx-proxy;
+    fastcgi_temp_path {root}/nginx-fastcgi;
+    uwsgi_temp_path {root}/nginx-uwsgi;
+    scgi_temp_path {root}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {plain.parent};
+    }}
+}}
+"""
+    )
+    server = subprocess.Popen(["nginx", "-c", str(config), "-p", str(root)], stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/{plain.name}"
+        _curl_seconds(url)  # warm-up, not counted
+        return [_curl_seconds(url) for _ in range(count)]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _measure_portal_http(store: FileBlobStore, blob_id: str, data_key: bytes, count: int) -> list[float]:
+    @get("/download")
+    async def download() -> Stream:
+        return Stream(_read_path(store, blob_id, data_key), media_type="application/pdf")
+
+    port = _free_port()
+    config = uvicorn.Config(
+        Litestar([download]), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/download"
+        _curl_seconds(url)  # warm-up, not counted
+        return [_curl_seconds(url) for _ in range(count)]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _print_table(
+    size: int, count: int, nginx: list[float], decrypt: list[float], portal: list[float]
+) -> None:
+    nginx_median = statistics.median(nginx)
+    print(f"{size / 10**6:.0f} MB, {count} requests each, median and best, {os.cpu_count()} CPUs")
+    print()
+    print("| Path | Median ms | Best ms | MB/s (median) | Share of nginx time |")
+    print("|---|---:|---:|---:|---:|")
+    for label, times in (
+        ("nginx static file, sendfile, curl over loopback", nginx),
+        ("portal read path: authenticate + decrypt (no HTTP)", decrypt),
+        ("portal read path over HTTP (uvicorn, curl over loopback)", portal),
+    ):
+        median = statistics.median(times)
+        print(
+            f"| {label} | {median * 1000:.1f} | {min(times) * 1000:.1f} | {size / median / 10**6:.0f} "
+            f"| {median / nginx_median * 100:.0f} % |"
+        )
+    print()
+    verdict = "meets" if statistics.median(decrypt) < 0.2 * nginx_median else "misses"
+    print(f"Decryption {verdict} the target of less than 20 % of nginx's time.")
+
+
+if __name__ == "__main__":
+    main()
