@@ -23,6 +23,7 @@ from portal import i18n
 from portal.access.controllers import access_routes
 from portal.admin.controllers import admin_routes
 from portal.api.controllers import api_routes
+from portal.audit.checkpoints import periodic_checkpoints
 from portal.config import REPOSITORY_ROOT, Settings
 from portal.core import open_keyring, start_portal
 from portal.documents.controllers import document_routes
@@ -167,7 +168,8 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
         portal = await start_portal(settings, pdf_workers=pdf_workers)
         app.state.portal = portal
         try:
-            yield
+            async with periodic_checkpoints(portal, interval_minutes=settings.checkpoint_minutes):
+                yield
         finally:
             await portal.close()
 

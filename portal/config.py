@@ -64,7 +64,13 @@ class Settings:
     debug: bool = False
     checkpoint_dir: Path | None = None
     blob_store: str = "filesystem"
+    checkpoint_minutes: int = 10
     kek_env: str | None = field(default=None, repr=False)
+    # E-mail to a share's creator when the share is first opened or locks; off unless PORTAL_NOTIFY_EMAILS=true.
+    notify_emails: bool = False
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
 
     @property
     def blob_dir(self) -> Path:
@@ -115,7 +121,29 @@ class Settings:
             debug=_env_bool(env, "PORTAL_DEBUG", False),
             checkpoint_dir=Path(checkpoint_raw).resolve() if checkpoint_raw else None,
             blob_store=blob_store,
+            **_smtp_settings(env),
         )
+
+
+def _smtp_settings(env: dict[str, str]) -> dict[str, bool | str | int]:
+    """Read the notification settings; enabling notifications without a server or sender stops start-up."""
+    enabled = _env_bool(env, "PORTAL_NOTIFY_EMAILS", False)
+    host = (env.get("PORTAL_SMTP_HOST") or "").strip()
+    sender = (env.get("PORTAL_SMTP_FROM") or "").strip()
+    port = _env_int(env, "PORTAL_SMTP_PORT", 25, 1, 65535)
+    if not enabled:
+        return {"notify_emails": False, "smtp_host": host, "smtp_port": port, "smtp_from": sender}
+
+    if not host or any(character in host for character in " /\r\n"):
+        raise ConfigError(
+            f"PORTAL_SMTP_HOST={host!r} is missing or invalid while PORTAL_NOTIFY_EMAILS=true. "
+            "Set it to the mail relay's host name or address, or set PORTAL_NOTIFY_EMAILS=false."
+        )
+    if sender.count("@") != 1 or any(character in sender for character in " <>,;\r\n"):
+        raise ConfigError(
+            f"PORTAL_SMTP_FROM={sender!r} is not a plain e-mail address. Set it to the sender, e.g. portal@clinic.example."
+        )
+    return {"notify_emails": True, "smtp_host": host, "smtp_port": port, "smtp_from": sender}
 
 
 def normalise_database_url(url: str) -> str:

@@ -1,31 +1,47 @@
-"""Streamed CSV and JSON Lines exports, recorded in the access log before the first line is sent."""
+"""Streamed CSV and JSON Lines exports, recorded in the access log before the first line is sent.
+
+Every export also signs a checkpoint that covers its own `export.created` event, so each export leaves
+a signed tree head behind (and a copy in PORTAL_CHECKPOINT_DIR when that is set).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from litestar.response import Stream
 
+from portal.audit.checkpoints import CheckpointError, make_checkpoint
+from portal.audit.evidence import bundle_to_spooled_file, stream_file
 from portal.audit.exporters import csv_rows, jsonl_lines
-from portal.audit.query import EventFilter, iterate_events
+from portal.audit.query import EventFilter, iterate_events, resolve_recipient
 from portal.audit.recorder import Actor, record
 from portal.core import Portal
 from portal.errors import InvalidInput
 from portal.i18n import _
+
+log = logging.getLogger(__name__)
 
 _BATCH = 500
 FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
 async def export_stream(portal: Portal, who: Actor, filters: EventFilter, export_format: str) -> Stream:
+    """Record the export, sign a checkpoint and return the events as a streamed CSV or JSONL response.
+
+    Raises:
+        InvalidInput: the format or a filter value is rejected.
+    """
     if export_format not in FORMATS:
         raise InvalidInput(
             _("format='{value}' is unknown. Use jsonl or csv.").format(value=export_format[:20]),
             field="format",
         )
+    filters = await resolve_recipient(portal, filters)
     async with portal.transaction() as db:
         await record(db, who, "export.created", details={"format": export_format, **filters.as_dict()})
+    await checkpoint_quietly(portal)
 
     formatter = jsonl_lines if export_format == "jsonl" else csv_rows
 
@@ -47,6 +63,34 @@ async def export_stream(portal: Portal, who: Actor, filters: EventFilter, export
         media_type=FORMATS[export_format],
         headers={"Content-Disposition": f'attachment; filename="access-log.{export_format}"'},
     )
+
+
+async def bundle_stream(portal: Portal, who: Actor, filters: EventFilter) -> Stream:
+    """Build an evidence bundle (zip) and return it as a streamed download.
+
+    Raises:
+        CheckpointError: the log cannot be signed because the database was altered.
+        InvalidInput: a filter value is rejected.
+    """
+    bundle = await bundle_to_spooled_file(portal, who, filters)
+    filename = f"access-log-bundle-{bundle.checkpoint.tree_size}.zip"
+    return Stream(
+        stream_file(bundle.file),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+async def checkpoint_quietly(portal: Portal) -> None:
+    """Sign a checkpoint for a plain export. A rejection is logged and does not stop the export.
+
+    A plain export is not evidence by itself, and the DPO needs it most when the log looks altered.
+    Bundles call `make_checkpoint` directly and fail instead.
+    """
+    try:
+        await make_checkpoint(portal)
+    except CheckpointError as error:
+        log.error("access-log checkpoint rejected during an export", extra={"reason": str(error)})
 
 
 def _encode(lines: Iterator[str], skip_header: bool) -> bytes:

@@ -101,23 +101,59 @@ class MerkleTree:
             index >>= 1
         return proof
 
-    def consistency_proof(self, old_size: int) -> list[bytes]:
-        """Build the consistency proof of RFC 9162 section 2.1.4.1 from `old_size` to this tree.
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """Build the consistency proof of RFC 9162 section 2.1.4.1 from `old_size` to `new_size`.
 
-        The proof is empty when `old_size` is 0 or equals the tree size, since RFC 9162 defines no
-        proof for those cases and the verifier accepts them without one.
+        `new_size` defaults to the whole tree; a smaller one proves consistency between two earlier
+        tree heads, for example two stored checkpoints. The proof is empty when `old_size` is 0 or
+        equals `new_size`, since RFC 9162 defines no proof for those cases and the verifier accepts
+        them without one.
 
         Raises:
-            ProofError: `old_size` is negative or larger than the tree.
+            ProofError: a size is negative, `old_size` exceeds `new_size`, or `new_size` exceeds the tree.
         """
-        if not 0 <= old_size <= self.size:
-            raise ProofError(f"old size {old_size} is outside 0..{self.size}")
-        if old_size in (0, self.size):
+        new = self.size if new_size is None else new_size
+        if not 0 <= new <= self.size:
+            raise ProofError(f"new size {new} is outside 0..{self.size}")
+        if not 0 <= old_size <= new:
+            raise ProofError(f"old size {old_size} is outside 0..{new}")
+        if old_size in (0, new):
             return []
 
         proof: list[bytes] = []
-        self._subproof(old_size, 0, self.size, True, proof)
+        self._subproof(old_size, 0, new, True, proof)
         return proof
+
+    def range_root(self, start: int, end: int) -> bytes:
+        """Return the MTH of leaves [start, end) from stored nodes, in O(log n).
+
+        The range is split into perfect subtrees, largest first, and folded from the right, as the
+        RFC 9162 definition splits at the largest power of two below the width. `range_root(0, k)` is
+        the root the tree had at size k.
+
+        Raises:
+            ProofError: the range is empty, outside the tree, or `start` is not a multiple of the
+                largest perfect subtree in it (no tree head or proof step ever needs such a range).
+        """
+        if not 0 <= start < end <= self.size:
+            raise ProofError(f"leaf range [{start}, {end}) is empty or outside a tree of size {self.size}")
+
+        blocks: list[bytes] = []
+        offset = start
+        width = end - start
+        for level in range(width.bit_length() - 1, -1, -1):
+            block = 1 << level
+            if not width & block:
+                continue
+            if offset % block:
+                raise ProofError(f"leaf range [{start}, {end}) is not aligned to its perfect subtrees")
+            blocks.append(self._levels[level][offset >> level])
+            offset += block
+
+        result = blocks[-1]
+        for block_root in reversed(blocks[:-1]):
+            result = node_hash(block_root, result)
+        return result
 
     def _subproof(self, m: int, start: int, end: int, complete: bool, proof: list[bytes]) -> None:
         # SUBPROOF(m, D[start:end], b) of RFC 9162 section 2.1.4.1; the depth is at most log2(size).
@@ -137,10 +173,9 @@ class MerkleTree:
 
     def _subtree_root(self, start: int, end: int) -> bytes:
         # Every range the RFC recursion visits starts at a multiple of its own rounded-up power of
-        # two, so it is exactly one stored node.
-        width = end - start
-        level = (width - 1).bit_length()
-        return self._levels[level][start >> level]
+        # two, so range_root accepts it. A range that ends before the tree size is folded from its
+        # perfect subtrees, because the stored node there covers leaves beyond the range.
+        return self.range_root(start, end)
 
 
 def root_hash(leaves: Sequence[bytes]) -> bytes:

@@ -1,37 +1,62 @@
-"""Searching the access log and reading it in pages for streamed exports."""
+"""Searching the access log and reading it in pages for streamed exports.
+
+The recipient filter matches the recipient names kept in the `share` table and turns them into share
+ids; event rows never hold a recipient name. The IP prefix filter accepts any network: a narrower one
+selects the stored prefix that contains it, a wider one up to `MAX_PREFIX_EXPANSION` stored prefixes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
+import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, false, select
 
 from portal.audit.recorder import EVENT_TYPES, event_mapping
 from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput
 from portal.i18n import _
-from portal.models import AccessEvent
+from portal.models import AccessEvent, Share
 
 EXPORT_PAGE_SIZE = 2000
+FILTER_KEYS = ("patient_ref", "share_id", "recipient", "event_type", "ip_prefix", "since", "until")
+# A wider network than this many stored prefixes (e.g. an IPv4 /16 over stored /24s) is rejected,
+# because the query lists every stored prefix it covers.
+MAX_PREFIX_EXPANSION = 256
+# More matching shares than this means the recipient text is too vague to scope anything.
+MAX_RECIPIENT_SHARES = 1000
+MAX_RECIPIENT_TEXT = 200
 
 
 @dataclass(frozen=True)
 class EventFilter:
+    """Search criteria for access-log events; empty fields do not filter."""
+
     patient_ref: str | None = None
     share_id: str | None = None
+    recipient: str | None = None
     event_type: str | None = None
     ip_prefix: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    # Filled by `resolve_recipient`: the ids of the shares whose recipient name matches.
+    recipient_share_ids: tuple[str, ...] | None = None
+    # Set by bundle exports: no event after this seq (the checkpoint's tree size).
+    max_seq: int | None = None
 
     def as_dict(self) -> dict[str, str]:
-        """The filters in force, for the export record; the patient reference is left out on purpose."""
+        """Return the filters in force, for the export record.
+
+        The patient reference and the recipient text are shown only as "given": the log never holds a
+        clinic reference or a recipient name.
+        """
         values = {
             "share_id": self.share_id,
             "event_type": self.event_type,
@@ -39,6 +64,7 @@ class EventFilter:
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "patient_ref": "given" if self.patient_ref else None,
+            "recipient": "given" if self.recipient else None,
         }
         return {key: value for key, value in values.items() if value}
 
@@ -46,8 +72,9 @@ class EventFilter:
 def _parse_time(value: str | None, name: str) -> dt.datetime | None:
     if not value:
         return None
+    text = value.strip()
     try:
-        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(
             _("{name}='{value}' is not a date or time. Use YYYY-MM-DD or an RFC 3339 time.").format(
@@ -55,10 +82,18 @@ def _parse_time(value: str | None, name: str) -> dt.datetime | None:
             ),
             field=name,
         ) from None
+    # A bare date as the end of a window means "up to the end of that day".
+    if name == "until" and len(text) == 10:
+        moment += dt.timedelta(days=1)
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def parse_filter(params: dict[str, str | None]) -> EventFilter:
+def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
+    """Validate filter parameters from a form, a query string or the command line.
+
+    Raises:
+        InvalidInput: a value is malformed; the message names the field and the expected form.
+    """
     share_id = (params.get("share_id") or "").strip() or None
     if share_id:
         try:
@@ -89,37 +124,120 @@ def parse_filter(params: dict[str, str | None]) -> EventFilter:
                 field="ip_prefix",
             ) from None
 
-    return EventFilter(
+    recipient = unicodedata.normalize("NFC", (params.get("recipient") or "").strip()) or None
+    if recipient and len(recipient) > MAX_RECIPIENT_TEXT:
+        raise InvalidInput(
+            _("The recipient text is longer than {limit} characters. Type part of the name.").format(
+                limit=MAX_RECIPIENT_TEXT
+            ),
+            field="recipient",
+        )
+
+    filters = EventFilter(
         patient_ref=(params.get("patient_ref") or "").strip() or None,
         share_id=share_id,
+        recipient=recipient,
         event_type=event_type,
         ip_prefix=prefix,
         since=_parse_time(params.get("since"), "since"),
         until=_parse_time(params.get("until"), "until"),
     )
+    if filters.since and filters.until and filters.until <= filters.since:
+        raise InvalidInput(_("'until' must be later than 'since'."), field="until")
+    return filters
 
 
-def build_query(portal: Portal, filters: EventFilter) -> Select[tuple[AccessEvent]]:
+async def resolve_recipient(portal: Portal, filters: EventFilter) -> EventFilter:
+    """Return the filter with the ids of the shares whose recipient name contains the recipient text.
+
+    Matching ignores case (Unicode case folding) on both SQLite and PostgreSQL, so it runs here, over
+    the share table's ids and names, and not in SQL.
+
+    Raises:
+        InvalidInput: more than `MAX_RECIPIENT_SHARES` shares match.
+    """
+    if not filters.recipient or filters.recipient_share_ids is not None:
+        return filters
+
+    needle = filters.recipient.casefold()
+    async with portal.transaction() as db:
+        rows = (await db.execute(select(Share.id, Share.recipient_name, Share.recipient_org))).all()
+    matches = [
+        str(share_id)
+        for share_id, name, organisation in rows
+        if needle in unicodedata.normalize("NFC", name).casefold()
+        or (organisation and needle in unicodedata.normalize("NFC", organisation).casefold())
+    ]
+    if len(matches) > MAX_RECIPIENT_SHARES:
+        raise InvalidInput(
+            _("{count} shares match this recipient text. Type more of the name.").format(count=len(matches)),
+            field="recipient",
+        )
+    return dataclasses.replace(filters, recipient_share_ids=tuple(sorted(matches)))
+
+
+def stored_prefixes(portal: Portal, prefix: str) -> list[str]:
+    """Return the stored IP prefixes (policy length) that a searched network covers or lies in.
+
+    Raises:
+        InvalidInput: the network covers more than `MAX_PREFIX_EXPANSION` stored prefixes.
+    """
+    network = ipaddress.ip_network(prefix, strict=False)
+    security = portal.policies.security
+    stored_bits = security.ip_prefix_v4 if network.version == 4 else security.ip_prefix_v6
+    if network.prefixlen >= stored_bits:
+        return [str(network.supernet(new_prefix=stored_bits))]
+
+    count = 1 << (stored_bits - network.prefixlen)
+    if count > MAX_PREFIX_EXPANSION:
+        raise InvalidInput(
+            _(
+                "ip_prefix='{value}' is too wide: events keep /{bits} prefixes. "
+                "Use a prefix of /{limit} or longer."
+            ).format(
+                value=prefix, bits=stored_bits, limit=stored_bits - MAX_PREFIX_EXPANSION.bit_length() + 1
+            ),
+            field="ip_prefix",
+        )
+    return [str(subnet) for subnet in network.subnets(new_prefix=stored_bits)]
+
+
+def build_query(portal: Portal, filters: EventFilter) -> Select[AccessEvent]:
+    """Return the SELECT of matching events, unordered. Resolve the recipient filter first."""
     query = select(AccessEvent)
     if filters.patient_ref:
         pseudonym = pseudonymise(portal.keyring.secret("pseudonym"), filters.patient_ref)
         query = query.where(AccessEvent.patient_pseudonym == pseudonym)
     if filters.share_id:
         query = query.where(AccessEvent.share_id == filters.share_id)
+    if filters.recipient:
+        if filters.recipient_share_ids is None:
+            raise ValueError("call resolve_recipient before build_query when the recipient filter is set")
+        ids = filters.recipient_share_ids
+        query = query.where(AccessEvent.share_id.in_(ids) if ids else false())
     if filters.event_type:
         query = query.where(AccessEvent.event_type == filters.event_type)
     if filters.ip_prefix:
-        query = query.where(AccessEvent.ip_prefix == filters.ip_prefix)
+        prefixes = stored_prefixes(portal, filters.ip_prefix)
+        query = query.where(
+            AccessEvent.ip_prefix == prefixes[0]
+            if len(prefixes) == 1
+            else AccessEvent.ip_prefix.in_(prefixes)
+        )
     if filters.since:
         query = query.where(AccessEvent.time >= filters.since)
     if filters.until:
         query = query.where(AccessEvent.time < filters.until)
+    if filters.max_seq is not None:
+        query = query.where(AccessEvent.seq <= filters.max_seq)
     return query
 
 
 async def search(
     portal: Portal, filters: EventFilter, before_seq: int | None, limit: int = 50
 ) -> list[AccessEvent]:
+    """Return one page of matching events, newest first, older than `before_seq` when given."""
+    filters = await resolve_recipient(portal, filters)
     query = build_query(portal, filters).order_by(AccessEvent.seq.desc()).limit(limit)
     if before_seq:
         query = query.where(AccessEvent.seq < before_seq)
@@ -129,6 +247,7 @@ async def search(
 
 async def iterate_events(portal: Portal, filters: EventFilter) -> AsyncIterator[dict[str, Any]]:
     """Yield matching events in order, one short transaction per page, so no lock is held while streaming."""
+    filters = await resolve_recipient(portal, filters)
     after = 0
     while True:
         query = (
