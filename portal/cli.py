@@ -22,7 +22,7 @@ from portal.policies import PolicyError
 log = logging.getLogger("portal.cli")
 
 # Feature packages that add their own subcommands through a ``register(subparsers)`` function.
-COMMAND_MODULES: list[str] = ["portal.retention.cli"]
+COMMAND_MODULES: list[str] = ["portal.retention.cli", "portal.shares.trace"]
 
 
 def _serve(args: argparse.Namespace) -> int:

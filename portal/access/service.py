@@ -125,12 +125,7 @@ async def redeem(
         birth_matches = await verify_secret(CODE_HASHER, share.second_factor_hash, birth_date or "")
         matches = matches and birth_matches
 
-    if share is None:
-        async with portal.transaction() as db:
-            await record(db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"})
-        raise AccessDenied(_(GENERIC_DENIAL), field="code")
-
-    if not matches:
+    if share is None or not matches:
         await _count_failure(portal, who, share)
         raise AccessDenied(_(GENERIC_DENIAL), field="code")
 
@@ -203,14 +198,19 @@ def _unavailable_reason(share: Share, now: dt.datetime) -> str:
     return "used"
 
 
-async def _count_failure(portal: Portal, who: Actor, share: Share) -> None:
+async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> None:
+    """Count a failed attempt against its share and record it.
+
+    An unknown locator runs the same UPDATE against an id that matches nothing, so unknown and wrong codes do
+    the same database work and take the same time.
+    """
     limit = portal.policies.security.max_failed_attempts
     now = utcnow()
-    recipient = _recipient(share.id, who)
+    share_id = share.id if share else uuid.uuid4()
     async with portal.transaction() as db:
         result = await db.execute(
             update(Share)
-            .where(Share.id == share.id)
+            .where(Share.id == share_id)
             .values(
                 failed_attempts=Share.failed_attempts + 1,
                 locked_at=case(
@@ -221,7 +221,13 @@ async def _count_failure(portal: Portal, who: Actor, share: Share) -> None:
             )
             .returning(Share.failed_attempts, Share.locked_at)
         )
-        failures, locked_at = result.one()
+        counted = result.one_or_none()
+        if share is None or counted is None:
+            await record(db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"})
+            return
+
+        failures, locked_at = counted
+        recipient = _recipient(share.id, who)
         await record(
             db, recipient, "code.failed", outcome="failure", share_id=share.id,
             details={"reason": "wrong_code", "failed_attempts": failures},
