@@ -210,7 +210,8 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
     async with portal.transaction() as db:
         result = await db.execute(
             update(Share)
-            .where(Share.id == share_id)
+            # A locked share stops counting: its count stays at the limit that locked it.
+            .where(Share.id == share_id, Share.locked_at.is_(None))
             .values(
                 failed_attempts=Share.failed_attempts + 1,
                 locked_at=case(
@@ -222,8 +223,14 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
             .returning(Share.failed_attempts, Share.locked_at)
         )
         counted = result.one_or_none()
-        if share is None or counted is None:
+        if share is None:
             await record(db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"})
+            return
+        if counted is None:
+            await record(
+                db, _recipient(share.id, who), "code.failed", outcome="failure", share_id=share.id,
+                details={"reason": "locked"},
+            )
             return
 
         failures, locked_at = counted

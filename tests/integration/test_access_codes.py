@@ -107,6 +107,9 @@ async def test_fifth_failure_locks_share(app: Litestar, client: AsyncTestClient[
     assert locked.status_code == 400
     assert "This code cannot be used" in locked.text
 
+    for _ in range(2):
+        assert (await redeem(client, wrong_code_for(share["access_code"]))).status_code == 400
+
     types = await event_types(app)
     assert types.count("code.locked") == 1
     status = await client.get(f"/api/v1/shares/{share['id']}", headers=_headers)

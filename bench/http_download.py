@@ -1,0 +1,218 @@
+"""Measure downloads of prepared copies over HTTP against nginx serving the same files statically.
+
+Usage (from the repository root):
+    .venv/bin/python -m bench.http_download [--sizes 5,28] [--connections 1,16,64] [--seconds 10]
+        [--workers 2] [--store database|filesystem] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Each portal download needs a redeemed recipient session and counts against its share's download allowance,
+so the script creates shares with a ``bench`` profile (20 downloads each) and gives wrk one session cookie
+per share. Every wrk thread moves to its next cookie after 20 requests. nginx serves a byte-identical copy
+with sendfile. Both listen on 127.0.0.1 and are measured with wrk on the same machine, so client and
+server share the CPU. Figures are MB/s (10**6 bytes per second) of response bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench._server import (
+    BENCH_MAX_DOWNLOADS,
+    DEFAULT_ADMIN_URL,
+    WrkResult,
+    nginx_serving,
+    portal_deployment,
+    run_wrk,
+    session_for,
+    share,
+    upload,
+)
+from tests.load.documents import photo_report
+from tests.load.recipient import ACCESS_COOKIE
+from tests.load.servers import PortalServer, client_address
+
+# Uploads are capped at 30 MB, so larger copies are referral packages of several documents. The PDF job
+# that prepares a copy also accepts at most 30 MB of input in total, so a copy cannot reach 50 MB.
+MAX_DOCUMENT_BYTES = 25_000_000
+SHARE_CONCURRENCY = 4
+WRK_THREADS = 2
+
+DOWNLOAD_LUA = """
+local cookies = {}
+local per_cookie = tonumber(os.getenv("BENCH_PER_COOKIE"))
+local threads = tonumber(os.getenv("BENCH_THREADS"))
+local counter = 0
+local next_id = 0
+
+setup = function(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+
+init = function(args)
+  for line in io.lines(os.getenv("BENCH_COOKIES")) do table.insert(cookies, line) end
+end
+
+request = function()
+  local index = math.floor(counter / per_cookie) * threads + id + 1
+  counter = counter + 1
+  local cookie = cookies[index] or cookies[#cookies]
+  return wrk.format("GET", "/access/download", {["Cookie"] = "__Host-portal-access=" .. cookie})
+end
+"""
+
+
+async def _prepare_document_ids(
+    http: httpx.AsyncClient, server: PortalServer, headers: dict[str, str], size_mb: int
+) -> list[str]:
+    total = size_mb * 1_000_000
+    parts = math.ceil(total / MAX_DOCUMENT_BYTES)
+    ids = []
+    for part in range(parts):
+        pdf = photo_report(total // parts, seed=size_mb * 10 + part)
+        ids.append(await upload(http, server.url, headers, pdf, f"Bench {size_mb} MB part {part + 1}"))
+    return ids
+
+
+async def _sessions(
+    http: httpx.AsyncClient,
+    server: PortalServer,
+    headers: dict[str, str],
+    document_ids: list[str],
+    count: int,
+    first_address: int,
+) -> list[str]:
+    limit = asyncio.Semaphore(SHARE_CONCURRENCY)
+
+    async def one(index: int) -> str:
+        async with limit:
+            code = await share(http, server.url, headers, document_ids)
+            return await session_for(http, server.url, code, client_address(first_address + index))
+
+    return await asyncio.gather(*(one(index) for index in range(count)))
+
+
+def _row(label: str, size_mb: int, connections: int, result: WrkResult) -> str:
+    return (
+        f"| {label} | {size_mb} MB | {connections} | {result.megabytes_per_second:,.0f} | "
+        f"{result.requests_per_second:,.1f} | {result.latency_p50_ms:,.0f} | {result.latency_p99_ms:,.0f} | "
+        f"{result.errors} |"
+    )
+
+
+async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
+    rows = []
+    store_env = {"PORTAL_BLOB_STORE": arguments.store}
+    with portal_deployment(root, arguments.database_url, **store_env) as deployment:
+        server = deployment.server("portal", workers=arguments.workers)
+        server.start()
+        headers = deployment.clinician_token("bench@riverside.test")
+        files = root / "static"
+        files.mkdir()
+        address = 0
+
+        async with httpx.AsyncClient(timeout=120) as http:
+            for size_mb in arguments.sizes:
+                document_ids = await _prepare_document_ids(http, server, headers, size_mb)
+
+                # One download first: the copy's real size and a single-stream rate to size the session pool.
+                [cookie] = await _sessions(http, server, headers, document_ids, 1, address)
+                address += 1
+                started = time.perf_counter()
+                answer = await http.get(
+                    server.url + "/access/download", headers={"Cookie": f"{ACCESS_COOKIE}={cookie}"}
+                )
+                answer.raise_for_status()
+                single_rate = len(answer.content) / (time.perf_counter() - started)
+                (files / f"copy-{size_mb}.pdf").write_bytes(answer.content)
+                size = len(answer.content)
+                print(
+                    f"{size_mb} MB: copy is {size:,} bytes, one download {single_rate / 1e6:,.0f} MB/s",
+                    flush=True,
+                )
+
+                for connections in arguments.connections:
+                    # Allowance for twice the single-stream rate on every core, plus one share per wrk thread.
+                    expected = (
+                        arguments.seconds * single_rate * 2 * (os.cpu_count() or 1) / len(answer.content)
+                    )
+                    share_count = math.ceil(expected / BENCH_MAX_DOWNLOADS) + WRK_THREADS
+                    cookies = await _sessions(http, server, headers, document_ids, share_count, address)
+                    address += share_count
+                    cookie_file = root / f"cookies-{size_mb}-{connections}.txt"
+                    cookie_file.write_text("\n".join(cookies) + "\n")
+
+                    result = run_wrk(
+                        server.url + "/access/download",
+                        connections=connections,
+                        seconds=arguments.seconds,
+                        threads=WRK_THREADS,
+                        script=DOWNLOAD_LUA,
+                        env={
+                            "BENCH_COOKIES": str(cookie_file),
+                            "BENCH_PER_COOKIE": str(BENCH_MAX_DOWNLOADS),
+                            "BENCH_THREADS": str(min(WRK_THREADS, connections)),
+                        },
+                    )
+                    rows.append(
+                        _row(
+                            f"portal ({arguments.store} store, {arguments.workers} workers)",
+                            size_mb,
+                            connections,
+                            result,
+                        )
+                    )
+                    print(rows[-1], f"[{share_count} shares]", flush=True)
+        server.stop()
+
+        with nginx_serving(files, workers=arguments.workers) as nginx_url:
+            for size_mb in arguments.sizes:
+                for connections in arguments.connections:
+                    result = run_wrk(
+                        f"{nginx_url}/copy-{size_mb}.pdf",
+                        connections=connections,
+                        seconds=arguments.seconds,
+                        threads=WRK_THREADS,
+                    )
+                    rows.append(
+                        _row(f"nginx (sendfile, {arguments.workers} workers)", size_mb, connections, result)
+                    )
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="5,28", help="copy sizes in MB, comma-separated (at most 29)")
+    parser.add_argument("--connections", default="1,16,64", help="wrk connection counts, comma-separated")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (1 to 60)")
+    parser.add_argument("--workers", type=int, default=2, help="portal and nginx worker processes")
+    parser.add_argument(
+        "--store", choices=["database", "filesystem"], default="database", help="portal blob store"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("PORTAL_TEST_DATABASE_URL") or DEFAULT_ADMIN_URL,
+        help="PostgreSQL server to create the throwaway database on",
+    )
+    arguments = parser.parse_args()
+    arguments.sizes = [int(value) for value in arguments.sizes.split(",")]
+    arguments.connections = [int(value) for value in arguments.connections.split(",")]
+    arguments.seconds = max(1, min(arguments.seconds, 60))
+
+    with tempfile.TemporaryDirectory(prefix="http-download-") as folder:
+        rows = asyncio.run(_measure(arguments, Path(folder)))
+    print("\n| server | copy | connections | MB/s | downloads/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
