@@ -1,32 +1,64 @@
-"""Benchmark: time and peak memory to make one protected, watermarked copy, against peer tools.
+"""Measure the time and peak memory to make one protected, watermarked copy, against peer tools.
 
-Usage: ``python bench/pdf_copy.py`` from the repository root. It generates its inputs in a temporary
-folder: text reports of 2, 20, 200 and 2000 pages, and a 10-page report of 12-megapixel photos. Each
-method then runs in its own child process, whose wall time and peak RSS (``wait4``) are reported:
+Usage: ``python bench/pdf_copy.py [--runs 3] [--pages 2 20 200 2000]`` from the repository root.
 
-- portal: ``sanitize`` + ``prepare_copy`` (budgets, active-content walk, watermark, marker, AES-256 R6)
+It generates its inputs in a temporary folder: text reports of the given page counts (48 lines of text per
+A4 page inside one ``q ... Q`` pair), and a 10-page report of 12-megapixel JPEG photos (about 58 MiB,
+above the portal's 30 MB upload limit, so only the pipeline functions accept it). Every method runs
+``--runs`` times per input, each run in a fresh child process, round-robin so that load from other jobs
+on the machine falls on all methods alike. The table gives medians.
+
+- portal: ``sanitize`` + ``prepare_copy`` (budgets, active-content walk, content check, watermark with
+  the embedded DejaVu subset, marker, AES-256 R6, verification of the saved files)
 - floor: pikepdf open + save with AES-256 R6, nothing else
-- qpdf: ``qpdf --overlay wm.pdf --repeat=1 -- --encrypt u o 256 -- in out``
-- pypdf: ``merge_page`` of a watermark page on every page, then ``encrypt`` with AES-256
+- qpdf: ``qpdf --overlay wm.pdf --repeat=1 -- --encrypt u o 256 -- in out`` (the Debian qpdf CLI)
+- pypdf: ``merge_page`` of the stamp page on every page, ``compress_content_streams`` on every page,
+  then ``encrypt(algorithm="AES-256")``. Without ``compress_content_streams``, pypdf 7.1.1 writes every
+  page without the stamp when the writer is encrypted: the merged content is kept as parsed operations,
+  and the encrypted write uses the stale stream data. The benchmark verifies every copy, so that run
+  fails verification (``--pypdf-plain`` shows it).
+
+The stamp page ``wm.pdf`` carries the portal's own watermark (the same text and embedded font, drawn for
+an A4 page), so all three tools draw the same glyphs.
+
+Timing: "work" is measured inside the child around the job alone: imports and the portal's per-process
+warm-up (``pipeline.warm_up``, which the worker pool runs once per worker before its first job) happen
+before the clock starts, as in a warm worker. For the qpdf CLI, starting the qpdf process is part of the
+job. "wall" is the whole child process, with interpreter start-up and imports. Peak MiB is the child's
+maximum resident set (``wait4``), including qpdf's process for the CLI method.
+
+Verification runs outside the timing. Every copy must open with its user password ("u", or the access
+code for the portal's copy) and not without it, and must use AES-256 (R6, AESV3). Every copy but the
+floor's must also carry the recipient's name on every page, found by pdfium's text extraction.
 
 The inputs are benchmark dummies, so passwords on the qpdf command line are harmless here.
 """
 
+import argparse
 import datetime
 import io
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-TEXT_PAGES = (2, 20, 200, 2000)
+DEFAULT_PAGES = (2, 20, 200, 2000)
 PHOTO_PAGES = 10
 PHOTO_SIZE = (4000, 3000)
 METHODS = ("portal", "floor", "qpdf", "pypdf")
 RUN_TIMEOUT_SECONDS = 900
+RECIPIENT = "Zoë Łukasiewicz"
+REFERENCE = "S-7K3M9Q"
+ISSUED_ON = datetime.date(2025, 3, 14)
+# Benchmark dummies, not secrets: the copies are thrown away with the temporary folder.
+PORTAL_PASSWORD = "7K3M-9QXA-PLEH"  # noqa: S105
+PEER_PASSWORD = "u"  # noqa: S105
 
 
 def make_text_report(pages: int, path: Path) -> None:
@@ -39,11 +71,15 @@ def make_text_report(pages: int, path: Path) -> None:
         )
     )
     for number in range(pages):
-        lines = [
+        # Like the output of word processors, the page saves and restores the graphics state, so the
+        # portal's content check has q and Q operators to count.
+        lines = ["q", "0 0 0 rg"]
+        lines += [
             f"BT /F1 11 Tf 72 {760 - 14 * row} Td (Progress note {number + 1}.{row}: wound healing "
             f"well, no signs of infection, dressing changed.) Tj ET"
             for row in range(48)
         ]
+        lines.append("Q")
         page = pdf.add_blank_page(page_size=(595, 842))
         page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
         page.obj.Contents = pdf.make_stream("\n".join(lines).encode())
@@ -74,88 +110,94 @@ def make_photo_report(path: Path) -> None:
     pdf.save(path)
 
 
-def make_overlay(path: Path) -> None:
+def make_stamp(path: Path) -> None:
+    """Write a one-page A4 PDF that carries the portal's watermark for the benchmark recipient."""
     import pikepdf
+
+    from portal.pdf import fonts, watermark
+    from portal.pdf.pipeline import watermark_text
+
+    text = watermark_text(RECIPIENT, REFERENCE, ISSUED_ON)
+    font = fonts.subset_for(text.diagonal + text.footer)
 
     pdf = pikepdf.new()
     page = pdf.add_blank_page(page_size=(595, 842))
-    font = pikepdf.Dictionary(
-        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
-    )
-    page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(WmF=font))
-    page.obj.Contents = pdf.make_stream(
-        b"q 0.85 0.05 0.55 rg BT /WmF 36 Tf 0.57 0.82 -0.82 0.57 120 150 Tm (Zoe Lukasiewicz 2025-03-14 S-7K3M9Q) Tj ET "
-        b"BT /WmF 9 Tf 1 0 0 1 150 20 Tm (Personal copy for Zoe Lukasiewicz S-7K3M9Q) Tj ET Q"
-    )
+    shared = watermark.shared_resources(pdf, fonts.embed(pdf, font))
+    names = watermark.add_resources(pdf, page.obj, shared)
+    geometry = watermark.page_geometry(page.obj, 1)
+    page.obj.Contents = pdf.make_stream(watermark.watermark_content(geometry, text, font, names))
     pdf.save(path)
 
 
-def run_method(method: str, source: Path, overlay: Path, output: Path) -> None:
-    """Make one copy of ``source`` with ``method`` (runs inside the measured child process)."""
-    started = time.monotonic()
-    copy_with(method, source, overlay, output)
-    # The parent reads this line: work time without interpreter start-up and imports.
-    print(f"work-seconds {time.monotonic() - started:.3f}", flush=True)
-
-
-def copy_with(method: str, source: Path, overlay: Path, output: Path) -> None:
+def prepare(method: str) -> Callable[[Path, Path, Path], None]:
+    """Import what ``method`` needs and return its job; runs in the child before the clock starts."""
     if method == "portal":
         from portal.pdf import Budgets, prepare_copy, sanitize
-        from portal.pdf.pipeline import CopyRequest
+        from portal.pdf.pipeline import CopyRequest, warm_up
 
+        warm_up()
         budgets = Budgets(max_pages=5000)
-        stored = sanitize(source.read_bytes(), budgets)
-        copy = prepare_copy(
-            CopyRequest(
-                [stored.pdf],
-                "Zoë Łukasiewicz",
-                "S-7K3M9Q",
-                datetime.date(2025, 3, 14),
-                os.urandom(16),
-                "7K3M-9QXA-PLEH",
-            ),
-            budgets,
-        )
-        output.write_bytes(copy)
-    elif method == "floor":
+
+        def portal_job(source: Path, stamp: Path, output: Path) -> None:
+            stored = sanitize(source.read_bytes(), budgets)
+            request = CopyRequest(
+                [stored.pdf], RECIPIENT, REFERENCE, ISSUED_ON, os.urandom(16), PORTAL_PASSWORD
+            )
+            output.write_bytes(prepare_copy(request, budgets))
+
+        return portal_job
+
+    if method == "floor":
         import pikepdf
 
-        with pikepdf.open(source) as pdf:
-            pdf.save(output, encryption=pikepdf.Encryption(owner="o" * 64, user="u", R=6))
-    elif method == "qpdf":
-        subprocess.run(
-            [
-                "/usr/bin/qpdf",
-                "--overlay",
-                str(overlay),
-                "--repeat=1",
-                "--",
-                "--encrypt",
-                "u",
-                "o",
-                "256",
-                "--",
-                str(source),
-                str(output),
-            ],
-            check=True,
-        )
-    elif method == "pypdf":
+        def floor_job(source: Path, stamp: Path, output: Path) -> None:
+            with pikepdf.open(source) as pdf:
+                encryption = pikepdf.Encryption(owner="o" * 64, user=PEER_PASSWORD, R=6)
+                pdf.save(output, encryption=encryption)
+
+        return floor_job
+
+    if method == "qpdf":
+
+        def qpdf_job(source: Path, stamp: Path, output: Path) -> None:
+            command = ["/usr/bin/qpdf", "--overlay", str(stamp), "--repeat=1", "--"]
+            command += ["--encrypt", PEER_PASSWORD, "o", "256", "--", str(source), str(output)]
+            subprocess.run(command, check=True, timeout=RUN_TIMEOUT_SECONDS)
+
+        return qpdf_job
+
+    if method in ("pypdf", "pypdf-plain"):
         from pypdf import PdfReader, PdfWriter
 
-        stamp = PdfReader(overlay).pages[0]
-        writer = PdfWriter(clone_from=PdfReader(source))
-        for page in writer.pages:
-            page.merge_page(stamp)
-        writer.encrypt("u", "o", algorithm="AES-256")
-        with output.open("wb") as handle:
-            writer.write(handle)
+        def pypdf_job(source: Path, stamp: Path, output: Path) -> None:
+            stamp_page = PdfReader(stamp).pages[0]
+            writer = PdfWriter(clone_from=PdfReader(source))
+            for page in writer.pages:
+                page.merge_page(stamp_page)
+                if method == "pypdf":
+                    page.compress_content_streams()
+            writer.encrypt(PEER_PASSWORD, "o", algorithm="AES-256")
+            with output.open("wb") as handle:
+                writer.write(handle)
+
+        return pypdf_job
+
+    raise ValueError(f"unknown method {method!r}")
 
 
-def measure(method: str, source: Path, overlay: Path, output: Path) -> tuple[float, float, float]:
+def run_method(method: str, source: Path, stamp: Path, output: Path) -> None:
+    """Make one copy of ``source`` with ``method`` (runs inside the measured child process)."""
+    job = prepare(method)
+    started = time.perf_counter()
+    job(source, stamp, output)
+    # The parent reads this line: work time without interpreter start-up, imports and warm-up.
+    print(f"work-seconds {time.perf_counter() - started:.4f}", flush=True)
+
+
+def measure(method: str, source: Path, stamp: Path, output: Path) -> tuple[float, float, float]:
     """Run one method in a child process; return wall seconds, work seconds and peak RSS in MiB."""
-    started = time.monotonic()
-    command = [sys.executable, __file__, "--run", method, str(source), str(overlay), str(output)]
+    started = time.perf_counter()
+    command = [sys.executable, __file__, "--run", method, str(source), str(stamp), str(output)]
     child = subprocess.Popen(
         command,
         cwd=REPOSITORY,
@@ -168,52 +210,147 @@ def measure(method: str, source: Path, overlay: Path, output: Path) -> tuple[flo
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        if time.monotonic() > deadline:
+        if time.perf_counter() > deadline:
             child.kill()
+            child.wait()
             return float("nan"), float("nan"), float("nan")
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
     assert child.stdout is not None
     report = child.stdout.read()
+    child.stdout.close()
     if os.waitstatus_to_exitcode(status) != 0 or "work-seconds" not in report:
         return float("nan"), float("nan"), float("nan")
     work = float(report.split("work-seconds")[1].split()[0])
     return elapsed, work, usage.ru_maxrss / 1024
 
 
-def make_inputs(workdir: Path) -> None:
-    """Write the overlay and every input report into ``workdir`` (run in a child process)."""
-    make_overlay(workdir / "wm.pdf")
-    for pages in TEXT_PAGES:
-        make_text_report(pages, workdir / f"text-{pages}.pdf")
+def verify(method: str, copy: Path) -> str:
+    """Check the copy's encryption and watermark; return "ok" or what is wrong."""
+    import pikepdf
+    import pypdfium2
+    from pikepdf.models.encryption import EncryptionMethod
+
+    password = PORTAL_PASSWORD if method == "portal" else PEER_PASSWORD
+    try:
+        with pikepdf.open(copy, password=password) as pdf:
+            info = pdf.encryption
+            if info.R != 6 or info.stream_method != EncryptionMethod.aesv3 or info.bits != 256:
+                return f"weak encryption R{info.R}"
+            page_count = len(pdf.pages)
+    except pikepdf.PasswordError:
+        return "password rejected"
+    try:
+        pikepdf.open(copy).close()
+        return "opens without password"
+    except pikepdf.PasswordError:
+        pass
+    if method == "floor":
+        return "ok"
+
+    document = pypdfium2.PdfDocument(str(copy), password=password)
+    stamped = 0
+    for index in range(len(document)):
+        page = document[index]
+        textpage = page.get_textpage()
+        if RECIPIENT in textpage.get_text_range():
+            stamped += 1
+        textpage.close()
+        page.close()
+    document.close()
+    return "ok" if stamped == page_count else f"watermark on {stamped} of {page_count} pages"
+
+
+def make_inputs(workdir: Path, pages: list[int]) -> None:
+    """Write the stamp and every input report into ``workdir`` (run in a child process)."""
+    make_stamp(workdir / "wm.pdf")
+    for count in pages:
+        make_text_report(count, workdir / f"text-{count}.pdf")
     make_photo_report(workdir / "photos-10.pdf")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per method and input (1 to 9)")
+    parser.add_argument("--pages", type=int, nargs="+", default=list(DEFAULT_PAGES), help="text report sizes")
+    parser.add_argument("--pypdf-plain", action="store_true", help="also run pypdf without compression")
+    arguments = parser.parse_args()
+    runs = max(1, min(arguments.runs, 9))
+    methods = [*METHODS, "pypdf-plain"] if arguments.pypdf_plain else list(METHODS)
+
+    # The parent imports no PDF library: a child's peak RSS would start at the parent's.
+    qpdf_version = subprocess.run(["/usr/bin/qpdf", "--version"], capture_output=True, text=True, check=True)
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("pikepdf", "pypdf", "pypdfium2"))
+    print(f"# {versions}, {qpdf_version.stdout.splitlines()[0]} (CLI),")
+    print(f"# {os.cpu_count()} CPUs, {runs} runs per method and input, medians")
+    print(f"# load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         # Inputs are made in a child so the parent stays small: a forked child's peak RSS starts at ours.
-        subprocess.run([sys.executable, __file__, "--make", str(workdir)], check=True, cwd=REPOSITORY)
-        overlay = workdir / "wm.pdf"
-        inputs = [(f"text, {pages} pages", workdir / f"text-{pages}.pdf") for pages in TEXT_PAGES]
+        make = [sys.executable, __file__, "--make", str(workdir), *map(str, arguments.pages)]
+        subprocess.run(make, check=True, cwd=REPOSITORY, env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
+        stamp = workdir / "wm.pdf"
+        inputs = [(f"text, {count} pages", workdir / f"text-{count}.pdf") for count in arguments.pages]
         inputs.append((f"photos, {PHOTO_PAGES} pages of 12 MP", workdir / "photos-10.pdf"))
 
-        header = " | ".join(f"{method} wall s / work s / MiB" for method in METHODS)
-        print(f"| input | size | {header} | portal/floor (work) |")
-        print("|---|---|" + "---|" * len(METHODS) + "---|")
+        header = " | ".join(f"{method} wall / work s, MiB" for method in methods)
+        print(f"| input | size | {header} | portal/floor | qpdf/portal | pypdf/portal | checks |")
+        print("|---|---|" + "---|" * len(methods) + "---|---|---|---|")
         for label, path in inputs:
-            results = {
-                method: measure(method, path, overlay, workdir / f"out-{method}.pdf") for method in METHODS
-            }
-            cells = [f"{wall:.2f} / {work:.2f} / {peak:.0f}" for wall, work, peak in results.values()]
-            ratio = results["portal"][1] / results["floor"][1]
-            size = path.stat().st_size / 2**20
-            print(f"| {label} | {size:.1f} MiB | " + " | ".join(cells) + f" | {ratio:.1f}x |", flush=True)
+            samples: dict[str, list[tuple[float, float, float]]] = {method: [] for method in methods}
+            failures: dict[str, str] = {}
+            for _ in range(runs):
+                for method in methods:
+                    output = workdir / f"out-{method}.pdf"
+                    output.unlink(missing_ok=True)
+                    samples[method].append(measure(method, path, stamp, output))
+                    outcome = _verify_in_child(method, output) if output.exists() else "no output"
+                    if outcome != "ok":
+                        failures[method] = outcome
+            print(_row(label, path, samples, failures), flush=True)
+
+    print(f"# load average after: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+
+
+def _verify_in_child(method: str, copy: Path) -> str:
+    command = [sys.executable, __file__, "--verify", method, str(copy)]
+    result = subprocess.run(
+        command,
+        cwd=REPOSITORY,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    return result.stdout.strip() or f"verification failed (exit code {result.returncode})"
+
+
+def _row(
+    label: str, path: Path, samples: dict[str, list[tuple[float, float, float]]], failures: dict[str, str]
+) -> str:
+    medians = {
+        method: tuple(statistics.median(values) for values in zip(*runs, strict=True))
+        for method, runs in samples.items()
+    }
+    cells = [f"{wall:.2f} / {work:.3f}, {peak:.0f}" for wall, work, peak in medians.values()]
+    portal = medians["portal"][1]
+    ratios = [
+        f"{portal / medians['floor'][1]:.1f}x",
+        f"{medians['qpdf'][1] / portal:.2f}x",
+        f"{medians['pypdf'][1] / portal:.1f}x",
+    ]
+    checks = "all ok" if not failures else "; ".join(f"{name}: {why}" for name, why in failures.items())
+    size = path.stat().st_size / 2**20
+    return f"| {label} | {size:.1f} MiB | " + " | ".join(cells + ratios) + f" | {checks} |"
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--make":
-        make_inputs(Path(sys.argv[2]))
+    if len(sys.argv) >= 3 and sys.argv[1] == "--make":
+        make_inputs(Path(sys.argv[2]), [int(value) for value in sys.argv[3:]])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--verify":
+        print(verify(sys.argv[2], Path(sys.argv[3])))
     elif len(sys.argv) == 6 and sys.argv[1] == "--run":
         run_method(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
     else:

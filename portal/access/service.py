@@ -25,14 +25,14 @@ from portal.errors import (
     ShareUnavailable,
     TooManyRequests,
 )
-from portal.i18n import _
+from portal.i18n import N_, _
 from portal.models import AuthSession, Share, utcnow
 from portal.security import codes, throttle
 from portal.security.client import ip_prefix
 from portal.security.hashing import CODE_HASHER, verify_secret
 from portal.security.sessions import load_session, start_session
 
-GENERIC_DENIAL = (
+GENERIC_DENIAL = N_(
     "This code cannot be used. Check that you typed it exactly as printed. If it still does not work, it may "
     "have expired or been used already: contact the clinic that gave it to you."
 )
@@ -71,14 +71,13 @@ def parse_date_of_birth(text: str) -> str:
     return parsed.isoformat()
 
 
-async def check_flood(portal: Portal, client_address: str | None) -> None:
+async def check_flood(portal: Portal, db: AsyncSession, client_address: str | None) -> None:
     """Count this attempt against the client's address (IPv4 /32, IPv6 /64) across all processes."""
     prefix = ip_prefix(client_address, 32, 64)
     if prefix is None:
         return
     limit = portal.policies.security.attempts_per_ip_per_minute
-    async with portal.transaction() as db:
-        count = await throttle.hit(db, f"code:{prefix}", dt.timedelta(minutes=1))
+    count = await throttle.hit(db, f"code:{prefix}", dt.timedelta(minutes=1))
     if count > limit:
         raise TooManyRequests(_("Too many attempts from your connection. Wait one minute, then try again."))
 
@@ -97,7 +96,6 @@ async def redeem(
     A share whose profile asks for the date of birth is told apart by its public locator alone, before any
     secret is checked, so asking for the date reveals nothing about the secret part of the code.
     """
-    await check_flood(portal, client_address)
     try:
         code = codes.normalise(entered[:64])
     except codes.CodeFormatError:
@@ -109,8 +107,16 @@ async def redeem(
             field="code",
         ) from None
 
+    # The flood counter commits even when the attempt is refused: TooManyRequests is raised after the commit.
+    flooded: TooManyRequests | None = None
     async with portal.transaction() as db:
+        try:
+            await check_flood(portal, db, client_address)
+        except TooManyRequests as error:
+            flooded = error
         share = await db.scalar(select(Share).where(Share.code_locator == codes.locator_of(code)))
+    if flooded is not None:
+        raise flooded
 
     birth_date = parse_date_of_birth(date_of_birth) if date_of_birth and date_of_birth.strip() else None
     if share is not None and share.second_factor_hash and birth_date is None:
@@ -177,11 +183,7 @@ async def _spend(
             await record(db, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
     if spent is None:
         raise AccessDenied(_(GENERIC_DENIAL), field="code")
-
-    async with portal.transaction() as db:
-        fresh = await db.get(Share, share.id)
-    assert fresh is not None
-    return Redemption(share=fresh, session_id=session_id)
+    return Redemption(share=share, session_id=session_id)
 
 
 def _unavailable_reason(share: Share, now: dt.datetime) -> str:

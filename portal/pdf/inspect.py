@@ -5,18 +5,22 @@ ceiling, image sizes come from dictionaries and JBIG2 headers, and the object wa
 structure cannot exhaust the Python stack.
 """
 
-import io
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import pikepdf
 
-from portal.pdf import streams
+from portal.pdf import buffers, streams
 from portal.pdf.budgets import Budgets
 from portal.pdf.errors import PdfRejected
+from portal.pdf.objects import entry
 
 HEADER_WINDOW = 1024
+# Page content beyond these sizes (per stream, and in total) is not kept from the budget scan, so qpdf
+# decodes it again for the content check. The total bounds the memory the kept bytes take.
+MAX_KEPT_BYTES = 16 * 2**20
+MAX_KEPT_TOTAL_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -86,36 +90,49 @@ def pdf_errors() -> Iterator[None]:
         ) from error
 
 
-def open_pdf(data: bytes) -> OpenedPdf:
-    """Open ``data`` with an empty password and reject files that need a real password.
+@contextmanager
+def open_pdf(data: bytes) -> Iterator[OpenedPdf]:
+    """Open ``data`` with an empty password, reject files that need a real password, close it on exit.
 
     Raises:
         PdfRejected: ``password_required``, ``unsupported_encryption`` or ``damaged``.
     """
-    try:
-        pdf = pikepdf.open(io.BytesIO(data), password="")
-    except pikepdf.PasswordError as error:
-        raise _password_required() from error
-    except pikepdf.PdfError as error:
-        if "encrypt" in str(error).lower():
-            raise PdfRejected(
-                "unsupported_encryption",
-                "The PDF uses an encryption method the portal cannot open (for example certificate "
-                "encryption, or a broken encryption dictionary). Upload a copy saved without a password "
-                "or certificate protection.",
-            ) from error
-        raise
+    with ExitStack() as stack:
+        try:
+            pdf = stack.enter_context(buffers.open_bytes(data, password=""))
+        except pikepdf.PasswordError as error:
+            raise _password_required() from error
+        except pikepdf.PdfError as error:
+            if "encrypt" in str(error).lower():
+                raise PdfRejected(
+                    "unsupported_encryption",
+                    "The PDF uses an encryption method the portal cannot open (for example certificate "
+                    "encryption, or a broken encryption dictionary). Upload a copy saved without a password "
+                    "or certificate protection.",
+                ) from error
+            raise
 
-    # A user password with an empty owner password opens "as owner" with no password at all.
-    if pdf.is_encrypted and not pdf.user_password_matched:
-        pdf.close()
-        raise _password_required()
+        # A user password with an empty owner password opens "as owner" with no password at all.
+        if pdf.is_encrypted and not pdf.user_password_matched:
+            raise _password_required()
 
-    return OpenedPdf(pdf=pdf, warnings=list(pdf.get_warnings()))
+        yield OpenedPdf(pdf=pdf, warnings=list(pdf.get_warnings()))
 
 
-def check_budgets(pdf: pikepdf.Pdf, budgets: Budgets) -> None:
+def check_budgets(
+    pdf: pikepdf.Pdf, budgets: Budgets, keep: frozenset[tuple[int, int]] = frozenset()
+) -> dict[tuple[int, int], bytes]:
     """Check object count, nesting depth, image sizes and the decoded size of all streams.
+
+    Args:
+        pdf: The opened document.
+        budgets: The limits to enforce.
+        keep: Object ids of streams (page content) whose decoded bytes the caller wants back.
+
+    Returns:
+        The decoded bytes of the ``keep`` streams that are unfiltered or Flate-encoded, decode cleanly and
+        fit within ``MAX_KEPT_BYTES`` each and ``MAX_KEPT_TOTAL_BYTES`` together. Other streams in
+        ``keep`` are left out.
 
     Raises:
         PdfRejected: ``too_many_objects``, ``too_deep``, ``image_too_large`` or ``decoded_size_exceeded``.
@@ -128,17 +145,36 @@ def check_budgets(pdf: pikepdf.Pdf, budgets: Budgets) -> None:
         raise _too_many_objects(len(objects), budgets)
 
     decoded = 0
+    kept_bytes = 0
+    decoded_content: dict[tuple[int, int], bytes] = {}
     for obj in objects:
-        check_nesting(obj, budgets.max_nesting)
-        if isinstance(obj, pikepdf.Stream):
-            decoded += _stream_size(obj, budgets, budgets.max_decoded_bytes - decoded)
-            if decoded > budgets.max_decoded_bytes:
-                raise PdfRejected(
-                    "decoded_size_exceeded",
-                    f"The PDF's compressed data would expand to more than "
-                    f"{budgets.max_decoded_bytes // 2**20} MiB, the portal's limit. It may be a "
-                    "decompression bomb; if it is a real report, reduce image resolution and upload it again.",
-                )
+        top = obj.stream_dict if isinstance(obj, pikepdf.Stream) else obj
+        if not isinstance(top, (pikepdf.Dictionary, pikepdf.Array)):
+            continue
+
+        text = top.unparse(resolved=True)
+        # A path cannot nest deeper than the number of openers in the whole object.
+        if text.count(b"[") + text.count(b"<<") > budgets.max_nesting:
+            check_nesting(top, budgets.max_nesting)
+        if not isinstance(obj, pikepdf.Stream):
+            continue
+
+        remaining = budgets.max_decoded_bytes - decoded
+        keep_limit = min(MAX_KEPT_BYTES, MAX_KEPT_TOTAL_BYTES - kept_bytes) if obj.objgen in keep else -1
+        size, content = _stream_size(obj, text, budgets, remaining, keep_limit)
+        decoded += size
+        if decoded > budgets.max_decoded_bytes:
+            raise PdfRejected(
+                "decoded_size_exceeded",
+                f"The PDF's compressed data would expand to more than "
+                f"{budgets.max_decoded_bytes // 2**20} MiB, the portal's limit. It may be a "
+                "decompression bomb. If it is a real report, reduce the image resolution and upload it "
+                "again.",
+            )
+        if content is not None:
+            decoded_content[obj.objgen] = content
+            kept_bytes += len(content)
+    return decoded_content
 
 
 def check_pages(pdf: pikepdf.Pdf, budgets: Budgets) -> int:
@@ -184,7 +220,8 @@ def check_nesting(root: pikepdf.Object, max_depth: int) -> None:
 
 def stream_filters(stream: pikepdf.Stream) -> tuple[list[str], list[dict[str, int]]]:
     """Return the filter names and decode parameters of ``stream`` as plain Python values."""
-    raw_filter = stream.stream_dict.get("/Filter")
+    dictionary = stream.stream_dict
+    raw_filter = entry(dictionary, "/Filter")
     if isinstance(raw_filter, pikepdf.Name):
         names = [str(raw_filter)]
     elif isinstance(raw_filter, pikepdf.Array):
@@ -192,11 +229,11 @@ def stream_filters(stream: pikepdf.Stream) -> tuple[list[str], list[dict[str, in
     else:
         names = []
 
-    raw_parameters = stream.stream_dict.get("/DecodeParms")
+    raw_parameters = entry(dictionary, "/DecodeParms")
     if isinstance(raw_parameters, pikepdf.Dictionary):
         items = [raw_parameters]
     elif isinstance(raw_parameters, pikepdf.Array):
-        items = list(raw_parameters)
+        items = [item for item in raw_parameters if isinstance(item, pikepdf.Dictionary)]
     else:
         items = []
     parameters = [
@@ -208,25 +245,45 @@ def stream_filters(stream: pikepdf.Stream) -> tuple[list[str], list[dict[str, in
     return names, parameters
 
 
-def _stream_size(stream: pikepdf.Stream, budgets: Budgets, remaining: int) -> int:
+def _stream_size(
+    stream: pikepdf.Stream, text: bytes, budgets: Budgets, remaining: int, keep_limit: int
+) -> tuple[int, bytes | None]:
+    """Return the estimated decoded size of ``stream`` and its decoded bytes if they fit ``keep_limit``.
+
+    A negative ``keep_limit`` keeps nothing.
+    """
     names, parameters = stream_filters(stream)
     raw = stream.read_raw_bytes()
-    size = streams.decoded_length(raw, names, parameters, max(remaining, 0))
+    content = None
+    if keep_limit >= 0 and not names:
+        size = len(raw)
+        content = raw if size <= keep_limit else None
+    elif keep_limit >= 0 and names in (["/FlateDecode"], ["/Fl"]) and not parameters:
+        size, content = streams.inflate_content(raw, max(remaining, 0), keep_limit)
+    else:
+        size = streams.decoded_length(raw, names, parameters, max(remaining, 0))
 
-    dimensions = _image_dimensions(stream, names, raw)
-    if dimensions is not None:
-        width, height = dimensions
-        if width * height > budgets.max_image_pixels:
-            raise PdfRejected(
-                "image_too_large",
-                f"An image in the PDF is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-                f"the portal accepts at most {budgets.max_image_pixels / 1e6:.0f} megapixels per image. "
-                "Reduce the image resolution and upload the file again.",
-            )
+    # Only an image dictionary or a JBIG2 stream can name a pixel size.
+    if b"/Width" in text or "/JBIG2Decode" in names:
+        _check_image(stream, names, raw, budgets)
 
     # Image codecs are never decoded by the portal. Their pixels are bounded per image above, so they count
     # at their compressed size: ten 12-megapixel photos would otherwise exceed the decoded-size budget.
-    return size
+    return size, content
+
+
+def _check_image(stream: pikepdf.Stream, names: list[str], raw: bytes, budgets: Budgets) -> None:
+    dimensions = _image_dimensions(stream, names, raw)
+    if dimensions is None:
+        return
+    width, height = dimensions
+    if width * height > budgets.max_image_pixels:
+        raise PdfRejected(
+            "image_too_large",
+            f"An image in the PDF is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"the portal accepts at most {budgets.max_image_pixels / 1e6:.0f} megapixels per image. "
+            "Reduce the image resolution and upload the file again.",
+        )
 
 
 def _image_dimensions(stream: pikepdf.Stream, names: list[str], raw: bytes) -> tuple[int, int] | None:

@@ -40,12 +40,15 @@ def randomise_instance_id(data: bytes, marker: bytes) -> bytes:
 
     qpdf derives /ID[1] from the time and file contents, so two copies made in the same second share it.
     The trailer /ID is written as two hex strings and is not an input to revision 6 encryption keys, so an
-    in-place replacement of equal length leaves the file valid.
+    in-place replacement of equal length leaves the file valid. qpdf writes the trailer (or the
+    cross-reference stream) after the last ``startxref`` offset, so the search starts there.
     """
     pattern = re.compile(
         rb"/ID\s*\[\s*<" + marker.hex().encode() + rb">\s*<([0-9a-fA-F]{32})>", re.IGNORECASE
     )
-    found = list(pattern.finditer(data))
+    found = list(pattern.finditer(data, _last_xref_offset(data)))
+    if not found:
+        found = list(pattern.finditer(data))
     if not found:
         raise ValueError("the saved file has no /ID entry carrying the marker")
 
@@ -53,6 +56,14 @@ def randomise_instance_id(data: bytes, marker: bytes) -> bytes:
     for match in found:
         output[match.start(1) : match.end(1)] = secrets.token_bytes(16).hex().encode("ascii")
     return bytes(output)
+
+
+def _last_xref_offset(data: bytes) -> int:
+    matches = list(_STARTXREF.finditer(data[-4096:]))
+    if not matches:
+        return 0
+    offset = int(matches[-1].group(1))
+    return offset if 0 <= offset < len(data) else 0
 
 
 def read_marker(data: bytes) -> bytes | None:

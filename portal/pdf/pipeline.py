@@ -4,20 +4,29 @@ These are pure functions of bytes to bytes. They run inside the worker process (
 which adds the memory limit and the timeout; called directly they have no such protection.
 """
 
+import contextlib
 import datetime
-import io
 from dataclasses import dataclass, field
 
 import pikepdf
 from pikepdf.models.encryption import EncryptionMethod
 
-from portal.pdf import fonts, inspect, marker, protect, watermark
+from portal.pdf import buffers, content, fonts, inspect, marker, protect, watermark
 from portal.pdf import sanitize as active
 from portal.pdf.budgets import Budgets
 from portal.pdf.errors import PdfRejected
+from portal.pdf.objects import entry
 from portal.pdf.render import render_page
 
-__all__ = ["CopyRequest", "SanitizedDocument", "prepare_copy", "read_marker", "render_page", "sanitize"]
+__all__ = [
+    "CopyRequest",
+    "SanitizedDocument",
+    "prepare_copy",
+    "read_marker",
+    "render_page",
+    "sanitize",
+    "warm_up",
+]
 
 MAX_NAME_CHARACTERS = 120
 MAX_REFERENCE_CHARACTERS = 40
@@ -51,32 +60,33 @@ class CopyRequest:
 def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
     """Check an upload against the budgets, remove active content and metadata, and save it unencrypted.
 
+    Pages whose content leaves ``q`` open get a closing ``Q`` stream appended, so ``prepare_copy`` can
+    add the watermark without reading any page content.
+
     Raises:
         PdfRejected: For every file the portal does not accept; ``code`` gives the reason.
     """
     inspect.check_header(data)
 
-    with inspect.pdf_errors():
-        opened = inspect.open_pdf(data)
+    with inspect.pdf_errors(), inspect.open_pdf(data) as opened:
         pdf = opened.pdf
         was_encrypted = pdf.is_encrypted
 
-        inspect.check_budgets(pdf, budgets)
         page_count = inspect.check_pages(pdf, budgets)
-        for number, page in enumerate(pdf.pages, start=1):
-            watermark.page_geometry(page.obj, number)
-            watermark.unclosed_saves(pdf, page, number)
+        pages = [page.obj for page in pdf.pages]
+        page_streams = _survey_pages(pages)
+        keep = frozenset(stream.objgen for streams in page_streams for stream in streams)
+        decoded = inspect.check_budgets(pdf, budgets, keep)
+        for number, (page, streams) in enumerate(zip(pages, page_streams, strict=True), start=1):
+            _close_open_saves(pdf, page, streams, number, decoded)
 
-        signed = active.is_signed(pdf)
-        removed = active.remove_active_content(pdf)
-        output = io.BytesIO()
-        pdf.save(
-            output,
+        removed, signed = active.remove_active_content(pdf)
+        result = buffers.save_bytes(
+            pdf,
             encryption=False,
             fix_metadata_version=False,
             stream_decode_level=pikepdf.StreamDecodeLevel.none,
         )
-        result = output.getvalue()
         _verify_clean(result)
 
     notes = []
@@ -99,6 +109,9 @@ def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
 def prepare_copy(request: CopyRequest, budgets: Budgets) -> bytes:
     """Concatenate the sanitised documents, watermark every page, mark and encrypt the copy (AES-256 R6).
 
+    The documents must come from ``sanitize``: their page content is not read again, so content that
+    leaves ``q`` open would shift and scale the watermark.
+
     Raises:
         PdfRejected: When a document cannot be read or a page cannot carry the watermark.
         ValueError: When the request itself is invalid (no documents, a marker that is not 16 bytes).
@@ -107,18 +120,18 @@ def prepare_copy(request: CopyRequest, budgets: Budgets) -> bytes:
         raise ValueError("a copy needs at least one document")
     if len(request.marker) != marker.MARKER_BYTES:
         raise ValueError(f"marker must be {marker.MARKER_BYTES} bytes, got {len(request.marker)}")
-    text = _watermark_text(request)
+    text = watermark_text(request.recipient_name, request.share_reference, request.issued_on)
     font = fonts.subset_for(text.diagonal + text.footer)
 
-    with inspect.pdf_errors():
-        sources = []
+    with inspect.pdf_errors(), contextlib.ExitStack() as sources:
+        documents = []
         for data in request.documents:
             inspect.check_header(data)
-            source = pikepdf.open(io.BytesIO(data))
+            source = sources.enter_context(buffers.open_bytes(data))
             inspect.check_pages(source, budgets)
-            sources.append(source)
-        pdf = sources[0]
-        for source in sources[1:]:
+            documents.append(source)
+        pdf = documents[0]
+        for source in documents[1:]:
             # NOTE: form fields of the second and later documents lose their /AcroForm entry here.
             pdf.pages.extend(source.pages)
 
@@ -126,11 +139,10 @@ def prepare_copy(request: CopyRequest, budgets: Budgets) -> bytes:
         if "/Info" in pdf.trailer:
             del pdf.trailer["/Info"]
         marker.set_marker(pdf, request.marker)
+        _check_copy_clean(pdf)
 
         encryption = protect.build_encryption(request.user_password, request.allow_print, request.allow_copy)
         copy = marker.randomise_instance_id(protect.save_encrypted(pdf, encryption), request.marker)
-        for source in sources:
-            source.close()
         _verify_copy(copy, request.user_password)
     return copy
 
@@ -140,26 +152,72 @@ def read_marker(data: bytes) -> bytes | None:
     return marker.read_marker(data)
 
 
+def warm_up() -> None:
+    """Build the per-process caches (the European font subset) so that the first copy need not wait."""
+    fonts.preload()
+
+
+def _survey_pages(pages: list[pikepdf.Dictionary]) -> list[list[pikepdf.Stream]]:
+    """Check that every page has a visible area and return each page's content streams, in order."""
+    ancestors: dict[tuple[tuple[int, int], str], pikepdf.Object | None] = {}
+    page_streams = []
+    for number, page in enumerate(pages, start=1):
+        watermark.page_geometry(page, number, ancestors)
+        contents = entry(page, "/Contents")
+        parts = contents if isinstance(contents, pikepdf.Array) else [contents]
+        page_streams.append([part for part in parts if isinstance(part, pikepdf.Stream)])
+    return page_streams
+
+
+def _close_open_saves(
+    pdf: pikepdf.Pdf,
+    page: pikepdf.Dictionary,
+    streams: list[pikepdf.Stream],
+    number: int,
+    decoded: dict[tuple[int, int], bytes],
+) -> None:
+    """Append ``Q`` operators to a page whose content leaves ``q`` open; reject damaged content."""
+    depth = None
+    pieces = [decoded[stream.objgen] for stream in streams if stream.objgen in decoded]
+    if len(pieces) == len(streams):
+        # qpdf joins the streams of a /Contents array with a newline, and so does this.
+        depth = content.scan(b"\n".join(pieces))
+    if depth is None:
+        depth = content.saves_by_parsing(pdf, pikepdf.Page(page), number)
+
+    if depth:
+        closing = pdf.make_stream(b"\n" + b"Q\n" * depth)
+        page.Contents = pikepdf.Array([*streams, closing])
+
+
 def _stamp_pages(pdf: pikepdf.Pdf, text: watermark.WatermarkText, font: fonts.FontSubset) -> None:
     shared = watermark.shared_resources(pdf, fonts.embed(pdf, font))
+    opening = pdf.make_stream(b"q\n")
     # Pages of one size share their watermark operators, which saves most of the layout work.
     contents: dict[tuple[watermark.PageGeometry, tuple[str, str, str]], bytes] = {}
+    ancestors: dict[tuple[tuple[int, int], str], pikepdf.Object | None] = {}
     for number, page in enumerate(pdf.pages, start=1):
-        geometry = watermark.page_geometry(page.obj, number)
-        open_saves = watermark.unclosed_saves(pdf, page, number)
+        geometry = watermark.page_geometry(page.obj, number, ancestors)
         names = watermark.add_resources(pdf, page.obj, shared)
         key = (geometry, names)
         if key not in contents:
             contents[key] = watermark.watermark_content(geometry, text, font, names)
-        watermark.wrap_page(pdf, page.obj, open_saves, contents[key])
+        watermark.wrap_page(pdf, page.obj, opening, contents[key])
 
 
-def _watermark_text(request: CopyRequest) -> watermark.WatermarkText:
-    name = _shorten(fonts.normalise(request.recipient_name).strip(), MAX_NAME_CHARACTERS)
-    reference = _shorten(fonts.normalise(request.share_reference).strip(), MAX_REFERENCE_CHARACTERS)
+def watermark_text(
+    recipient_name: str, share_reference: str, issued_on: datetime.date
+) -> watermark.WatermarkText:
+    """Build the diagonal and footer lines for a recipient, normalised and shortened for the page.
+
+    Raises:
+        ValueError: When the recipient name is empty after normalisation.
+    """
+    name = _shorten(fonts.normalise(recipient_name).strip(), MAX_NAME_CHARACTERS)
+    reference = _shorten(fonts.normalise(share_reference).strip(), MAX_REFERENCE_CHARACTERS)
     if not name:
         raise ValueError("recipient_name must not be empty")
-    issued = request.issued_on.isoformat()
+    issued = issued_on.isoformat()
     return watermark.WatermarkText(
         diagonal=f"{name} · {issued} · {reference}",
         footer=f"Personal copy for {name} · {issued} · {reference} · Do not forward",
@@ -171,7 +229,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _verify_clean(data: bytes) -> None:
-    with pikepdf.open(io.BytesIO(data)) as pdf:
+    with buffers.open_bytes(data) as pdf:
         if active.find_active_content(pdf):
             raise PdfRejected(
                 "active_content",
@@ -180,15 +238,28 @@ def _verify_clean(data: bytes) -> None:
             )
 
 
+def _check_copy_clean(pdf: pikepdf.Pdf) -> None:
+    """Reject a copy that would carry active content, checked on the objects about to be saved.
+
+    qpdf's writer adds no actions, so the saved file holds no more than these objects.
+    """
+    if active.find_active_content(pdf):
+        raise PdfRejected(
+            "active_content",
+            "The document contains active content. Upload it again so that it is sanitised anew.",
+        )
+
+
 def _verify_copy(data: bytes, user_password: str | None) -> None:
     """Reopen the saved copy: it must be AES-256 R6, open with the user password and not without it."""
-    with pikepdf.open(io.BytesIO(data), password=user_password or "") as pdf:
+    with buffers.open_bytes(data, password=user_password or "") as pdf:
         info = pdf.encryption
         if info.R != protect.REVISION or info.stream_method != EncryptionMethod.aesv3 or info.bits != 256:
             raise protect.WeakEncryptionError(f"the saved copy uses encryption revision {info.R}")
     if user_password:
         try:
-            pikepdf.open(io.BytesIO(data), password="").close()
+            with buffers.open_bytes(data):
+                pass
         except pikepdf.PasswordError:
             return
         raise protect.WeakEncryptionError("the saved copy opens without its user password")

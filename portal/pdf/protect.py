@@ -6,12 +6,14 @@ random bits from ``secrets``; it is never returned or stored, so no one can use 
 Permissions themselves are advisory: a viewer that ignores them can still print or copy.
 """
 
-import io
 import secrets
+from typing import Literal
 
 import pikepdf
 
-REVISION = 6
+from portal.pdf import buffers
+
+REVISION: Literal[6] = 6
 
 
 class WeakEncryptionError(ValueError):
@@ -43,7 +45,7 @@ def build_encryption(user_password: str | None, allow_print: bool, allow_copy: b
 
 
 def check_encryption(encryption: pikepdf.Encryption) -> None:
-    """Raise ``WeakEncryptionError`` unless ``encryption`` is AES-256, revision 6, with a secret owner password."""
+    """Raise ``WeakEncryptionError`` unless ``encryption`` is AES-256 R6 with a long owner password."""
     if encryption.R != REVISION or not encryption.aes:
         raise WeakEncryptionError(
             f"Refusing to write PDF encryption revision {encryption.R} (aes={encryption.aes}); "
@@ -61,11 +63,9 @@ def save_encrypted(pdf: pikepdf.Pdf, encryption: pikepdf.Encryption) -> bytes:
     XMP is not rewritten, because qpdf fails on unparseable XMP when ``fix_metadata_version`` is on.
     """
     check_encryption(encryption)
-    output = io.BytesIO()
-    pdf.save(
-        output,
+    return buffers.save_bytes(
+        pdf,
         encryption=encryption,
         fix_metadata_version=False,
         object_stream_mode=pikepdf.ObjectStreamMode.preserve,
     )
-    return output.getvalue()

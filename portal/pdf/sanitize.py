@@ -3,8 +3,15 @@
 pikepdf normalises names when it parses them, so an obfuscated ``/J#61vaScript`` arrives here as
 ``/JavaScript``. The walk edits objects in place. Leftovers that lose their last reference (such as the
 embedded file streams themselves) are dropped on save, because qpdf writes only reachable objects.
+
+Most objects hold nothing of interest, and visiting every dictionary from Python took about 0.2 s for the
+4,000 objects of a 2,000-page report. So the walk first reads each object's serialised form from qpdf
+(``unparse``, with normalised names and nested direct objects) and visits only objects in which
+``_ACTIVE_HINT`` finds a key or value that some check below acts on. The pattern matches more than the
+checks need (a key name inside a string, say), never less.
 """
 
+import re
 from collections.abc import Iterator
 
 import pikepdf
@@ -36,22 +43,53 @@ ANNOTATION_KINDS = {
 }
 _ACTION_KEYS = ("/A", "/PA", "/Next")
 
+# A name ends at white space, a delimiter or the end of the text (ISO 32000-2, 7.2.3).
+_NAME_END = rb"(?![^\x00\t\n\x0c\r ()<>\[\]{}/%])"
+# A value may be an indirect reference, which the serialised form does not resolve.
+_REFERENCE = rb"\d+ \d+ R"
 
-def remove_active_content(pdf: pikepdf.Pdf) -> list[str]:
-    """Remove scripts, actions, embedded files, XFA and metadata; return the kinds removed, in order.
+
+def _value_pattern(key: bytes, names: list[str]) -> bytes:
+    alternatives = b"|".join(re.escape(name[1:].encode()) for name in names)
+    return key + rb"\s*(?:/(?:" + alternatives + rb")" + _NAME_END + rb"|" + _REFERENCE + rb")"
+
+
+_ACTIVE_HINT = re.compile(
+    rb"/(?:AA|A|PA|Next|JS|EF|RichMediaContent|XFA|OpenAction|Annots|Metadata|PieceInfo)"
+    + _NAME_END
+    + rb"|"
+    + _value_pattern(rb"/S", list(ACTION_KINDS))
+    + rb"|"
+    + _value_pattern(rb"/Subtype", list(ANNOTATION_KINDS))
+    + rb"|"
+    + _value_pattern(rb"/Type", ["/EmbeddedFile"])
+)
+_SIGNATURE_HINT = re.compile(_value_pattern(rb"/FT", ["/Sig"]))
+
+
+def remove_active_content(pdf: pikepdf.Pdf) -> tuple[list[str], bool]:
+    """Remove scripts, actions, embedded files, XFA and metadata.
+
+    Returns:
+        The kinds of content removed, in order, and whether the document carried a digital signature
+        (a filled /Sig field or /Perms), which the removal itself does not touch.
 
     Raises:
         PdfRejected: ``xfa_dynamic`` for a dynamic XFA form, whose pages only ask the reader to wait.
     """
     removed: list[str] = []
+    signed = _signed_document(pdf)
     _reject_dynamic_xfa(pdf)
     _clean_document(pdf, removed)
 
-    for obj in list(pdf.objects):
-        for dictionary in _dictionaries(obj):
-            _clean_dictionary(dictionary, removed)
+    for obj, text in _serialised_objects(pdf):
+        if not signed and _SIGNATURE_HINT.search(text):
+            signed = _is_signature(obj)
+        if _ACTIVE_HINT.search(text):
+            for dictionary in _dictionaries(obj):
+                _clean_dictionary(dictionary, removed)
 
-    return list(dict.fromkeys(removed))
+    return list(dict.fromkeys(removed)), signed
 
 
 def find_active_content(pdf: pikepdf.Pdf) -> list[str]:
@@ -72,26 +110,25 @@ def find_active_content(pdf: pikepdf.Pdf) -> list[str]:
     if "/Info" in pdf.trailer:
         found.append("document information dictionary")
 
-    for obj in pdf.objects:
-        for dictionary in _dictionaries(obj):
-            found.extend(_active_in(dictionary))
+    for obj, text in _serialised_objects(pdf):
+        if _ACTIVE_HINT.search(text):
+            for dictionary in _dictionaries(obj):
+                found.extend(_active_in(dictionary))
     return found
 
 
-def is_signed(pdf: pikepdf.Pdf) -> bool:
-    """Tell whether the document carries a digital signature (a filled /Sig field or /Perms)."""
+def _signed_document(pdf: pikepdf.Pdf) -> bool:
     if "/Perms" in pdf.Root:
         return True
     form = pdf.Root.get("/AcroForm")
     if not isinstance(form, pikepdf.Dictionary):
         return False
     flags = form.get("/SigFlags", 0)
-    if isinstance(flags, int) and int(flags) & 1:
-        return True
-    for obj in pdf.objects:
-        if isinstance(obj, pikepdf.Dictionary) and obj.get("/FT") == pikepdf.Name.Sig and "/V" in obj:
-            return True
-    return False
+    return isinstance(flags, int) and bool(int(flags) & 1)
+
+
+def _is_signature(obj: pikepdf.Object) -> bool:
+    return isinstance(obj, pikepdf.Dictionary) and obj.get("/FT") == pikepdf.Name.Sig and "/V" in obj
 
 
 def _reject_dynamic_xfa(pdf: pikepdf.Pdf) -> None:
@@ -99,7 +136,8 @@ def _reject_dynamic_xfa(pdf: pikepdf.Pdf) -> None:
     if not isinstance(form, pikepdf.Dictionary) or "/XFA" not in form:
         return
 
-    # A dynamic XFA form has no AcroForm fields to fall back on, and its PDF pages only contain a "please wait" placeholder.
+    # A dynamic XFA form has no AcroForm fields to fall back on.
+    # Its PDF pages only contain a "please wait" placeholder.
     needs_rendering = bool(pdf.Root.get("/NeedsRendering", False))
     fields = form.get("/Fields")
     has_fields = isinstance(fields, pikepdf.Array) and len(fields) > 0
@@ -198,7 +236,7 @@ def _clean_annotations(annotations: pikepdf.Array, removed: list[str]) -> None:
         else:
             removed.append(kind)
     if len(kept) != len(annotations):
-        annotations[:] = kept  # type: ignore[index]
+        annotations[:] = kept
 
 
 def _dangerous_actions(value: pikepdf.Object) -> list[str]:
@@ -227,6 +265,14 @@ def _active_in(dictionary: pikepdf.Dictionary) -> list[str]:
     if dictionary.get("/Type") == pikepdf.Name.EmbeddedFile:
         found.append("embedded file stream")
     return found
+
+
+def _serialised_objects(pdf: pikepdf.Pdf) -> Iterator[tuple[pikepdf.Object, bytes]]:
+    """Yield each array, dictionary and stream with its serialised form (for a stream, its dictionary's)."""
+    for obj in pdf.objects:
+        top = obj.stream_dict if isinstance(obj, pikepdf.Stream) else obj
+        if isinstance(top, (pikepdf.Dictionary, pikepdf.Array)):
+            yield obj, top.unparse(resolved=True)
 
 
 def _dictionaries(root: pikepdf.Object) -> Iterator[pikepdf.Dictionary]:

@@ -29,24 +29,46 @@ def inflate_length(data: bytes, limit: int, keep: bool = False) -> tuple[int, by
         The number of bytes produced (at most ``limit + 1`` plus one chunk) and, with ``keep``, the bytes.
         Corrupt data ends the count at the last good byte, as qpdf does when it recovers.
     """
+    produced, kept, _ = _inflate(data, limit, limit if keep else -1)
+    return produced, kept or b""
+
+
+def inflate_content(data: bytes, limit: int, keep_limit: int) -> tuple[int, bytes | None]:
+    """Count like ``inflate_length`` and also return the decoded bytes if they are complete and small.
+
+    Returns:
+        The number of bytes produced, and the decoded bytes when the data inflates without error to its
+        end in at most ``keep_limit`` bytes (``None`` otherwise, so the caller decodes it another way).
+    """
+    produced, kept, clean = _inflate(data, limit, keep_limit)
+    return produced, kept if clean else None
+
+
+def _inflate(data: bytes, limit: int, keep_limit: int) -> tuple[int, bytes | None, bool]:
+    """Inflate in chunks of at most 1 MiB; keep the output while it stays within ``keep_limit`` bytes."""
     inflater = zlib.decompressobj()
     produced = 0
-    kept: list[bytes] = []
+    kept: list[bytes] | None = [] if keep_limit >= 0 else None
     pending = data
+    failed = False
 
     while pending and produced <= limit:
         try:
             chunk = inflater.decompress(pending, _CHUNK)
         except zlib.error:
+            failed = True
             break
         produced += len(chunk)
-        if keep:
+        if kept is not None and produced <= keep_limit:
             kept.append(chunk)
+        else:
+            kept = None
         pending = inflater.unconsumed_tail
         if not chunk and not pending:
             break
 
-    return produced, b"".join(kept)
+    clean = inflater.eof and not failed and produced <= limit
+    return produced, None if kept is None else b"".join(kept), clean
 
 
 def lzw_length(data: bytes, limit: int, early_change: int = 1) -> int:

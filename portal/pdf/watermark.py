@@ -1,9 +1,10 @@
 """The per-recipient watermark, drawn into each page's own content stream.
 
-Each page's original content is wrapped in ``q ... Q`` (closing whatever ``q`` it leaves open), and the
-watermark is appended after it: a diagonal line across the visible box and a footer line, both upright
-as the page is displayed. Nothing is decoded or merged: streams are only prepended and appended, so pages
-whose content pikepdf cannot decode keep their bytes. The text uses one embedded font per copy.
+Each page's original content is wrapped in ``q ... Q`` (``sanitize`` has already closed whatever ``q`` it
+left open), and the watermark is appended after it: a diagonal line across the visible box and a footer
+line, both upright as the page is displayed. Nothing is decoded or merged: streams are only prepended and
+appended, so pages whose content pikepdf cannot decode keep their bytes. The text uses one embedded font
+per copy.
 """
 
 import math
@@ -13,6 +14,7 @@ import pikepdf
 
 from portal.pdf.errors import PdfRejected
 from portal.pdf.fonts import FontSubset
+from portal.pdf.objects import entry
 
 # A distinctive magenta that rendering tests look for; the alpha values keep the page readable.
 COLOUR = (0.85, 0.05, 0.55)
@@ -74,6 +76,7 @@ class PageResources:
 
 def inherited(page: pikepdf.Dictionary, key: str) -> pikepdf.Object | None:
     """Look ``key`` up on the page, then on its /Pages ancestors (bounded, loop-safe)."""
+    # ``in`` before each lookup: see ``portal.pdf.objects``.
     node: pikepdf.Object | None = page
     seen = set()
     for _ in range(_MAX_TREE_DEPTH):
@@ -81,22 +84,33 @@ def inherited(page: pikepdf.Dictionary, key: str) -> pikepdf.Object | None:
             return None
         if key in node:
             return node[key]
+        if "/Parent" not in node:
+            return None
         if node.is_indirect:
             if node.objgen in seen:
                 return None
             seen.add(node.objgen)
-        node = node.get("/Parent")
+        node = node["/Parent"]
     return None
 
 
-def page_geometry(page: pikepdf.Dictionary, page_number: int) -> PageGeometry:
+def page_geometry(
+    page: pikepdf.Dictionary,
+    page_number: int,
+    ancestors: dict[tuple[tuple[int, int], str], pikepdf.Object | None] | None = None,
+) -> PageGeometry:
     """Compute the visible box (CropBox ∩ MediaBox), rotation and user unit of a page.
+
+    Args:
+        page: The page dictionary.
+        page_number: The 1-based page number, for messages.
+        ancestors: A cache of values inherited from /Pages nodes, shared by the pages of one document.
 
     Raises:
         PdfRejected: ``no_visible_area`` when the boxes do not overlap.
     """
-    media = _rectangle(inherited(page, "/MediaBox")) or _DEFAULT_MEDIA_BOX
-    crop = _rectangle(inherited(page, "/CropBox")) or media
+    media = _rectangle(_lookup(page, "/MediaBox", ancestors)) or _DEFAULT_MEDIA_BOX
+    crop = _rectangle(_lookup(page, "/CropBox", ancestors)) or media
     box = (max(media[0], crop[0]), max(media[1], crop[1]), min(media[2], crop[2]), min(media[3], crop[3]))
     if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
         raise PdfRejected(
@@ -105,31 +119,30 @@ def page_geometry(page: pikepdf.Dictionary, page_number: int) -> PageGeometry:
             "Save the file again from the program that made it, or remove that page, and upload it again.",
         )
 
-    rotate = (round(_scalar(inherited(page, "/Rotate"), 0.0) / 90) * 90) % 360
-    user_unit = _scalar(page.get("/UserUnit"), 1.0)
+    rotate = (round(_scalar(_lookup(page, "/Rotate", ancestors), 0.0) / 90) * 90) % 360
+    user_unit = _scalar(page["/UserUnit"], 1.0) if "/UserUnit" in page else 1.0
     if not 0 < user_unit < 1e6:
         user_unit = 1.0
     return PageGeometry(box=box, rotate=rotate, user_unit=user_unit)
 
 
-def unclosed_saves(pdf: pikepdf.Pdf, page: pikepdf.Page, page_number: int) -> int:
-    """Count the ``q`` operators the page content leaves open at its end.
+def _lookup(
+    page: pikepdf.Dictionary,
+    key: str,
+    ancestors: dict[tuple[tuple[int, int], str], pikepdf.Object | None] | None,
+) -> pikepdf.Object | None:
+    if key in page:
+        return page[key]
+    if ancestors is None or "/Parent" not in page:
+        return inherited(page, key)
 
-    Raises:
-        PdfRejected: ``damaged`` when the content stream cannot be decoded or parsed.
-    """
-    pdf.get_warnings()
-    try:
-        instructions = pikepdf.parse_content_stream(page, "q Q")
-    except (pikepdf.PdfError, pikepdf.DataDecodingError) as error:
-        raise _damaged_content(page_number) from error
-    if pdf.get_warnings():
-        raise _damaged_content(page_number)
-
-    depth = 0
-    for instruction in instructions:
-        depth = depth + 1 if str(instruction.operator) == "q" else max(depth - 1, 0)
-    return depth
+    parent = page["/Parent"]
+    if not isinstance(parent, pikepdf.Dictionary) or not parent.is_indirect:
+        return inherited(page, key)
+    cache_key = (parent.objgen, key)
+    if cache_key not in ancestors:
+        ancestors[cache_key] = inherited(parent, key)
+    return ancestors[cache_key]
 
 
 def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResources) -> tuple[str, str, str]:
@@ -138,7 +151,7 @@ def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResour
     A page that inherits /Resources from its /Pages node gets its own copy first, because adding a
     /Resources entry to the page would otherwise hide the inherited one.
     """
-    resources = page.get("/Resources")
+    resources = entry(page, "/Resources")
     if not isinstance(resources, pikepdf.Dictionary):
         source = inherited(page, "/Resources")
         resources = pikepdf.Dictionary()
@@ -148,6 +161,12 @@ def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResour
         page.Resources = resources
 
     font_name = _add_named(resources, "/Font", "/WmFont", shared.font)
+    if "/ExtGState" not in resources:
+        # Most pages have no graphics states of their own: one assignment adds both.
+        resources["/ExtGState"] = pikepdf.Dictionary(
+            WmDiagonal=shared.diagonal_state, WmFooter=shared.footer_state
+        )
+        return font_name, "/WmDiagonal", "/WmFooter"
     diagonal_name = _add_named(resources, "/ExtGState", "/WmDiagonal", shared.diagonal_state)
     footer_name = _add_named(resources, "/ExtGState", "/WmFooter", shared.footer_state)
     return font_name, diagonal_name, footer_name
@@ -197,19 +216,21 @@ def watermark_content(
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, open_saves: int, watermark: bytes) -> None:
-    """Wrap the page content in ``q ... Q`` and append the watermark, without touching the original."""
-    before = pdf.make_stream(b"q\n")
-    after = pdf.make_stream(b"\n" + b"Q\n" * (open_saves + 1) + watermark)
+def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, opening: pikepdf.Stream, watermark: bytes) -> None:
+    """Wrap the page content in ``q ... Q`` and append the watermark, without touching the original.
 
-    contents = page.get("/Contents")
+    ``opening`` is one shared stream holding ``q``. The original content must close every ``q`` it opens
+    (``sanitize`` stores it so), or the watermark would inherit its transform.
+    """
+    closing = pdf.make_stream(b"\nQ\n" + watermark)
+
+    contents = entry(page, "/Contents")
     if isinstance(contents, pikepdf.Array):
-        originals = list(contents)
+        page.Contents = pikepdf.Array([opening, *contents, closing])
     elif isinstance(contents, pikepdf.Stream):
-        originals = [contents]
+        page.Contents = pikepdf.Array([opening, contents, closing])
     else:
-        originals = []
-    page.Contents = pikepdf.Array([before, *originals, after])
+        page.Contents = pikepdf.Array([opening, closing])
 
 
 def _diagonal_layout(
@@ -260,7 +281,7 @@ def _footer_layout(
 
 
 def _add_named(resources: pikepdf.Dictionary, category: str, base: str, value: pikepdf.Object) -> str:
-    group = resources.get(category)
+    group = entry(resources, category)
     if not isinstance(group, pikepdf.Dictionary):
         group = pikepdf.Dictionary()
         resources[category] = group
@@ -275,12 +296,24 @@ def _add_named(resources: pikepdf.Dictionary, category: str, base: str, value: p
 
 
 def _rectangle(value: pikepdf.Object | None) -> tuple[float, float, float, float] | None:
-    if not isinstance(value, pikepdf.Array) or len(value) != 4:
+    if not isinstance(value, pikepdf.Array):
         return None
+
+    # The serialised form converts four plain numbers in one call. Anything else (an indirect
+    # element, a wrong count) takes the item-by-item path.
+    parts = value.unparse().strip(b"[] ").split()
     try:
-        x0, y0, x1, y1 = (float(item) for item in value)
-    except (TypeError, ValueError):
-        return None
+        if len(parts) != 4:
+            raise ValueError("not four plain numbers")
+        x0, y0, x1, y1 = (float(part) for part in parts)
+    except ValueError:
+        if len(value) != 4:
+            return None
+        try:
+            x0, y0, x1, y1 = (float(item) for item in value)
+        except (TypeError, ValueError):
+            return None
+
     if not all(math.isfinite(item) for item in (x0, y0, x1, y1)):
         return None
     return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
@@ -297,11 +330,3 @@ def _scalar(value: object, default: float) -> float:
 def _number(value: float) -> str:
     text = f"{value:.4f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def _damaged_content(page_number: int) -> PdfRejected:
-    return PdfRejected(
-        "damaged",
-        f"The content of page {page_number} is damaged and cannot be read, so a watermark could not be "
-        "placed on it reliably. Open the file in a PDF viewer, print it to a new PDF, and upload that file.",
-    )

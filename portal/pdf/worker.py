@@ -137,7 +137,7 @@ class PdfWorkerPool:
         self._closed = False
 
     async def start(self) -> None:
-        """Start the workers and wait until each has imported pikepdf and reported ready."""
+        """Start the workers and wait until each has imported pikepdf, warmed up and reported ready."""
         await asyncio.gather(*(self._add_worker() for _ in range(self.size)))
 
     async def close(self) -> None:
@@ -229,13 +229,15 @@ class PdfWorkerPool:
         if lost.timed_out:
             return PdfRejected(
                 "timeout",
-                f"Processing the PDF took longer than the limit of {self.budgets.timeout_seconds:.0f} seconds "
+                "Processing the PDF took longer than the limit of "
+                f"{self.budgets.timeout_seconds:.0f} seconds "
                 "and was stopped. Save the file again from the program that made it, or split it, and retry.",
             )
         # NOTE: a crash for any other reason (a bug in a native library) is reported the same way.
         return PdfRejected(
             "memory_limit",
-            f"Processing the PDF needed more than the memory limit of {self.budgets.memory_bytes // 2**20} MiB "
+            "Processing the PDF needed more than the memory limit of "
+            f"{self.budgets.memory_bytes // 2**20} MiB "
             "and was stopped. Save the file again from the program that made it, or split it, and retry.",
         )
 
@@ -275,6 +277,7 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
 
     # Pillow only warns between 89 and 179 megapixels; in a worker that warning is an error.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    pipeline.warm_up()
     connection.send_bytes(encode_message({"ready": True}, []))
 
     while True:

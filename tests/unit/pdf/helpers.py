@@ -158,7 +158,8 @@ def page_with_image(width: int, height: int) -> bytes:
         [
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im0 5 0 R >> >> "
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /XObject << /Im0 5 0 R >> >> "
             b"/Contents 4 0 R >>",
             stream_object(b"", b"q 600 0 0 780 6 6 cm /Im0 Do Q"),
             stream_object(
