@@ -74,6 +74,15 @@ def _init(_args: argparse.Namespace) -> int:
     return asyncio.run(_with_portal(action))
 
 
+def _migrate(_args: argparse.Namespace) -> int:
+    from portal.schema import upgrade_to_head
+
+    settings = Settings.from_env()
+    upgrade_to_head(settings.database_url)
+    print(f"Database is at the latest schema ({settings.database_url.split('://', 1)[0]}).")
+    return 0
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -258,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="create the data folder, key file and database schema")
     init.set_defaults(handler=_init)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations not yet applied (safe to repeat)")
+    migrate.set_defaults(handler=_migrate)
 
     users = commands.add_parser("users", help="manage staff accounts").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="add a staff account")

@@ -15,11 +15,11 @@ from portal.blobs import BlobService
 from portal.config import Settings
 from portal.crypto.keyring import KeyRing
 from portal.db import create_engine, create_sessionmaker
-from portal.models import BLOB_CHUNK_TABLE, Base
+from portal.models import BLOB_CHUNK_TABLE
 from portal.pdf.budgets import Budgets
 from portal.pdf.worker import PdfWorkerPool
 from portal.policies import Policies, load_policies
-from portal.schema import trigger_statements
+from portal.schema import migrate
 from portal.storage.base import BlobStore
 from portal.storage.database import DatabaseBlobStore
 from portal.storage.filesystem import FileBlobStore
@@ -76,24 +76,12 @@ def open_keyring(settings: Settings) -> KeyRing:
     return keyring
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and the access log's insert-only triggers."""
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
-        for statement in trigger_statements(engine.dialect.name):
-            await connection.exec_driver_sql(statement)
-
-
 async def prepare_storage(settings: Settings) -> None:
     """Create the data folder, key file and schema if they are missing (first start)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.data_dir, 0o700)
     open_keyring(settings)
-    engine = create_engine(settings.database_url)
-    try:
-        await create_schema(engine)
-    finally:
-        await engine.dispose()
+    await migrate(settings.database_url)
 
 
 def open_blob_store(settings: Settings, engine: AsyncEngine) -> BlobStore:

@@ -131,6 +131,11 @@ async def test_two_processes_exact_counts(deployment: Deployment, http: httpx.As
     )
     assert totals == [(share_count, share_count * PATIENT_MAX_DOWNLOADS, share_count * PATIENT_MAX_DOWNLOADS)]
 
+    # The log both processes wrote verifies against a checkpoint signed now.
+    deployment.cli("audit", "checkpoint")
+    report = deployment.cli("audit", "verify", "--database")
+    assert "failed" not in report.lower(), report
+
 
 async def test_share_burst_one_process(deployment: Deployment, http: httpx.AsyncClient) -> None:
     server = deployment.server("a")
