@@ -21,7 +21,7 @@ def access_link(public_url: str, printed_code: str) -> str:
 
 def qr_svg(link: str) -> str:
     """Return the QR code as inline SVG markup (allowed by the strict CSP, unlike data: images)."""
-    return segno.make(link, error="m").svg_inline(scale=5, border=2, omitsize=False)
+    return segno.make(link, error="m").svg_inline(scale=5, border=2, omitsize=True)
 
 
 def slip_pdf(

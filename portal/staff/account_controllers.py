@@ -69,6 +69,7 @@ async def totp_confirm(request: Request[Any, Any, Any], data: FormData) -> Templ
             codes = await confirm_enrolment(
                 db, account, key, data.get("pending", ""), data.get("code", "")[:40]
             )
+            await record(db, actor_for(request, f"staff:{user.id}"), "staff.totp_enrolled")
             new_id = None
             if pending:
                 # The enrolment session was only good for this page; the account is now fully signed in.

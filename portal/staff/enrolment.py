@@ -92,5 +92,4 @@ async def confirm_enrolment(
     for code in codes:
         db.add(RecoveryCode(user_id=user.id, code_hash=await hash_secret(CODE_HASHER, code)))
     await db.flush()
-    # TODO: record an access-log event such as "staff.totp_enrolled" once the recorder defines that type.
     return codes

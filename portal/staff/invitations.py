@@ -42,7 +42,7 @@ def _unavailable() -> InvitationUnavailable:
 async def create_invitation(
     db: AsyncSession, who: Actor, *, email: str, role: str, created_by: StaffUser
 ) -> tuple[Invitation, str]:
-    """Create an invitation and return it with the raw token for the link; record ``staff.created``."""
+    """Create an invitation and return it with the raw token for the link; record ``staff.invited``."""
     address = normalise_email(email)
     check_role(role)
     if await db.scalar(select(StaffUser).where(StaffUser.email == address)):
@@ -60,8 +60,8 @@ async def create_invitation(
     )
     db.add(invitation)
     await db.flush()
-    details: EventDetails = {"stage": "invited", "role": role, "invitation_id": str(invitation.id)}
-    await record(db, who, "staff.created", details=details)
+    details: EventDetails = {"role": role, "invitation_id": str(invitation.id)}
+    await record(db, who, "staff.invited", details=details)
     return invitation, token
 
 

@@ -222,8 +222,9 @@ async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient
     assert (await sign_in(client, NEWCOMER, "another fine passphrase")).status_code == 400
     assert (await _user(app, NEWCOMER)).role == "clinician"
 
+    assert len(await _events(app, "staff.invited")) == 1
     stages = [event["stage"] for event in await _events(app, "staff.created") if "stage" in event]
-    assert stages == ["invited", "activated"]
+    assert stages == ["activated"]
 
 
 async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

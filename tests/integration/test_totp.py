@@ -117,6 +117,10 @@ async def test_two_step_sign_in(app: Litestar, client: AsyncTestClient[Litestar]
     assert any('"second_factor":"pending"' in step for step in steps)
     assert any('"method":"totp"' in step for step in steps)
 
+    async with portal_of(app).transaction() as db:
+        enrolments = (await db.scalars(select(AccessEvent.seq).where(AccessEvent.event_type == "staff.totp_enrolled"))).all()
+    assert len(enrolments) == 1
+
 
 async def test_totp_replay_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, CLINICIAN, "clinician")

@@ -1,0 +1,196 @@
+"""Every action in the access-log taxonomy writes exactly one event of its type.
+
+One scenario walks through all the actions; each step checks that its event type gained exactly one row.
+The last assertion fails if an event type exists that no step produced, so a new type needs a step here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import time_machine
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from portal.admin.service import change_role, disable, revoke_token
+from portal.audit.recorder import EVENT_TYPES, SYSTEM, Actor
+from portal.models import AccessEvent, ApiToken, Share, StaffUser
+from portal.retention.erasure import add_hold, release_hold
+from portal.retention.keys import retire_kek, rotate_keys
+from portal.retention.policy import load_retention_policy
+from portal.retention.purge import purge
+from portal.security import codes
+from portal.shares.service import approve_share
+from portal.staff.invitations import create_invitation
+from tests.conftest import csrf_from
+from tests.helpers import (
+    ADMIN,
+    CLINICIAN,
+    DPO,
+    SECOND_CLINICIAN,
+    add_staff,
+    create_share,
+    portal_of,
+    redeem,
+    sign_in,
+    simple_pdf,
+    token_for,
+    upload_pdf,
+)
+
+
+async def counts(app: Litestar) -> Counter[str]:
+    async with portal_of(app).transaction() as db:
+        return Counter((await db.scalars(select(AccessEvent.event_type))).all())
+
+
+async def staff(app: Litestar, email: str) -> StaffUser:
+    async with portal_of(app).transaction() as db:
+        user = await db.scalar(select(StaffUser).where(StaffUser.email == email))
+    assert user is not None
+    return user
+
+
+async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClient[Litestar], tmp_path: Path) -> None:
+    portal = portal_of(app)
+    covered: set[str] = set()
+
+    async def expect_one(event_type: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        before = await counts(app)
+        result = await action()
+        after = await counts(app)
+        assert after[event_type] - before[event_type] == 1, f"{event_type}: {after[event_type] - before[event_type]} events"
+        covered.add(event_type)
+        return result
+
+    covered.add("policy.loaded")  # written once at start-up
+    assert (await counts(app))["policy.loaded"] == 1
+
+    await expect_one("staff.created", lambda: add_staff(app, CLINICIAN, "clinician"))
+    await add_staff(app, SECOND_CLINICIAN, "clinician")
+    await add_staff(app, ADMIN, "admin")
+    headers = await expect_one("api_token.created", lambda: token_for(app, CLINICIAN, "clinician"))
+    dpo_headers = await token_for(app, DPO, "dpo")
+
+    await expect_one("staff.login.failed", lambda: sign_in(client, CLINICIAN, "wrong password here"))
+    await expect_one("staff.login", lambda: sign_in(client, CLINICIAN))
+    token = csrf_from((await client.get("/staff")).text)
+    await expect_one("staff.logout", lambda: client.post("/staff/logout", data={"_csrf_token": token}))
+
+    uploaded = await expect_one("document.uploaded", lambda: upload_pdf(client, headers, simple_pdf(2)))
+    document_id = uploaded.json()["id"]
+    await expect_one("document.rejected", lambda: upload_pdf(client, headers, b"%PDF-1.7 broken"))
+
+    shared = await expect_one("share.created", lambda: create_share(client, headers, [document_id]))
+    share = shared.json()
+    wrong = codes.display(codes.with_locator(codes.locator_of(codes.normalise(share["access_code"]))))
+    await expect_one("code.failed", lambda: redeem(client, wrong))
+    await expect_one("code.redeemed", lambda: redeem(client, share["access_code"]))
+    await expect_one("access.viewed", lambda: client.get("/access/pages/1"))
+
+    started = await counts(app)
+    assert (await client.get("/access/download")).status_code == 200
+    delta = await counts(app) - started
+    assert delta["access.download.started"] == 1
+    assert delta["access.download.completed"] == 1
+    covered |= {"access.download.started", "access.download.completed"}
+
+    # A damaged copy: the download is refused before any byte and recorded as aborted.
+    async with portal.transaction() as db:
+        row = await db.get(Share, uuid.UUID(share["id"]))
+    assert row is not None and row.copy_blob_id
+    blob_path = next(Path(portal.settings.blob_dir).rglob(row.copy_blob_id))
+    damaged = bytearray(blob_path.read_bytes())
+    damaged[200] ^= 0x01
+    blob_path.write_bytes(bytes(damaged))
+    await expect_one("access.download.aborted", lambda: client.get("/access/download"))
+
+    await expect_one("share.reissued", lambda: client.post(f"/api/v1/shares/{share['id']}/reissue", headers=headers))
+
+    locked = (await create_share(client, headers, [document_id])).json()
+    for _ in range(4):
+        await redeem(client, codes.display(codes.with_locator(codes.locator_of(codes.normalise(locked["access_code"])))))
+    last_wrong = codes.display(codes.with_locator(codes.locator_of(codes.normalise(locked["access_code"]))))
+    await expect_one("code.locked", lambda: redeem(client, last_wrong))
+
+    await expect_one("share.revoked", lambda: client.post(f"/api/v1/shares/{locked['id']}/revoke", headers=headers))
+
+    insurer = (await create_share(client, headers, [document_id], profile="insurer")).json()
+    second = await staff(app, SECOND_CLINICIAN)
+    who = Actor(f"staff:{second.id}")
+    await expect_one("share.approved", lambda: approve_share(portal, who, second, uuid.UUID(insurer["id"])))
+
+    await expect_one("export.created", lambda: client.get("/api/v1/audit/events", headers=dpo_headers))
+
+    admin = await staff(app, ADMIN)
+    admin_actor = Actor(f"staff:{admin.id}")
+    dpo_user = await staff(app, DPO)
+
+    async def invite() -> Any:
+        async with portal.transaction() as db:
+            return await create_invitation(db, admin_actor, email="new@riverside.test", role="clinician", created_by=admin)
+
+    await expect_one("staff.invited", invite)
+
+    async def demote() -> Any:
+        async with portal.transaction() as db:
+            target = await db.get(StaffUser, second.id)
+            assert target is not None
+            return await change_role(db, admin_actor, admin, target, "dpo")
+
+    await expect_one("staff.role_changed", demote)
+
+    async def disable_dpo() -> Any:
+        async with portal.transaction() as db:
+            target = await db.get(StaffUser, dpo_user.id)
+            assert target is not None
+            return await disable(db, admin_actor, admin, target)
+
+    clinician_token = await token_for(app, ADMIN, "admin")
+    assert clinician_token
+
+    async def revoke_admin_token() -> Any:
+        async with portal.transaction() as db:
+            row = await db.scalar(select(ApiToken).where(ApiToken.user_id == admin.id))
+            assert row is not None
+            return await revoke_token(db, admin_actor, str(row.id))
+
+    await expect_one("api_token.revoked", revoke_admin_token)
+    before_disable = await counts(app)
+    await disable_dpo()
+    assert (await counts(app))["staff.disabled"] - before_disable["staff.disabled"] == 1
+    covered.add("staff.disabled")
+
+    hold = await expect_one(
+        "legal_hold.added", lambda: add_hold(portal, document_id=document_id, patient_ref=None, reason="Complaint")
+    )
+    await expect_one("legal_hold.released", lambda: release_hold(portal, str(hold.id)))
+
+    old_kek = portal.keyring.primary_kek_id
+    await expect_one("key.rotated", lambda: rotate_keys(portal))
+    await expect_one("key.retired", lambda: retire_kek(portal, old_kek))
+
+    await expect_one(
+        "document.erased",
+        lambda: client.post(f"/api/v1/documents/{document_id}/erase", headers=headers, json={"reason": "patient_request"}),
+    )
+
+    expiring = await upload_pdf(client, headers, simple_pdf())
+    await create_share(client, headers, [expiring.json()["id"]])
+    policy = load_retention_policy(portal.settings.policy_dir)
+    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(days=20), tick=True):
+        before = await counts(app)
+        await purge(portal, policy, who=SYSTEM)
+        delta = await counts(app) - before
+    assert delta["retention.purged"] == 1
+    assert delta["share.expired"] >= 1  # one per expired share
+    covered |= {"retention.purged", "share.expired"}
+
+    enrol_missing = EVENT_TYPES - covered - {"staff.totp_enrolled"}
+    assert not enrol_missing, f"event types without a step here: {sorted(enrol_missing)}"
