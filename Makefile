@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast check install clean
+.PHONY: run test test-fast check install clean i18n
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test-fast: $(BIN)/.installed
 check: $(BIN)/.installed
 	$(BIN)/ruff check portal tests bench
 	$(BIN)/mypy
+
+## Extract messages, update the de and fr catalogues, compile them (commit the .po and .mo files)
+i18n: $(BIN)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k gettext_noop --no-wrap --sort-by-file \
+		--project clinic-share-portal --copyright-holder "" -o portal/locale/messages.pot .
+	$(BIN)/pybabel update -i portal/locale/messages.pot -d portal/locale -D messages --no-wrap --ignore-obsolete
+	$(BIN)/pybabel compile -d portal/locale -D messages --statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output

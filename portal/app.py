@@ -137,12 +137,9 @@ class RequestLogMiddleware:
                 status[0] = message["status"]
             await send(message)
 
-        headers = dict(scope.get("headers", []))
-        token = i18n.language_var.set(i18n.negotiate_language(headers.get(b"accept-language", b"").decode("latin-1")))
         try:
             await self.app(scope, receive, capture)
         finally:
-            i18n.language_var.reset(token)
             log.info(
                 "request",
                 extra={
@@ -220,7 +217,8 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
         logging_config=None,
     )
     # Outside the router and its exception handling, so 404s for unknown paths get the headers too.
-    app.asgi_handler = SecurityHeadersMiddleware(app.asgi_handler)
+    # The language wraps the router too, so 404 pages and exception handlers render in the request's language.
+    app.asgi_handler = SecurityHeadersMiddleware(i18n.LanguageMiddleware(app.asgi_handler))
     return app
 
 
