@@ -31,9 +31,9 @@ from portal.dpo.controllers import dpo_routes
 from portal.errors import NotAuthenticated, PortalError
 from portal.health import health_routes
 from portal.i18n import _
+from portal.logs import configure_logging, quiet_libraries
 from portal.policies import load_policies
 from portal.retention.controllers import retention_routes
-from portal.logs import configure_logging, quiet_libraries
 from portal.security.headers import SecurityHeadersMiddleware
 from portal.shares.controllers import share_routes
 from portal.staff.controllers import staff_routes
@@ -68,7 +68,9 @@ def _wants_json(request: Request[Any, Any, Any]) -> bool:
 def _error_response(request: Request[Any, Any, Any], status: int, code: str, message: str) -> Response[Any]:
     request_id = request.scope.get("state", {}).get("request_id")
     if _wants_json(request):
-        return Response({"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status)
+        return Response(
+            {"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status
+        )
     return Template(
         "errors/error.html",
         context={"status": status, "message": message, "request_id": request_id},
@@ -93,7 +95,9 @@ def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> 
         400: _("The request could not be read. Check the form fields and try again."),
         404: _("This page does not exist. Check the address."),
         405: _("This address does not accept that kind of request."),
-        413: _("The upload is too large. Reports may be at most 30 MB: reduce the photo resolution and try again."),
+        413: _(
+            "The upload is too large. Reports may be at most 30 MB: reduce the photo resolution and try again."
+        ),
         429: _("Too many requests. Wait a minute and try again."),
     }
     message = messages.get(status, _("The request failed."))

@@ -36,7 +36,12 @@ def _serve(args: argparse.Namespace) -> int:
     asyncio.run(prepare_storage(settings))
     log.info(
         "serving",
-        extra={"host": args.host, "port": args.port, "workers": args.workers, "data_dir": str(settings.data_dir)},
+        extra={
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "data_dir": str(settings.data_dir),
+        },
     )
     options: dict[str, Any] = {
         "host": args.host,
@@ -125,10 +130,14 @@ def _audit_export(args: argparse.Namespace) -> int:
         from portal.audit.query import iterate_events, parse_filter
         from portal.audit.recorder import SYSTEM, record
 
-
         filters = parse_filter({"patient_ref": args.patient_ref, "since": args.since, "until": args.until})
         async with portal.transaction() as db:
-            await record(db, SYSTEM, "export.created", details={"format": args.format, "via": "cli", **filters.as_dict()})
+            await record(
+                db,
+                SYSTEM,
+                "export.created",
+                details={"format": args.format, "via": "cli", **filters.as_dict()},
+            )
         await checkpoint_quietly(portal)
 
         output = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
@@ -268,24 +277,34 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create the data folder, key file and database schema")
     init.set_defaults(handler=_init)
 
-    migrate = commands.add_parser("migrate", help="apply database migrations not yet applied (safe to repeat)")
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations not yet applied (safe to repeat)"
+    )
     migrate.set_defaults(handler=_migrate)
 
-    users = commands.add_parser("users", help="manage staff accounts").add_subparsers(dest="users_command", required=True)
+    users = commands.add_parser("users", help="manage staff accounts").add_subparsers(
+        dest="users_command", required=True
+    )
     add = users.add_parser("add", help="add a staff account")
     add.add_argument("email")
     add.add_argument("--role", required=True, choices=["clinician", "admin", "dpo"])
-    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
     add.set_defaults(handler=_users_add)
 
-    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(dest="tokens_command", required=True)
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
     create = tokens.add_parser("create", help="create an API token and print it once")
     create.add_argument("--user", required=True, help="e-mail of the staff account the token acts for")
     create.add_argument("--label", default="", help="what the token is for, e.g. the photo system's name")
     create.add_argument("--days", type=int, default=365, help="days until the token expires (default 365)")
     create.set_defaults(handler=_tokens_create)
 
-    audit = commands.add_parser("audit", help="access log").add_subparsers(dest="audit_command", required=True)
+    audit = commands.add_parser("audit", help="access log").add_subparsers(
+        dest="audit_command", required=True
+    )
     export = audit.add_parser("export", help="export access-log events")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--patient-ref", help="only events about this patient reference")

@@ -121,6 +121,10 @@ async def start_portal(settings: Settings, *, pdf_workers: int | None = None) ->
             os.chmod(database_file, 0o600)
     log.info(
         "portal ready",
-        extra={"data_dir": str(settings.data_dir), "database": engine.dialect.name, "key_file": str(settings.kek_file)},
+        extra={
+            "data_dir": str(settings.data_dir),
+            "database": engine.dialect.name,
+            "key_file": str(settings.kek_file),
+        },
     )
     return portal

@@ -37,7 +37,15 @@ class JsonFormatter(logging.Formatter):
 
 
 # Libraries whose debug output carries SQL parameters or request bodies, which may hold names and codes.
-_PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "psycopg", "multipart", "httpx", "httpcore")
+_PARAMETER_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "psycopg",
+    "multipart",
+    "httpx",
+    "httpcore",
+)
 
 
 def quiet_libraries() -> None:

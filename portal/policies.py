@@ -120,7 +120,9 @@ def load_toml(file: Path) -> dict[str, Any]:
         with file.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise PolicyError(f"{file}: policy file not found. Restore it from the repository's policies/.") from None
+        raise PolicyError(
+            f"{file}: policy file not found. Restore it from the repository's policies/."
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"{file}: invalid TOML ({error}).") from None
 

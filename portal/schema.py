@@ -9,6 +9,7 @@ import anyio.to_thread
 from alembic import command
 from alembic.config import Config
 
+
 def alembic_config(database_url: str) -> Config:
     """Alembic configuration for the migrations shipped inside the package."""
     config = Config()

@@ -20,7 +20,7 @@ STAFF_ROLES = ("clinician", "admin", "dpo")
 
 
 def portal_of(request: Request[Any, Any, Any]) -> Portal:
-    return request.app.state.portal  # type: ignore[no-any-return]
+    return request.app.state.portal
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str | None:
@@ -79,7 +79,9 @@ async def require_token(request: Request[Any, Any, Any], *roles: str, scope: str
         user = row.user if row else None
 
     if row is None or user is None or row.revoked_at is not None or _expired(row.expires_at, now):
-        raise NotAuthenticated("The API token is invalid, expired or revoked. Ask an administrator for a new one.")
+        raise NotAuthenticated(
+            "The API token is invalid, expired or revoked. Ask an administrator for a new one."
+        )
     if user.disabled_at is not None:
         raise NotAuthenticated("The API token's owner is disabled. Ask an administrator for a new token.")
     if roles and user.role not in roles:

@@ -6,7 +6,6 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-
 from sqlalchemy import select
 
 from portal.core import Portal
@@ -62,7 +61,10 @@ async def upload_pdf(
     if report_date:
         fields["report_date"] = report_date
     return await client.post(
-        "/api/v1/documents", headers=headers, files={"file": ("report.pdf", data, "application/pdf")}, data=fields
+        "/api/v1/documents",
+        headers=headers,
+        files={"file": ("report.pdf", data, "application/pdf")},
+        data=fields,
     )
 
 
@@ -78,7 +80,12 @@ async def create_share(
     return await client.post(
         "/api/v1/shares",
         headers=headers,
-        json={"document_ids": document_ids, "profile": profile, "recipient_name": recipient_name, "purpose": purpose},
+        json={
+            "document_ids": document_ids,
+            "profile": profile,
+            "recipient_name": recipient_name,
+            "purpose": purpose,
+        },
     )
 
 
@@ -95,7 +102,9 @@ def simple_pdf(pages: int = 1) -> bytes:
 
     pdf = pikepdf.new()
     font = pdf.make_indirect(
-        pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
+        )
     )
     for number in range(1, pages + 1):
         content = f"BT /F1 18 Tf 72 720 Td (Progress report page {number}) Tj ET".encode()
@@ -112,12 +121,18 @@ def simple_pdf(pages: int = 1) -> bytes:
 
 
 async def issue_share(
-    app: Litestar, client: AsyncTestClient[Litestar], *, profile: str = "patient", recipient_name: str = "Zoë Łukasiewicz"
+    app: Litestar,
+    client: AsyncTestClient[Litestar],
+    *,
+    profile: str = "patient",
+    recipient_name: str = "Zoë Łukasiewicz",
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Upload a small report and share it; return the clinician's auth header and the share answer."""
     headers = await token_for(app, CLINICIAN, "clinician")
     uploaded = await upload_pdf(client, headers, simple_pdf())
     assert uploaded.status_code == 201, uploaded.text
-    shared = await create_share(client, headers, [uploaded.json()["id"]], profile=profile, recipient_name=recipient_name)
+    shared = await create_share(
+        client, headers, [uploaded.json()["id"]], profile=profile, recipient_name=recipient_name
+    )
     assert shared.status_code == 201, shared.text
     return headers, shared.json()

@@ -61,9 +61,9 @@ def parse_date_of_birth(text: str) -> str:
         parsed = dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidInput(
-            _("'{value}' is not a date. Enter the date of birth as day, month and year, for example 31.12.1950.").format(
-                value=text.strip()[:20]
-            ),
+            _(
+                "'{value}' is not a date. Enter the date of birth as day, month and year, for example 31.12.1950."
+            ).format(value=text.strip()[:20]),
             field="date_of_birth",
         ) from None
     if not dt.date(1900, 1, 1) <= parsed <= dt.date.today():
@@ -166,7 +166,11 @@ async def _spend(
         recipient = _recipient(share.id, who)
         if spent is None:
             await record(
-                db, recipient, "code.failed", outcome="failure", share_id=share.id,
+                db,
+                recipient,
+                "code.failed",
+                outcome="failure",
+                share_id=share.id,
                 details={"reason": _unavailable_reason(share, now)},
             )
         else:
@@ -226,11 +230,17 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
         )
         counted = result.one_or_none()
         if share is None:
-            await record(db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"})
+            await record(
+                db, _recipient(None, who), "code.failed", outcome="failure", details={"reason": "unknown"}
+            )
             return
         if counted is None:
             await record(
-                db, _recipient(share.id, who), "code.failed", outcome="failure", share_id=share.id,
+                db,
+                _recipient(share.id, who),
+                "code.failed",
+                outcome="failure",
+                share_id=share.id,
                 details={"reason": "locked"},
             )
             return
@@ -238,14 +248,20 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
         failures, locked_at = counted
         recipient = _recipient(share.id, who)
         await record(
-            db, recipient, "code.failed", outcome="failure", share_id=share.id,
+            db,
+            recipient,
+            "code.failed",
+            outcome="failure",
+            share_id=share.id,
             details={"reason": "wrong_code", "failed_attempts": failures},
         )
         if failures == limit and locked_at is not None:
             await record(db, recipient, "code.locked", outcome="failure", share_id=share.id)
 
 
-async def recipient_share(portal: Portal, db: AsyncSession, raw_session_id: str | None) -> tuple[AuthSession, Share]:
+async def recipient_share(
+    portal: Portal, db: AsyncSession, raw_session_id: str | None
+) -> tuple[AuthSession, Share]:
     """Return the session and its share, or raise ShareUnavailable if either is no longer valid.
 
     Checked on every request, so revocation and expiry apply to sessions that are already open.
@@ -255,7 +271,9 @@ async def recipient_share(portal: Portal, db: AsyncSession, raw_session_id: str 
     if session is None or share is None:
         raise ShareUnavailable(_("Your session has ended. Enter your access code again to continue."))
     if share.revoked_at is not None or share.expires_at <= utcnow():
-        raise ShareUnavailable(_("This report is no longer available. Contact the clinic if you still need it."))
+        raise ShareUnavailable(
+            _("This report is no longer available. Contact the clinic if you still need it.")
+        )
     return session, share
 
 
@@ -274,10 +292,14 @@ async def start_download(portal: Portal, who: Actor, raw_session_id: str | None)
         )
         if counted is None:
             raise ShareUnavailable(
-                _("The download limit for this report is reached. Contact the clinic if you need another copy.")
+                _(
+                    "The download limit for this report is reached. Contact the clinic if you need another copy."
+                )
             )
         data_key = await portal.blobs.data_key(db, share.copy_blob_id)
-        await record(db, _recipient(share.id, who), "access.download.started", share_id=share.id, purpose=share.purpose)
+        await record(
+            db, _recipient(share.id, who), "access.download.started", share_id=share.id, purpose=share.purpose
+        )
     return share, data_key
 
 
@@ -285,7 +307,9 @@ async def finish_download(portal: Portal, who: Actor, share: Share, completed: b
     async with portal.transaction() as db:
         if completed:
             await db.execute(
-                update(Share).where(Share.id == share.id).values(downloads_completed=Share.downloads_completed + 1)
+                update(Share)
+                .where(Share.id == share.id)
+                .values(downloads_completed=Share.downloads_completed + 1)
             )
         await record(
             db,

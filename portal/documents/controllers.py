@@ -27,7 +27,9 @@ async def read_upload(request: Request[Any, Any, Any], portal: Portal) -> tuple[
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
-        raise InvalidInput(_("No file was attached. Choose the report's PDF file and send the form again."), field="file")
+        raise InvalidInput(
+            _("No file was attached. Choose the report's PDF file and send the form again."), field="file"
+        )
 
     limit = portal.policies.security.upload_max_body_bytes
     data = await upload.read(limit + 1)

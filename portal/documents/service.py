@@ -35,7 +35,9 @@ class UploadForm:
 def clean_text(value: str | None, field: str, label: str, max_length: int) -> str:
     text = (value or "").strip()
     if not text:
-        raise InvalidInput(_("{label} is missing. Enter it and send the form again.").format(label=label), field=field)
+        raise InvalidInput(
+            _("{label} is missing. Enter it and send the form again.").format(label=label), field=field
+        )
     if len(text) > max_length:
         raise InvalidInput(
             _("{label} is too long ({length} characters). Use at most {max} characters.").format(
@@ -44,7 +46,9 @@ def clean_text(value: str | None, field: str, label: str, max_length: int) -> st
             field=field,
         )
     if _CONTROL.search(text):
-        raise InvalidInput(_("{label} contains control characters. Remove them.").format(label=label), field=field)
+        raise InvalidInput(
+            _("{label} contains control characters. Remove them.").format(label=label), field=field
+        )
     return text
 
 
@@ -66,7 +70,9 @@ def parse_upload_form(title: str | None, patient_ref: str | None, report_date: s
             parsed_date = dt.date.fromisoformat(report_date.strip())
         except ValueError:
             raise InvalidInput(
-                _("Report date '{value}' is invalid. Use the form YYYY-MM-DD.").format(value=report_date.strip()[:20]),
+                _("Report date '{value}' is invalid. Use the form YYYY-MM-DD.").format(
+                    value=report_date.strip()[:20]
+                ),
                 field="report_date",
             ) from None
     return UploadForm(title=clean_title, patient_ref=reference, report_date=parsed_date)
@@ -90,7 +96,9 @@ def patient_pseudonym(portal: Portal, patient_ref: str) -> str:
     return pseudonymise(portal.keyring.secret("pseudonym"), patient_ref)
 
 
-async def upload_document(portal: Portal, who: Actor, uploader: StaffUser, form: UploadForm, data: bytes) -> Document:
+async def upload_document(
+    portal: Portal, who: Actor, uploader: StaffUser, form: UploadForm, data: bytes
+) -> Document:
     """Sanitise and store one report; a rejected file leaves no row and no blob behind."""
     sha256 = hashlib.sha256(data).hexdigest()
     pseudonym = patient_pseudonym(portal, form.patient_ref)
@@ -161,7 +169,9 @@ async def load_document(portal: Portal, document_id: str | uuid.UUID) -> Documen
 
 
 async def list_documents(portal: Portal, patient_ref: str | None = None, limit: int = 100) -> list[Document]:
-    query = select(Document).where(Document.erased_at.is_(None)).order_by(Document.created_at.desc()).limit(limit)
+    query = (
+        select(Document).where(Document.erased_at.is_(None)).order_by(Document.created_at.desc()).limit(limit)
+    )
     if patient_ref:
         query = query.where(Document.patient_pseudonym == patient_pseudonym(portal, patient_ref.strip()))
     async with portal.transaction() as db:

@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import struct
+import time
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
@@ -131,6 +132,8 @@ class PdfWorkerPool:
         self.size = size
         self.budgets = budgets
         self.last_peak_rss: int | None = None
+        # CPU seconds the worker spent on the last job, which machine load does not inflate as it does wall time.
+        self.last_cpu_seconds: float | None = None
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._workers: set[_Worker] = set()
         self._replacements: set[asyncio.Task[None]] = set()
@@ -218,6 +221,8 @@ class PdfWorkerPool:
         header, blobs = decode_message(reply)
         peak = header.get("peak_rss")
         self.last_peak_rss = peak if isinstance(peak, int) else None
+        cpu = header.get("cpu_seconds")
+        self.last_cpu_seconds = float(cpu) if isinstance(cpu, (int, float)) else None
         if header.get("ok") is True:
             return header, blobs
 
@@ -286,12 +291,13 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
         except (EOFError, OSError):
             return
         _reset_peak_rss()
+        job_started = time.process_time()
         try:
             header, blobs = _run_job(pipeline, budgets, *decode_message(message))
-            reply = encode_message({"ok": True, **header, "peak_rss": _peak_rss()}, blobs)
+            reply = encode_message({"ok": True, **header, "peak_rss": _peak_rss(), "cpu_seconds": time.process_time() - job_started}, blobs)
         except PdfRejected as rejected:
             reply = encode_message(
-                {"ok": False, "code": rejected.code, "message": rejected.message, "peak_rss": _peak_rss()}, []
+                {"ok": False, "code": rejected.code, "message": rejected.message, "peak_rss": _peak_rss(), "cpu_seconds": time.process_time() - job_started}, []
             )
         except MemoryError:
             reply = encode_message(
@@ -301,6 +307,7 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
                     "message": "Processing the PDF needed more memory than the portal allows. "
                     "Save it again from the program that made it, or split it.",
                     "peak_rss": _peak_rss(),
+                    "cpu_seconds": time.process_time() - job_started, "cpu_seconds": time.process_time() - job_started,
                 },
                 [],
             )
@@ -313,6 +320,7 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
                     "message": "The PDF could not be processed because of an internal error. "
                     "Try again later; if it keeps failing, contact support.",
                     "peak_rss": _peak_rss(),
+                    "cpu_seconds": time.process_time() - job_started, "cpu_seconds": time.process_time() - job_started,
                 },
                 [],
             )

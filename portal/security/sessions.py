@@ -112,7 +112,9 @@ async def end_session(db: AsyncSession, raw_id: str | None) -> None:
 
 async def end_sessions_of(db: AsyncSession, *, kind: str, subject_id: uuid.UUID) -> None:
     """End every session of one staff member or one share (disable, demote, revoke)."""
-    await db.execute(delete(AuthSession).where(AuthSession.kind == kind, AuthSession.subject_id == subject_id))
+    await db.execute(
+        delete(AuthSession).where(AuthSession.kind == kind, AuthSession.subject_id == subject_id)
+    )
 
 
 def session_cookie(kind: str, raw_id: str) -> Cookie:

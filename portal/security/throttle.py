@@ -8,8 +8,10 @@ real budget for guessing a code is the per-share failure count, which locks the 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,12 +28,15 @@ def window_start(now: dt.datetime, window: dt.timedelta) -> dt.datetime:
 async def hit(db: AsyncSession, bucket: str, window: dt.timedelta, now: dt.datetime | None = None) -> int:
     """Count one request in ``bucket`` for the current window and return the window's count so far."""
     start = window_start(now or utcnow(), window)
-    insert = postgresql_insert if db.bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(Throttle).values(bucket=bucket[:120], window_start=start, count=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[Throttle.bucket, Throttle.window_start],
-        set_={"count": Throttle.count + 1},
-    ).returning(Throttle.count)
+    keys = [Throttle.bucket, Throttle.window_start]
+    increment = {"count": Throttle.count + 1}
+    statement: ReturningInsert[Any]
+    if db.get_bind().dialect.name == "postgresql":
+        pg_insert = postgresql_insert(Throttle).values(bucket=bucket[:120], window_start=start, count=1)
+        statement = pg_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(Throttle.count)
+    else:
+        lite_insert = sqlite_insert(Throttle).values(bucket=bucket[:120], window_start=start, count=1)
+        statement = lite_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(Throttle.count)
     return int((await db.execute(statement)).scalar_one())
 
 

@@ -123,7 +123,9 @@ async def test_concurrent_redemptions_one_winner(app: Litestar, client: AsyncTes
     token = csrf_from(page.text)
 
     async def attempt() -> int:
-        answer = await client.post("/access", data={"code": share["access_code"], "_csrf_token": token}, follow_redirects=False)
+        answer = await client.post(
+            "/access", data={"code": share["access_code"], "_csrf_token": token}, follow_redirects=False
+        )
         return answer.status_code
 
     statuses = await asyncio.gather(*(attempt() for _ in range(100)))
@@ -141,7 +143,9 @@ async def test_redemption_replaces_planted_session(app: Litestar, client: AsyncT
 
     page = await client.get("/access")
     answer = await client.post(
-        "/access", data={"code": share["access_code"], "_csrf_token": csrf_from(page.text)}, follow_redirects=False
+        "/access",
+        data={"code": share["access_code"], "_csrf_token": csrf_from(page.text)},
+        follow_redirects=False,
     )
     assert answer.status_code == 303
     issued = answer.cookies.get(RECIPIENT_COOKIE)
@@ -201,4 +205,6 @@ async def test_unknown_and_wrong_take_similar_time(app: Litestar, client: AsyncT
         unknown_times.append(await timed(codes.display(codes.generate_code())))
 
     difference_ms = abs(statistics.median(wrong_times) - statistics.median(unknown_times)) * 1000
-    assert difference_ms < 5, f"median wrong {statistics.median(wrong_times):.4f}s, unknown {statistics.median(unknown_times):.4f}s"
+    assert difference_ms < 5, (
+        f"median wrong {statistics.median(wrong_times):.4f}s, unknown {statistics.median(unknown_times):.4f}s"
+    )

@@ -27,7 +27,11 @@ def run_portal(args: list[str], env: dict[str, str], stdin: str = "") -> subproc
 def test_users_tokens_and_export(tmp_path: Path) -> None:
     env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
 
-    added = run_portal(["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"], env, "a long enough passphrase\n")
+    added = run_portal(
+        ["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"],
+        env,
+        "a long enough passphrase\n",
+    )
     assert added.returncode == 0, added.stderr
     assert "Added dpo@riverside.test as dpo." in added.stdout
     assert "a long enough passphrase" not in added.stdout + added.stderr
@@ -42,7 +46,9 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
     assert token.stdout.strip().startswith("pt_")
     assert token.stdout.strip() not in token.stderr
 
-    short = run_portal(["users", "add", "x@riverside.test", "--role", "clinician", "--password-stdin"], env, "short\n")
+    short = run_portal(
+        ["users", "add", "x@riverside.test", "--role", "clinician", "--password-stdin"], env, "short\n"
+    )
     assert short.returncode == 2
     assert "too short" in short.stderr
 
@@ -62,7 +68,10 @@ def test_invalid_policy_stops_start(tmp_path: Path) -> None:
     profiles = policies / "profiles.toml"
     profiles.write_text(profiles.read_text().replace("expiry_days = 14", "expiry_days = 90", 1))
 
-    result = run_portal(["serve", "--port", "1"], {"PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_POLICY_DIR": str(policies)})
+    result = run_portal(
+        ["serve", "--port", "1"],
+        {"PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_POLICY_DIR": str(policies)},
+    )
     assert result.returncode == 2
     assert "profiles.toml" in result.stderr
     assert "expiry_days = 90 is out of range" in result.stderr

@@ -21,7 +21,14 @@ from sqlalchemy import func, select
 
 from portal.app import create_app
 from portal.models import Blob, Document
-from tests.conftest import BASE_URL, CorpusFile, corpus_files, database_backends, fresh_database, make_settings
+from tests.conftest import (
+    BASE_URL,
+    CorpusFile,
+    corpus_files,
+    database_backends,
+    fresh_database,
+    make_settings,
+)
 from tests.helpers import CLINICIAN, create_share, portal_of, token_for, upload_pdf
 
 RECIPIENT = "Zoë Łukasiewicz"
@@ -62,7 +69,9 @@ def stored_files(app: Litestar) -> int:
     return sum(1 for path in root.rglob("*") if path.is_file()) if root.exists() else 0
 
 
-async def share_and_download(client: AsyncTestClient[Litestar], headers: dict[str, str], document_id: str) -> tuple[str, bytes]:
+async def share_and_download(
+    client: AsyncTestClient[Litestar], headers: dict[str, str], document_id: str
+) -> tuple[str, bytes]:
     shared = await create_share(client, headers, [document_id], recipient_name=RECIPIENT)
     assert shared.status_code == 201, shared.text
     code = shared.json()["access_code"]
@@ -85,7 +94,9 @@ async def test_corpus_file_outcome(
     before = await stored_counts(app)
     files_before = stored_files(app)
 
-    answer = await upload_pdf(client, headers, corpus_file.path.read_bytes(), title=f"Corpus {corpus_file.name}")
+    answer = await upload_pdf(
+        client, headers, corpus_file.path.read_bytes(), title=f"Corpus {corpus_file.name}"
+    )
     assert answer.status_code < 500, answer.text
 
     if answer.status_code != 201:

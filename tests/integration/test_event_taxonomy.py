@@ -57,7 +57,9 @@ async def staff(app: Litestar, email: str) -> StaffUser:
     return user
 
 
-async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClient[Litestar], tmp_path: Path) -> None:
+async def test_each_action_writes_one_event(
+    app: Litestar, client: AsyncTestClient[Litestar], tmp_path: Path
+) -> None:
     portal = portal_of(app)
     covered: set[str] = set()
 
@@ -65,7 +67,9 @@ async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClie
         before = await counts(app)
         result = await action()
         after = await counts(app)
-        assert after[event_type] - before[event_type] == 1, f"{event_type}: {after[event_type] - before[event_type]} events"
+        assert after[event_type] - before[event_type] == 1, (
+            f"{event_type}: {after[event_type] - before[event_type]} events"
+        )
         covered.add(event_type)
         return result
 
@@ -111,15 +115,22 @@ async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClie
     blob_path.write_bytes(bytes(damaged))
     await expect_one("access.download.aborted", lambda: client.get("/access/download"))
 
-    await expect_one("share.reissued", lambda: client.post(f"/api/v1/shares/{share['id']}/reissue", headers=headers))
+    await expect_one(
+        "share.reissued", lambda: client.post(f"/api/v1/shares/{share['id']}/reissue", headers=headers)
+    )
 
     locked = (await create_share(client, headers, [document_id])).json()
     for _ in range(4):
-        await redeem(client, codes.display(codes.with_locator(codes.locator_of(codes.normalise(locked["access_code"])))))
+        await redeem(
+            client,
+            codes.display(codes.with_locator(codes.locator_of(codes.normalise(locked["access_code"])))),
+        )
     last_wrong = codes.display(codes.with_locator(codes.locator_of(codes.normalise(locked["access_code"]))))
     await expect_one("code.locked", lambda: redeem(client, last_wrong))
 
-    await expect_one("share.revoked", lambda: client.post(f"/api/v1/shares/{locked['id']}/revoke", headers=headers))
+    await expect_one(
+        "share.revoked", lambda: client.post(f"/api/v1/shares/{locked['id']}/revoke", headers=headers)
+    )
 
     insurer = (await create_share(client, headers, [document_id], profile="insurer")).json()
     second = await staff(app, SECOND_CLINICIAN)
@@ -134,7 +145,9 @@ async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClie
 
     async def invite() -> Any:
         async with portal.transaction() as db:
-            return await create_invitation(db, admin_actor, email="new@riverside.test", role="clinician", created_by=admin)
+            return await create_invitation(
+                db, admin_actor, email="new@riverside.test", role="clinician", created_by=admin
+            )
 
     await expect_one("staff.invited", invite)
 
@@ -168,7 +181,8 @@ async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClie
     covered.add("staff.disabled")
 
     hold = await expect_one(
-        "legal_hold.added", lambda: add_hold(portal, document_id=document_id, patient_ref=None, reason="Complaint")
+        "legal_hold.added",
+        lambda: add_hold(portal, document_id=document_id, patient_ref=None, reason="Complaint"),
     )
     await expect_one("legal_hold.released", lambda: release_hold(portal, str(hold.id)))
 
@@ -178,7 +192,9 @@ async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClie
 
     await expect_one(
         "document.erased",
-        lambda: client.post(f"/api/v1/documents/{document_id}/erase", headers=headers, json={"reason": "patient_request"}),
+        lambda: client.post(
+            f"/api/v1/documents/{document_id}/erase", headers=headers, json={"reason": "patient_request"}
+        ),
     )
 
     expiring = await upload_pdf(client, headers, simple_pdf())

@@ -31,7 +31,9 @@ def assert_security_headers(headers: object, path: str) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", get("x-request-id", "")), path
 
 
-@pytest.mark.parametrize("path", ["/access", "/staff/login", "/static/portal.css", "/no-such-page", "/api/v1/shares/x"])
+@pytest.mark.parametrize(
+    "path", ["/access", "/staff/login", "/static/portal.css", "/no-such-page", "/api/v1/shares/x"]
+)
 async def test_headers_on_every_response(client: AsyncTestClient[Litestar], path: str) -> None:
     answer = await client.get(path)
     assert_security_headers(answer.headers, path)
@@ -68,7 +70,9 @@ async def test_code_never_read_from_url(app: Litestar, client: AsyncTestClient[L
     assert spent.status_code == 200
 
 
-async def test_unexpected_error_page(app: Litestar, client: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unexpected_error_page(
+    app: Litestar, client: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import portal.access.controllers as controllers
 
     def explode(*_args: object, **_kwargs: object) -> None:

@@ -24,7 +24,9 @@ async def test_head_matches_models(database_url: str) -> None:
     engine = create_engine(database_url)
     async with engine.connect() as connection:
         differences = await connection.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata)
+            lambda sync: compare_metadata(
+                MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+            )
         )
     await engine.dispose()
     assert differences == [], "models changed without a migration: run alembic revision --autogenerate"
@@ -74,8 +76,16 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
     async with engine.begin() as connection:
         for statement, values in rows:
             # Typed parameters, so each backend stores UUIDs and times the way the ORM does.
-            typed = [bindparam(name, type_=Uuid()) for name, value in values.items() if isinstance(value, uuid.UUID)]
-            typed += [bindparam(name, type_=DateTime()) for name, value in values.items() if isinstance(value, dt.datetime)]
+            typed = [
+                bindparam(name, type_=Uuid())
+                for name, value in values.items()
+                if isinstance(value, uuid.UUID)
+            ]
+            typed += [
+                bindparam(name, type_=DateTime())
+                for name, value in values.items()
+                if isinstance(value, dt.datetime)
+            ]
             await connection.execute(text(statement).bindparams(*typed), values)
     await engine.dispose()
 
@@ -83,7 +93,11 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
 
     engine = create_engine(database_url)
     async with engine.connect() as connection:
-        share = (await connection.execute(text("SELECT recipient_name, approval_required, reissue_count FROM share"))).one()
+        share = (
+            await connection.execute(
+                text("SELECT recipient_name, approval_required, reissue_count FROM share")
+            )
+        ).one()
         links = (await connection.execute(text("SELECT count(*) FROM share_document"))).scalar_one()
         token_scopes = (await connection.execute(text("SELECT scopes FROM api_token"))).scalar_one()
         events = (await connection.execute(text("SELECT count(*) FROM access_event"))).scalar_one()

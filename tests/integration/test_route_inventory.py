@@ -69,7 +69,11 @@ def rule_for(path: str) -> tuple[str, set[str]] | None:
 
 
 async def test_every_route_is_classified(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    unclassified = [(method, path) for method, path in inventory(app) if (method, path) not in PUBLIC and rule_for(path) is None]
+    unclassified = [
+        (method, path)
+        for method, path in inventory(app)
+        if (method, path) not in PUBLIC and rule_for(path) is None
+    ]
     assert not unclassified, f"routes without an access rule: {unclassified}"
 
 
@@ -85,7 +89,10 @@ async def test_anonymous_gets_nothing(app: Litestar, client: AsyncTestClient[Lit
 
 
 async def test_wrong_role_gets_403(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    tokens = {"clinician": await token_for(app, CLINICIAN, "clinician"), "dpo": await token_for(app, DPO, "dpo")}
+    tokens = {
+        "clinician": await token_for(app, CLINICIAN, "clinician"),
+        "dpo": await token_for(app, DPO, "dpo"),
+    }
     await add_staff(app, CLINICIAN, "clinician")
 
     checked = 0

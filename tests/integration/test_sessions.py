@@ -24,7 +24,9 @@ async def test_recipient_cookie_flags(app: Litestar, client: AsyncTestClient[Lit
     _headers, share = await issue_share(app, client)
     page = await client.get("/access")
     answer = await client.post(
-        "/access", data={"code": share["access_code"], "_csrf_token": csrf_from(page.text)}, follow_redirects=False
+        "/access",
+        data={"code": share["access_code"], "_csrf_token": csrf_from(page.text)},
+        follow_redirects=False,
     )
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(f"{RECIPIENT_COOKIE}=")
@@ -88,7 +90,9 @@ async def test_recipient_finish_ends_session(app: Litestar, client: AsyncTestCli
     _headers, share = await issue_share(app, client)
     page = await redeem(client, share["access_code"])
     session_id = client.cookies.get(RECIPIENT_COOKIE)
-    ended = await client.post("/access/end", data={"_csrf_token": csrf_from(page.text)}, follow_redirects=False)
+    ended = await client.post(
+        "/access/end", data={"_csrf_token": csrf_from(page.text)}, follow_redirects=False
+    )
     assert ended.status_code == 303
     assert '"storage"' in ended.headers["clear-site-data"]
 
@@ -112,7 +116,9 @@ async def test_demotion_ends_session_and_token(app: Litestar, client: AsyncTestC
     assert demoted.status_code == 403
 
     async with portal_of(app).transaction() as db:
-        await db.execute(update(StaffUser).where(StaffUser.email == CLINICIAN).values(disabled_at=dt.datetime.now(dt.UTC)))
+        await db.execute(
+            update(StaffUser).where(StaffUser.email == CLINICIAN).values(disabled_at=dt.datetime.now(dt.UTC))
+        )
     assert (await client.get("/dpo/events", follow_redirects=False)).status_code == 303
     disabled = await client.get("/api/v1/audit/events", headers=headers)
     assert disabled.status_code == 401

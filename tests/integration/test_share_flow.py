@@ -65,7 +65,9 @@ async def test_flow_upload_share_redeem_download(app: Litestar, client: AsyncTes
     assert status.json()["status"] == "downloaded"
     assert status.json()["downloads_completed"] == 1
 
-    export = await client.get("/api/v1/audit/events", params={"format": "jsonl", "patient_ref": "PAT-0042"}, headers=dpo)
+    export = await client.get(
+        "/api/v1/audit/events", params={"format": "jsonl", "patient_ref": "PAT-0042"}, headers=dpo
+    )
     assert export.status_code == 200
     events = [json.loads(line) for line in export.text.splitlines()]
     types = [event["event_type"] for event in events]

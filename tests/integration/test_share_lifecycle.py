@@ -15,7 +15,17 @@ from portal.config import Settings
 from portal.models import AccessEvent, DataKey
 from portal.security import codes
 from tests.conftest import csrf_from, make_settings
-from tests.helpers import CLINICIAN, create_share, issue_share, portal_of, redeem, sign_in, simple_pdf, token_for, upload_pdf
+from tests.helpers import (
+    CLINICIAN,
+    create_share,
+    issue_share,
+    portal_of,
+    redeem,
+    sign_in,
+    simple_pdf,
+    token_for,
+    upload_pdf,
+)
 
 
 async def share_with_birth_date(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
@@ -41,7 +51,9 @@ async def test_birth_date_required_at_creation(app: Litestar, client: AsyncTestC
     uploaded = await upload_pdf(client, headers, simple_pdf())
     answer = await create_share(client, headers, [uploaded.json()["id"]], profile="patient_dob")
     assert answer.status_code == 400
-    assert answer.json()["error"]["message"].startswith("The profile 'Patient, with date-of-birth check' asks")
+    assert answer.json()["error"]["message"].startswith(
+        "The profile 'Patient, with date-of-birth check' asks"
+    )
 
 
 async def test_birth_date_asked_then_checked(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -54,16 +66,22 @@ async def test_birth_date_asked_then_checked(app: Litestar, client: AsyncTestCli
     assert 'id="date_of_birth"' in asked.text
 
     token = csrf_from(asked.text)
-    wrong = await client.post("/access", data={"code": code, "date_of_birth": "15.03.1951", "_csrf_token": token})
+    wrong = await client.post(
+        "/access", data={"code": code, "date_of_birth": "15.03.1951", "_csrf_token": token}
+    )
     assert wrong.status_code == 400
     assert "This code cannot be used" in wrong.text
 
-    right = await client.post("/access", data={"code": code, "date_of_birth": "1951-03-14", "_csrf_token": token})
+    right = await client.post(
+        "/access", data={"code": code, "date_of_birth": "1951-03-14", "_csrf_token": token}
+    )
     assert right.status_code == 200
     assert "Maria Keller" in right.text
 
     async with portal_of(app).transaction() as db:
-        failures = (await db.scalars(select(AccessEvent.details).where(AccessEvent.event_type == "code.failed"))).all()
+        failures = (
+            await db.scalars(select(AccessEvent.details).where(AccessEvent.event_type == "code.failed"))
+        ).all()
     assert len(failures) == 1  # asking for the date spent nothing; the wrong date counted once
 
 
@@ -71,7 +89,10 @@ async def test_wrong_birth_date_counts_toward_lock(app: Litestar, client: AsyncT
     share = await share_with_birth_date(app, client)
     token = csrf_from((await client.get("/access")).text)
     for _ in range(5):
-        await client.post("/access", data={"code": share["access_code"], "date_of_birth": "01.01.1960", "_csrf_token": token})
+        await client.post(
+            "/access",
+            data={"code": share["access_code"], "date_of_birth": "01.01.1960", "_csrf_token": token},
+        )
     locked = await client.post(
         "/access", data={"code": share["access_code"], "date_of_birth": "14.03.1951", "_csrf_token": token}
     )
@@ -107,7 +128,9 @@ async def test_reissue_kills_old_code_and_copy(app: Litestar, client: AsyncTestC
     assert types.count("share.reissued") == 1
 
 
-async def test_slip_page_and_pdf(app: Litestar, client: AsyncTestClient[Litestar], settings: Settings) -> None:
+async def test_slip_page_and_pdf(
+    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings
+) -> None:
     await token_for(app, CLINICIAN, "clinician")
     await sign_in(client, CLINICIAN)
     token = csrf_from((await client.get("/staff")).text)
@@ -119,7 +142,12 @@ async def test_slip_page_and_pdf(app: Litestar, client: AsyncTestClient[Litestar
     )
     created = await client.post(
         f"{uploaded.url.path}/shares",
-        data={"_csrf_token": csrf_from(uploaded.text), "profile": "patient", "recipient_name": "Jan Nowak", "purpose": "Results"},
+        data={
+            "_csrf_token": csrf_from(uploaded.text),
+            "profile": "patient",
+            "recipient_name": "Jan Nowak",
+            "purpose": "Results",
+        },
     )
     code = re.search(r'data-testid="access-code">([0-9A-Z-]+)<', created.text)
     assert code
@@ -127,7 +155,9 @@ async def test_slip_page_and_pdf(app: Litestar, client: AsyncTestClient[Litestar
 
     slip_form = re.search(r'action="(/staff/shares/[0-9a-f-]+/slip)"', created.text)
     assert slip_form
-    slip = await client.post(slip_form.group(1), data={"_csrf_token": csrf_from(created.text), "code": code.group(1)})
+    slip = await client.post(
+        slip_form.group(1), data={"_csrf_token": csrf_from(created.text), "code": code.group(1)}
+    )
     assert slip.status_code == 200
     assert slip.headers["content-type"] == "application/pdf"
     text = pypdfium2.PdfDocument(slip.content)[0].get_textpage().get_text_range()
@@ -136,7 +166,8 @@ async def test_slip_page_and_pdf(app: Litestar, client: AsyncTestClient[Litestar
     assert f"{settings.public_url}/access" in text
 
     forged = await client.post(
-        slip_form.group(1), data={"_csrf_token": csrf_from(created.text), "code": codes.display(codes.generate_code())}
+        slip_form.group(1),
+        data={"_csrf_token": csrf_from(created.text), "code": codes.display(codes.generate_code())},
     )
     assert forged.status_code == 400
 
@@ -147,7 +178,9 @@ async def test_flood_control_answers_429(tmp_path: object, database_url: str) ->
     from portal.app import create_app
 
     folder = Path(str(tmp_path))
-    app = create_app(make_settings(folder / "data", database_url, PORTAL_TRUSTED_PROXY_HOPS="1"), pdf_workers=1)
+    app = create_app(
+        make_settings(folder / "data", database_url, PORTAL_TRUSTED_PROXY_HOPS="1"), pdf_workers=1
+    )
     async with AsyncTestClient(app=app, base_url="https://portal.test") as client:
         token = csrf_from((await client.get("/access")).text)
         statuses = []

@@ -46,7 +46,9 @@ async def test_wrong_password_is_logged(app: Litestar, client: AsyncTestClient[L
     assert "not right" in answer.text
     unknown = await sign_in(client, "nobody@riverside.test", "not the password at all")
     assert unknown.status_code == 400
-    assert unknown.text.replace(csrf_from(unknown.text), "") .count("not right") == answer.text.count("not right")
+    assert unknown.text.replace(csrf_from(unknown.text), "").count("not right") == answer.text.count(
+        "not right"
+    )
 
     async with portal_of(app).transaction() as db:
         types = list((await db.scalars(select(AccessEvent.event_type))).all())

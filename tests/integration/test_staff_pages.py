@@ -19,7 +19,12 @@ async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTes
 
     uploaded = await client.post(
         "/staff/documents",
-        data={"_csrf_token": token, "title": "Scar review", "patient_ref": "PAT-77", "report_date": "2026-12-01"},
+        data={
+            "_csrf_token": token,
+            "title": "Scar review",
+            "patient_ref": "PAT-77",
+            "report_date": "2026-12-01",
+        },
         files={"file": ("scar.pdf", simple_pdf(2), "application/pdf")},
         headers={"x-csrftoken": token},
     )
@@ -31,7 +36,12 @@ async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTes
 
     created = await client.post(
         f"{document_path}/shares",
-        data={"_csrf_token": csrf_from(uploaded.text), "profile": "referrer", "recipient_name": "Dr. Αλέξανδρος Παππάς", "purpose": "Referral"},
+        data={
+            "_csrf_token": csrf_from(uploaded.text),
+            "profile": "referrer",
+            "recipient_name": "Dr. Αλέξανδρος Παππάς",
+            "purpose": "Referral",
+        },
     )
     assert created.status_code == 201
     assert created.headers["cache-control"] == "no-store"
@@ -44,7 +54,9 @@ async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTes
     assert "issued" in share_page.text
     assert code.group(1) not in share_page.text  # the code is shown once only
 
-    revoked = await client.post(f"{share_link.group(1)}/revoke", data={"_csrf_token": csrf_from(share_page.text)})
+    revoked = await client.post(
+        f"{share_link.group(1)}/revoke", data={"_csrf_token": csrf_from(share_page.text)}
+    )
     assert revoked.status_code == 200
     assert "revoked" in revoked.text
     assert (await redeem(client, code.group(1))).status_code == 400
@@ -94,7 +106,9 @@ async def test_dpo_filters_with_htmx(app: Litestar, client: AsyncTestClient[Lite
     assert "staff.created" in page.text
     assert "<html" in page.text
 
-    partial = await client.get("/dpo/events", params={"event_type": "staff.login"}, headers={"HX-Request": "true"})
+    partial = await client.get(
+        "/dpo/events", params={"event_type": "staff.login"}, headers={"HX-Request": "true"}
+    )
     assert partial.status_code == 200
     assert "<html" not in partial.text
     assert "staff.login" in partial.text

@@ -118,7 +118,9 @@ async def test_two_step_sign_in(app: Litestar, client: AsyncTestClient[Litestar]
     assert any('"method":"totp"' in step for step in steps)
 
     async with portal_of(app).transaction() as db:
-        enrolments = (await db.scalars(select(AccessEvent.seq).where(AccessEvent.event_type == "staff.totp_enrolled"))).all()
+        enrolments = (
+            await db.scalars(select(AccessEvent.seq).where(AccessEvent.event_type == "staff.totp_enrolled"))
+        ).all()
     assert len(enrolments) == 1
 
 

@@ -41,7 +41,11 @@ async def test_trace_names_each_recipient(
     for name, share, path in copies:
         result = subprocess.run(
             [sys.executable, "-m", "portal.cli", "trace", str(path)],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         assert share["reference"] in result.stdout
@@ -52,7 +56,11 @@ async def test_trace_names_each_recipient(
     stranger.write_bytes(simple_pdf())
     other = subprocess.run(
         [sys.executable, "-m", "portal.cli", "trace", str(stranger)],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert other.returncode == 1
     assert "not a copy made by this portal" in other.stdout

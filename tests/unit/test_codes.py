@@ -35,7 +35,9 @@ def test_display_groups_of_four() -> None:
     assert printed == printed.upper()
 
 
-@pytest.mark.parametrize("transform", [str.lower, lambda text: text.replace("-", " "), lambda text: text.replace("-", "")])
+@pytest.mark.parametrize(
+    "transform", [str.lower, lambda text: text.replace("-", " "), lambda text: text.replace("-", "")]
+)
 def test_normalise_accepts_variants(transform: object) -> None:
     code = codes.generate_code()
     assert codes.normalise(transform(codes.display(code))) == code  # type: ignore[operator]
@@ -76,7 +78,9 @@ def test_check_character_catches_most_swaps() -> None:
     assert caught / total > 0.9
 
 
-@pytest.mark.parametrize("entered", ["", "ABC", "K7M2-9QDX-4HTV-B8NR-W3E", "K7M2-9QDX-4HTV-B8NR-W3E!", "x" * 64])
+@pytest.mark.parametrize(
+    "entered", ["", "ABC", "K7M2-9QDX-4HTV-B8NR-W3E", "K7M2-9QDX-4HTV-B8NR-W3E!", "x" * 64]
+)
 def test_normalise_rejects_malformed(entered: str) -> None:
     with pytest.raises(codes.CodeFormatError):
         codes.normalise(entered)

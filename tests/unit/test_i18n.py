@@ -43,7 +43,12 @@ UNMARKED_ALLOWED = {"UTC", 'aria-describedby=" " aria-invalid="true"'}
 
 # Attributes whose values a person reads or hears.
 READABLE_ATTRIBUTES = {
-    "alt", "title", "placeholder", "aria-label", "aria-description", "aria-roledescription",
+    "alt",
+    "title",
+    "placeholder",
+    "aria-label",
+    "aria-description",
+    "aria-roledescription",
 }
 BUTTON_INPUT_TYPES = {"submit", "button", "reset"}
 
@@ -106,8 +111,20 @@ def extracted(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     pot = tmp_path_factory.mktemp("i18n") / "messages.pot"
     result = subprocess.run(
         [
-            sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "babel.cfg",
-            "-k", "N_", "-k", "gettext_noop", "--no-wrap", "-o", str(pot), ".",
+            sys.executable,
+            "-m",
+            "babel.messages.frontend",
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "N_",
+            "-k",
+            "gettext_noop",
+            "--no-wrap",
+            "-o",
+            str(pot),
+            ".",
         ],
         cwd=REPOSITORY_ROOT,
         capture_output=True,

@@ -34,7 +34,9 @@ def test_invalid_setting_names_variable(tmp_path: Path, variable: str, value: st
 
 
 def test_postgres_url_gets_async_driver(tmp_path: Path) -> None:
-    settings = Settings.from_env({"PORTAL_DATA_DIR": str(tmp_path), "PORTAL_DATABASE_URL": "postgresql://u@h:5432/d"})
+    settings = Settings.from_env(
+        {"PORTAL_DATA_DIR": str(tmp_path), "PORTAL_DATABASE_URL": "postgresql://u@h:5432/d"}
+    )
     assert settings.database_url == "postgresql+psycopg://u@h:5432/d"
 
 
@@ -56,8 +58,16 @@ def _policy_copy(tmp_path: Path) -> Path:
     ("old", "new", "expected"),
     [
         ("expiry_days = 14", "expiry_days = 45", r"\[profiles.patient\] expiry_days = 45 is out of range"),
-        ("expiry_days = 14", "expiry_days = 14\ncolour = 'red'", r"\[profiles.patient\] has unknown key\(s\): colour"),
-        ('pdf_password = "code"', 'pdf_password = "secret"', "pdf_password = 'secret' is not one of code, none"),
+        (
+            "expiry_days = 14",
+            "expiry_days = 14\ncolour = 'red'",
+            r"\[profiles.patient\] has unknown key\(s\): colour",
+        ),
+        (
+            'pdf_password = "code"',
+            'pdf_password = "secret"',
+            "pdf_password = 'secret' is not one of code, none",
+        ),
         ("allow_view = true", 'allow_view = "yes"', "allow_view = 'yes' must be true or false"),
         ("max_redemptions = 1\n", "", "missing the key 'max_redemptions'"),
     ],
@@ -74,5 +84,5 @@ def test_invalid_profile_names_file_and_key(tmp_path: Path, old: str, new: str, 
 def test_invalid_toml_names_file(tmp_path: Path) -> None:
     folder = _policy_copy(tmp_path)
     (folder / "security.toml").write_text("[access_code\nmax_failed_attempts = 5\n")
-    with pytest.raises(PolicyError, match="security.toml: invalid TOML"):
+    with pytest.raises(PolicyError, match=r"security\.toml: invalid TOML"):
         load_policies(folder)

@@ -28,7 +28,10 @@ async def test_deflate_bomb_rejected_fast(pool: PdfWorkerPool) -> None:
     code = await reject_code(pool, bomb)
 
     assert code == "decoded_size_exceeded"
-    assert time.monotonic() - started < 1.0
+    # The budget is CPU time in the worker; wall time includes waiting for a busy machine, so it gets headroom.
+    assert pool.last_cpu_seconds is not None
+    assert pool.last_cpu_seconds < 1.0
+    assert time.monotonic() - started < 5.0
     assert pool.last_peak_rss is not None
     assert pool.last_peak_rss < 100 * 2**20
 
