@@ -294,10 +294,25 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
         job_started = time.process_time()
         try:
             header, blobs = _run_job(pipeline, budgets, *decode_message(message))
-            reply = encode_message({"ok": True, **header, "peak_rss": _peak_rss(), "cpu_seconds": time.process_time() - job_started}, blobs)
+            reply = encode_message(
+                {
+                    "ok": True,
+                    **header,
+                    "peak_rss": _peak_rss(),
+                    "cpu_seconds": time.process_time() - job_started,
+                },
+                blobs,
+            )
         except PdfRejected as rejected:
             reply = encode_message(
-                {"ok": False, "code": rejected.code, "message": rejected.message, "peak_rss": _peak_rss(), "cpu_seconds": time.process_time() - job_started}, []
+                {
+                    "ok": False,
+                    "code": rejected.code,
+                    "message": rejected.message,
+                    "peak_rss": _peak_rss(),
+                    "cpu_seconds": time.process_time() - job_started,
+                },
+                [],
             )
         except MemoryError:
             reply = encode_message(
@@ -307,7 +322,7 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
                     "message": "Processing the PDF needed more memory than the portal allows. "
                     "Save it again from the program that made it, or split it.",
                     "peak_rss": _peak_rss(),
-                    "cpu_seconds": time.process_time() - job_started, "cpu_seconds": time.process_time() - job_started,
+                    "cpu_seconds": time.process_time() - job_started,
                 },
                 [],
             )
@@ -320,7 +335,7 @@ def worker_main(connection: Connection, budgets: Budgets) -> None:
                     "message": "The PDF could not be processed because of an internal error. "
                     "Try again later; if it keeps failing, contact support.",
                     "peak_rss": _peak_rss(),
-                    "cpu_seconds": time.process_time() - job_started, "cpu_seconds": time.process_time() - job_started,
+                    "cpu_seconds": time.process_time() - job_started,
                 },
                 [],
             )
