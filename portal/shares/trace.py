@@ -77,7 +77,7 @@ def _trace(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     trace = commands.add_parser("trace", help="name the share a copy of a report was made for")
     trace.add_argument("file", help="the PDF copy to trace (no password needed)")
     trace.set_defaults(handler=_trace)
