@@ -6,21 +6,37 @@ Errors are ``{"error": {"code", "message", "request_id"}}``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from litestar import Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Parameter,
+    RequestBody,
+    Schema,
+)
+from litestar.openapi.spec.encoding import Encoding
 from litestar.params import FromPath
 from litestar.response import Response, Stream
 
-from portal.audit.export import bundle_stream, export_stream
+from portal.audit.export import FORMATS, bundle_stream, export_stream
 from portal.audit.query import FILTER_KEYS, parse_filter
+from portal.audit.recorder import EVENT_TYPES
 from portal.core import Portal
 from portal.documents.controllers import UPLOAD_BODY_LIMIT, read_upload
+from portal.documents.service import _PATIENT_REF as PATIENT_REF_PATTERN
 from portal.documents.service import parse_upload_form, upload_document
 from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.shares.service import (
+    MAX_DOCUMENTS_PER_SHARE,
     IssuedShare,
     create_share,
     load_share,
@@ -29,10 +45,196 @@ from portal.shares.service import (
     revoke_share,
     share_summary,
 )
+from portal.staff.openapi import documented_operation, error_responses
 from portal.web import portal_of, require_token, token_actor
 
+# Response models for the OpenAPI schema. The handlers build plain dicts, and
+# tests/integration/test_api_schema.py checks that the responses match these models.
 
-@post("/api/v1/documents", request_max_body_size=UPLOAD_BODY_LIMIT, include_in_schema=True)
+
+@dataclass
+class UploadedDocument:
+    """A stored, sanitised report."""
+
+    id: str
+    title: str
+    pages: int
+    sha256: str
+    report_date: dt.date | None
+    removed: list[str]
+    warnings: list[str]
+    repaired: bool
+
+
+@dataclass
+class ShareWithCode:
+    """A new share, or a share with a new code. The API returns ``access_code`` here once and never again."""
+
+    id: str
+    reference: str
+    access_code: str
+    expires_at: dt.datetime
+    access_url: str
+    profile: str
+
+
+ShareState = Literal["revoked", "awaiting_approval", "locked", "expired", "downloaded", "opened", "issued"]
+
+
+@dataclass
+class ShareStatus:
+    """A share's state and counters, as shown to the clinic."""
+
+    id: str
+    reference: str
+    profile: str
+    status: ShareState
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    locked_at: dt.datetime | None
+    first_opened_at: dt.datetime | None
+    redemptions: int
+    max_redemptions: int
+    downloads_started: int
+    downloads_completed: int
+    max_downloads: int
+    failed_attempts: int
+    approval_required: bool
+    approved_at: dt.datetime | None
+    document_ids: list[str]
+
+
+def _text(description: str, max_length: int, **extra: Any) -> Schema:
+    return Schema(type=OpenAPIType.STRING, description=description, max_length=max_length, **extra)
+
+
+UPLOAD_BODY = RequestBody(
+    required=True,
+    description="The PDF and the text fields below. The security policy caps the file (30 MB by default).",
+    content={
+        "multipart/form-data": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["file", "title", "patient_ref"],
+                properties={
+                    "file": Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.BINARY,
+                        content_media_type="application/pdf",
+                        description="The report's PDF file.",
+                    ),
+                    "title": _text("The report's title, shown to staff and recipients.", 200, min_length=1),
+                    "patient_ref": _text(
+                        "The clinic's own pseudonymous patient number, never a name.",
+                        64,
+                        pattern=PATIENT_REF_PATTERN.pattern,
+                    ),
+                    "report_date": Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.DATE,
+                        description="The report's date (YYYY-MM-DD), optional.",
+                    ),
+                },
+            ),
+            encoding={"file": Encoding(content_type="application/pdf")},
+        )
+    },
+)
+
+SHARE_BODY = RequestBody(
+    required=True,
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["document_ids", "profile", "recipient_name", "purpose"],
+                properties={
+                    "document_ids": Schema(
+                        type=OpenAPIType.ARRAY,
+                        items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
+                        min_items=1,
+                        max_items=MAX_DOCUMENTS_PER_SHARE,
+                        unique_items=True,
+                        description="Ids returned by the upload. All reports must belong to one patient.",
+                    ),
+                    "profile": _text("A recipient profile from policies/profiles.toml, e.g. 'patient'.", 64),
+                    "recipient_name": _text(
+                        "The recipient's name as the watermark shows it.", 120, min_length=1
+                    ),
+                    "purpose": _text(
+                        "Why the report is shared, recorded in the access log.", 200, min_length=1
+                    ),
+                    "date_of_birth": Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.DATE,
+                        description="The recipient's date of birth, for profiles with that second factor.",
+                    ),
+                },
+            ),
+            example={
+                "document_ids": ["0b8e4c1e-6f0e-4a59-9b59-6f2b8c1d2e3f"],
+                "profile": "patient",
+                "recipient_name": "Zoë Łukasiewicz",
+                "purpose": "Follow-up after treatment",
+            },
+        )
+    },
+)
+
+
+def _query(name: str, description: str, **extra: Any) -> Parameter:
+    return Parameter(
+        name=name,
+        param_in="query",
+        required=False,
+        schema=Schema(type=OpenAPIType.STRING, **extra),
+        description=description,
+    )
+
+
+EVENT_FILTERS = [
+    _query("patient_ref", "The clinic's patient number, matched through its pseudonym."),
+    _query("share_id", "A share id.", format=OpenAPIFormat.UUID),
+    _query("recipient", "Part of a recipient's name or organisation, ignoring case.", max_length=200),
+    _query("event_type", "One event type, e.g. share.created.", enum=sorted(EVENT_TYPES)),
+    _query("ip_prefix", "An IPv4 or IPv6 network, e.g. 203.0.113.0/24."),
+    _query("since", "The earliest time: YYYY-MM-DD or RFC 3339."),
+    _query("until", "The latest time: YYYY-MM-DD (the whole day) or RFC 3339."),
+]
+
+EXPORT_FORMAT = _query("format", "jsonl (the default) or csv.", enum=sorted(FORMATS))
+
+EXPORT_RESPONSE = OpenAPIResponse(
+    description="The matching events, streamed as JSON Lines or as CSV (formula-safe).",
+    content={
+        media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+        for media_type in FORMATS.values()
+    },
+)
+
+BUNDLE_RESPONSE = OpenAPIResponse(
+    description="A zip of the matching events, a signed checkpoint and inclusion proofs.",
+    content={
+        "application/zip": OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        )
+    },
+)
+
+
+@post(
+    "/api/v1/documents",
+    request_max_body_size=UPLOAD_BODY_LIMIT,
+    include_in_schema=True,
+    summary="Upload a report",
+    description="Store a sanitised copy of a PDF. Needs the upload scope and a clinician or admin owner.",
+    operation_class=documented_operation(request_body=UPLOAD_BODY),
+    responses={
+        201: ResponseSpec(UploadedDocument, description="The report was stored.", generate_examples=False),
+        **error_responses(400, 401, 403, 413, 422),
+    },
+)
 async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     user = await require_token(request, "clinician", "admin", scope="upload")
     portal = portal_of(request)
@@ -62,7 +264,19 @@ async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return body
 
 
-@post("/api/v1/shares", include_in_schema=True)
+@post(
+    "/api/v1/shares",
+    include_in_schema=True,
+    summary="Share reports with one recipient",
+    description="Create a share and its access code. Needs the share scope and a clinician or admin owner.",
+    operation_class=documented_operation(request_body=SHARE_BODY),
+    responses={
+        201: ResponseSpec(
+            ShareWithCode, description="The share and its code, shown once.", generate_examples=False
+        ),
+        **error_responses(400, 401, 403, 404, 422),
+    },
+)
 async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     user = await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
@@ -101,7 +315,19 @@ def _issued_response(portal: Portal, issued: IssuedShare, status_code: int = 201
     return Response(body_out, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-@post("/api/v1/shares/{share_id:str}/reissue", include_in_schema=True)
+@post(
+    "/api/v1/shares/{share_id:str}/reissue",
+    include_in_schema=True,
+    status_code=200,
+    summary="Issue a new access code",
+    description="Replace the share's code; the old code stops working. Needs the share scope.",
+    responses={
+        200: ResponseSpec(
+            ShareWithCode, description="The share and its new code, shown once.", generate_examples=False
+        ),
+        **error_responses(400, 401, 403, 404),
+    },
+)
 async def api_reissue(request: Request[Any, Any, Any], share_id: FromPath[str]) -> Response[dict[str, Any]]:
     await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
@@ -110,14 +336,35 @@ async def api_reissue(request: Request[Any, Any, Any], share_id: FromPath[str]) 
     return _issued_response(portal, issued, status_code=200)
 
 
-@get("/api/v1/shares/{share_id:str}", include_in_schema=True)
+@get(
+    "/api/v1/shares/{share_id:str}",
+    include_in_schema=True,
+    summary="Read a share's status",
+    description="Needs the share scope.",
+    responses={
+        200: ResponseSpec(
+            ShareStatus, description="The share's state and counters.", generate_examples=False
+        ),
+        **error_responses(401, 403, 404),
+    },
+)
 async def api_share(request: Request[Any, Any, Any], share_id: FromPath[str]) -> dict[str, Any]:
     await require_token(request, "clinician", "admin", scope="share")
     share = await load_share(portal_of(request), share_id)
     return share_summary(share)
 
 
-@post("/api/v1/shares/{share_id:str}/revoke", include_in_schema=True, status_code=200)
+@post(
+    "/api/v1/shares/{share_id:str}/revoke",
+    include_in_schema=True,
+    status_code=200,
+    summary="Revoke a share",
+    description="The code and any open recipient session stop working at once. Revoking twice is harmless.",
+    responses={
+        200: ResponseSpec(ShareStatus, description="The share after revoking.", generate_examples=False),
+        **error_responses(401, 403, 404),
+    },
+)
 async def api_revoke(request: Request[Any, Any, Any], share_id: FromPath[str]) -> dict[str, Any]:
     await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
@@ -126,16 +373,34 @@ async def api_revoke(request: Request[Any, Any, Any], share_id: FromPath[str]) -
     return share_summary(share)
 
 
-@get("/api/v1/audit/events", include_in_schema=True)
+@get(
+    "/api/v1/audit/events",
+    include_in_schema=True,
+    summary="Export access-log events",
+    description="Needs the audit-read scope and a DPO or admin owner. The export itself is logged.",
+    operation_class=documented_operation(
+        parameters=[EXPORT_FORMAT, *EVENT_FILTERS], responses={200: EXPORT_RESPONSE}
+    ),
+    responses=error_responses(400, 401, 403),
+)
 async def api_events(request: Request[Any, Any, Any]) -> Stream:
     await require_token(request, "dpo", "admin", scope="audit-read")
     portal = portal_of(request)
     params = {key: request.query_params.get(key) for key in FILTER_KEYS}
     filters = parse_filter(params)
-    return await export_stream(portal, token_actor(request), filters, request.query_params.get("format") or "jsonl")
+    return await export_stream(
+        portal, token_actor(request), filters, request.query_params.get("format") or "jsonl"
+    )
 
 
-@get("/api/v1/audit/bundle", include_in_schema=True)
+@get(
+    "/api/v1/audit/bundle",
+    include_in_schema=True,
+    summary="Export an evidence bundle",
+    description="Needs the audit-read scope and a DPO or admin owner.",
+    operation_class=documented_operation(parameters=EVENT_FILTERS, responses={200: BUNDLE_RESPONSE}),
+    responses=error_responses(400, 401, 403),
+)
 async def api_bundle(request: Request[Any, Any, Any]) -> Stream:
     """Return an evidence bundle (zip) of the matching events, which `portal audit verify` checks offline."""
     await require_token(request, "dpo", "admin", scope="audit-read")

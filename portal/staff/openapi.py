@@ -2,12 +2,15 @@
 
 The schema is built with Litestar's OpenAPIConfig from the application's own routes that are marked
 ``include_in_schema``, in a separate application object that is never served, and cached per application.
+That application gets shallow copies of the handlers, because registering a handler sets its owner. A served
+handler owned by the other application loses the portal's exception handlers and returns 500 for every error.
 The API routes describe their bodies and error statuses with the helpers below. Every ``/api/`` operation
 also gets the bearer-token scheme and the error statuses that any token route can return.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +39,13 @@ ERROR_DESCRIPTIONS = {
     403: "The token owner's role does not allow the request, or the token lacks the scope.",
     404: "No such object, or one the token may not see.",
     413: "The request body is larger than the upload limit.",
-    422: "The PDF was rejected; the message says why and what to upload instead.",
+    422: "The PDF was rejected. The message gives the reason and what to upload instead.",
 }
 
 
 @dataclass
 class ErrorDetail:
-    """What failed: a stable ``code``, a message that says what to do next, and the request id."""
+    """What failed: a stable ``code``, a message with the next step for the caller, and the request id."""
 
     code: str
     message: str
@@ -59,7 +62,9 @@ class ApiError:
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """Return ``responses`` for a route handler: the error object under each of ``statuses``."""
     return {
-        status: ResponseSpec(data_container=ApiError, description=ERROR_DESCRIPTIONS[status], generate_examples=False)
+        status: ResponseSpec(
+            data_container=ApiError, description=ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
         for status in statuses
     }
 
@@ -72,8 +77,8 @@ def documented_operation(
 ) -> type[Operation]:
     """Return an ``operation_class`` that adds what Litestar cannot infer from the handler's signature.
 
-    API handlers read their body and query string from the request themselves, so Litestar sees no
-    request body or query parameters, and it documents a streamed response as JSON.
+    API handlers read their body and query string from the request themselves, so their signatures show
+    Litestar no request body or query parameters. Litestar also documents a streamed response as JSON.
     """
 
     @dataclass
@@ -84,14 +89,17 @@ def documented_operation(
             if parameters:
                 self.parameters = [*(self.parameters or []), *parameters]
             if responses:
-                self.responses = {**(self.responses or {}), **{str(code): value for code, value in responses.items()}}
+                self.responses = {
+                    **(self.responses or {}),
+                    **{str(code): value for code, value in responses.items()},
+                }
 
     return DocumentedOperation
 
 
 def build_schema(app: Litestar) -> dict[str, Any]:
     handlers = [
-        handler
+        copy.copy(handler)
         for route in app.routes
         if isinstance(route, HTTPRoute)
         for handler in route.route_handlers
@@ -102,11 +110,15 @@ def build_schema(app: Litestar) -> dict[str, Any]:
         version="1",
         render_plugins=[],
         components=Components(
-            security_schemes={_BEARER: SecurityScheme(type="http", scheme="bearer", description="An API token.")}
+            security_schemes={
+                _BEARER: SecurityScheme(type="http", scheme="bearer", description="An API token.")
+            }
         ),
         security=[{_BEARER: []}],
     )
-    schema = Litestar(route_handlers=handlers, openapi_config=config).openapi_schema.to_schema()
+    # Without logging_config=None, Litestar would replace the portal's logging configuration.
+    schema_app = Litestar(route_handlers=handlers, openapi_config=config, logging_config=None)
+    schema = schema_app.openapi_schema.to_schema()
     _document_token_errors(schema)
     return schema
 
@@ -114,8 +126,8 @@ def build_schema(app: Litestar) -> dict[str, Any]:
 def _document_token_errors(schema: dict[str, Any]) -> None:
     """Document the errors every token route can return, in the portal's error object.
 
-    Litestar adds a 400 response with its own validation-error body to handlers with parameters, but the
-    portal's exception handlers answer every ``/api/`` error with the error object, so that body is replaced.
+    Litestar adds a 400 response with its own validation-error body to handlers with parameters. The
+    portal's exception handlers return every ``/api/`` error as the error object, so that body is replaced.
     """
     if "ApiError" not in schema.get("components", {}).get("schemas", {}):
         return
@@ -140,7 +152,10 @@ def _is_error_object(response: dict[str, Any]) -> bool:
 
 
 def _error_response(status: int) -> dict[str, Any]:
-    return {"description": ERROR_DESCRIPTIONS[status], "content": {"application/json": {"schema": _ERROR_REF}}}
+    return {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": _ERROR_REF}},
+    }
 
 
 @get("/api/v1/openapi.json", include_in_schema=False)
