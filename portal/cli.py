@@ -125,9 +125,8 @@ def _tokens_create(args: argparse.Namespace) -> int:
 
 def _audit_export(args: argparse.Namespace) -> int:
     async def action(portal: Any) -> int:
-        from portal.audit.export import checkpoint_quietly
-        from portal.audit.exporters import csv_rows, jsonl_lines
-        from portal.audit.query import iterate_events, parse_filter
+        from portal.audit.export import checkpoint_quietly, export_chunks
+        from portal.audit.query import parse_filter
         from portal.audit.recorder import SYSTEM, record
 
         filters = parse_filter({"patient_ref": args.patient_ref, "since": args.since, "until": args.until})
@@ -140,21 +139,15 @@ def _audit_export(args: argparse.Namespace) -> int:
             )
         await checkpoint_quietly(portal)
 
-        output = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        output = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
         try:
-            formatter = jsonl_lines if args.format == "jsonl" else csv_rows
-            first = True
-            async for event in iterate_events(portal, filters):
-                lines = formatter([event])
-                if args.format == "csv" and not first:
-                    next(lines)
-                output.writelines(lines)
-                first = False
-            if first and args.format == "csv":
-                output.writelines(csv_rows([]))
+            async for chunk in export_chunks(portal, filters, args.format):
+                output.write(chunk)
         finally:
             if args.output:
                 output.close()
+            else:
+                output.flush()
         return 0
 
     return asyncio.run(_with_portal(action))

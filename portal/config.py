@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +36,9 @@ def _env_int(environ: dict[str, str], name: str, default: int, minimum: int, max
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number. Set it to a number such as {default}.") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number. Set it to a number such as {default}."
+        ) from None
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}={value} is out of range. Set it between {minimum} and {maximum}.")
     return value
@@ -121,18 +124,25 @@ class Settings:
             debug=_env_bool(env, "PORTAL_DEBUG", False),
             checkpoint_dir=Path(checkpoint_raw).resolve() if checkpoint_raw else None,
             blob_store=blob_store,
-            **_smtp_settings(env),
+            **_smtp_settings(env)._asdict(),
         )
 
 
-def _smtp_settings(env: dict[str, str]) -> dict[str, bool | str | int]:
+class _SmtpSettings(NamedTuple):
+    notify_emails: bool
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+
+
+def _smtp_settings(env: dict[str, str]) -> _SmtpSettings:
     """Read the notification settings; enabling notifications without a server or sender stops start-up."""
     enabled = _env_bool(env, "PORTAL_NOTIFY_EMAILS", False)
     host = (env.get("PORTAL_SMTP_HOST") or "").strip()
     sender = (env.get("PORTAL_SMTP_FROM") or "").strip()
     port = _env_int(env, "PORTAL_SMTP_PORT", 25, 1, 65535)
     if not enabled:
-        return {"notify_emails": False, "smtp_host": host, "smtp_port": port, "smtp_from": sender}
+        return _SmtpSettings(False, host, port, sender)
 
     if not host or any(character in host for character in " /\r\n"):
         raise ConfigError(
@@ -143,7 +153,7 @@ def _smtp_settings(env: dict[str, str]) -> dict[str, bool | str | int]:
         raise ConfigError(
             f"PORTAL_SMTP_FROM={sender!r} is not a plain e-mail address. Set it to the sender, e.g. portal@clinic.example."
         )
-    return {"notify_emails": True, "smtp_host": host, "smtp_port": port, "smtp_from": sender}
+    return _SmtpSettings(True, host, port, sender)
 
 
 def normalise_database_url(url: str) -> str:

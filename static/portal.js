@@ -28,10 +28,77 @@
     try { window.sessionStorage.removeItem("htmx-current-path-for-history"); } catch (error) { /* storage blocked */ }
   }
 
+  // Report uploads go through XMLHttpRequest so the form can show upload progress. The server responds as
+  // it does to the plain form: a redirect to the new report's page, or the page again with the errors.
+  // Without this script (or without XMLHttpRequest upload events) the plain form submits as usual.
+  function wireUploadForms(root) {
+    root.querySelectorAll("form[data-upload-form]").forEach(function (form) {
+      if (form.dataset.uploadWired || !window.FormData || !("upload" in new XMLHttpRequest())) return;
+      form.dataset.uploadWired = "true";
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        sendUpload(form);
+      });
+    });
+  }
+
+  function sendUpload(form) {
+    var box = form.querySelector("[data-upload-progress]");
+    var bar = box && box.querySelector("progress");
+    var status = box && box.querySelector("[data-upload-status]");
+    var button = form.querySelector("button[type=submit]");
+    var token = form.querySelector("input[name=_csrf_token]");
+    var request = new XMLHttpRequest();
+
+    function show(percent, text) {
+      if (!bar) return;
+      box.hidden = false;
+      bar.value = percent;
+      bar.textContent = percent + " %";
+      status.textContent = text;
+    }
+
+    request.open("POST", form.action);
+    if (token) request.setRequestHeader("x-csrftoken", token.value);
+    request.upload.addEventListener("progress", function (event) {
+      if (!event.lengthComputable) return;
+      var percent = Math.floor((event.loaded / event.total) * 100);
+      show(percent, percent + " %");
+    });
+    request.upload.addEventListener("load", function () { show(100, "100 % · " + (box ? box.dataset.textChecking : "")); });
+    request.addEventListener("load", function () { finishUpload(form, request); });
+    request.addEventListener("error", function () {
+      show(0, box ? box.dataset.textFailed : "");
+      if (button) button.disabled = false;
+    });
+    if (button) button.disabled = true;
+    show(0, "0 %");
+    request.send(new FormData(form));
+  }
+
+  function finishUpload(form, request) {
+    // A redirect was followed: the new report's page is where the browser goes next.
+    if (request.status < 400 && request.responseURL && request.responseURL.indexOf("/staff/documents/") !== -1) {
+      window.location.assign(request.responseURL);
+      return;
+    }
+    var incoming = new DOMParser().parseFromString(request.responseText, "text/html").querySelector("main");
+    var current = document.querySelector("main");
+    if (!incoming || !current) {
+      window.location.assign(request.responseURL || form.action);
+      return;
+    }
+    current.replaceWith(incoming);
+    if (window.htmx) window.htmx.process(incoming);
+    wireUploadForms(incoming);
+    focusErrorSummary();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();
     wirePrintButtons();
     fillCodeFromFragment();
+    wireUploadForms(document);
   });
 })();

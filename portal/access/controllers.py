@@ -26,7 +26,7 @@ from portal.errors import (
     ShareUnavailable,
     TooManyRequests,
 )
-from portal.i18n import _
+from portal.i18n import N_, _
 from portal.models import Document, Share
 from portal.security.client import client_ip
 from portal.security.sessions import (
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 MAX_VIEW_WIDTH = 1400
-DAMAGED_COPY = "The stored copy failed its integrity check; ask the clinic to reissue the report."
+DAMAGED_COPY = N_("The stored copy failed its integrity check; ask the clinic to reissue the report.")
 
 
 @get("/access", include_in_schema=False)
@@ -112,7 +112,7 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
     who = actor_for(request, "recipient")
     share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
     blob_id = share.copy_blob_id or ""
-    await _authenticate_copy(portal, who, share, blob_id, data_key)
+    size = await _authenticate_copy(portal, who, share, blob_id, data_key)
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
@@ -141,19 +141,20 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "no-store",
+            # A body cut short by a copy that changed after the first pass is then visibly incomplete.
+            "Content-Length": str(size),
         },
     )
 
 
-async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> None:
-    """Decrypt the whole copy once and drop the plaintext, so a damaged copy fails before any byte is sent.
+async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> int:
+    """Authenticate every segment of the copy and return its size; a damaged copy fails before a byte is sent.
 
     This first pass costs one extra read and decryption of the copy and keeps memory constant; the body
     then decrypts it a second time while streaming.
     """
     try:
-        async for _chunk in portal.blobs.plaintext(blob_id, data_key):
-            await anyio.lowlevel.checkpoint()
+        return await portal.blobs.authenticate(blob_id, data_key)
     except (BlobIntegrityError, BlobNotFound) as error:
         log.error(
             "stored copy failed its integrity check",

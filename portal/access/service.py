@@ -27,6 +27,7 @@ from portal.errors import (
 )
 from portal.i18n import N_, _
 from portal.models import AuthSession, Share, utcnow
+from portal.notifications import notify_share_event
 from portal.security import codes, throttle
 from portal.security.client import ip_prefix
 from portal.security.hashing import CODE_HASHER, verify_secret
@@ -161,7 +162,7 @@ async def _spend(
                 redemptions=Share.redemptions + 1,
                 first_opened_at=case((Share.first_opened_at.is_(None), now), else_=Share.first_opened_at),
             )
-            .returning(Share.id)
+            .returning(Share.redemptions)
         )
         recipient = _recipient(share.id, who)
         if spent is None:
@@ -187,6 +188,10 @@ async def _spend(
             await record(db, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
     if spent is None:
         raise AccessDenied(_(GENERIC_DENIAL), field="code")
+
+    # After the commit: the first opening of this code tells the clinician, without delaying the recipient.
+    if spent == 1:
+        notify_share_event(portal, share.id, "opened")
     return Redemption(share=share, session_id=session_id)
 
 
@@ -213,6 +218,7 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
     limit = portal.policies.security.max_failed_attempts
     now = utcnow()
     share_id = share.id if share else uuid.uuid4()
+    just_locked = False
     async with portal.transaction() as db:
         result = await db.execute(
             update(Share)
@@ -257,6 +263,10 @@ async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> Non
         )
         if failures == limit and locked_at is not None:
             await record(db, recipient, "code.locked", outcome="failure", share_id=share.id)
+            just_locked = True
+
+    if just_locked:
+        notify_share_event(portal, share.id, "locked")
 
 
 async def recipient_share(

@@ -7,15 +7,14 @@ a signed tree head behind (and a copy in PORTAL_CHECKPOINT_DIR when that is set)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 from litestar.response import Stream
 
 from portal.audit.checkpoints import CheckpointError, make_checkpoint
 from portal.audit.evidence import bundle_to_spooled_file, stream_file
-from portal.audit.exporters import csv_rows, jsonl_lines
-from portal.audit.query import EventFilter, iterate_events, resolve_recipient
+from portal.audit.exporters import RowFormatter
+from portal.audit.query import EventFilter, iterate_event_rows, resolve_recipient
 from portal.audit.recorder import Actor, record
 from portal.core import Portal
 from portal.errors import InvalidInput
@@ -23,7 +22,8 @@ from portal.i18n import _
 
 log = logging.getLogger(__name__)
 
-_BATCH = 500
+# Events per chunk of the response body: about 200 KB of JSON Lines.
+CHUNK_EVENTS = 500
 FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
@@ -43,26 +43,37 @@ async def export_stream(portal: Portal, who: Actor, filters: EventFilter, export
         await record(db, who, "export.created", details={"format": export_format, **filters.as_dict()})
     await checkpoint_quietly(portal)
 
-    formatter = jsonl_lines if export_format == "jsonl" else csv_rows
-
-    async def body() -> AsyncIterator[bytes]:
-        # csv_rows starts every call with the header line; only the first batch keeps it.
-        first_batch = True
-        batch: list[dict[str, Any]] = []
-        async for event in iterate_events(portal, filters):
-            batch.append(event)
-            if len(batch) >= _BATCH:
-                yield _encode(formatter(batch), skip_header=export_format == "csv" and not first_batch)
-                first_batch = False
-                batch = []
-        if batch or first_batch:
-            yield _encode(formatter(batch), skip_header=export_format == "csv" and not first_batch)
-
     return Stream(
-        body(),
+        export_chunks(portal, filters, export_format),
         media_type=FORMATS[export_format],
         headers={"Content-Disposition": f'attachment; filename="access-log.{export_format}"'},
     )
+
+
+async def export_chunks(portal: Portal, filters: EventFilter, export_format: str) -> AsyncIterator[bytes]:
+    """Yield the matching events as CSV or JSON Lines in UTF-8, about `CHUNK_EVENTS` events per chunk.
+
+    The CSV header comes first, also when no event matches. Memory stays at one page of rows.
+
+    Raises:
+        ValueError: ``export_format`` is neither "jsonl" nor "csv".
+        EventInvalid: a stored event breaks the event schema; the chunks already yielded stay valid.
+    """
+    if export_format not in FORMATS:
+        raise ValueError(f"export format {export_format!r} is unknown; use jsonl or csv")
+
+    formatter = RowFormatter()
+    header = export_format == "csv"
+    async for page in iterate_event_rows(portal, filters):
+        for start in range(0, len(page), CHUNK_EVENTS):
+            rows = page[start : start + CHUNK_EVENTS]
+            if export_format == "jsonl":
+                yield formatter.jsonl(rows)
+            else:
+                yield formatter.csv(rows, header=header)
+                header = False
+    if header:
+        yield formatter.csv([], header=True)
 
 
 async def bundle_stream(portal: Portal, who: Actor, filters: EventFilter) -> Stream:
@@ -91,9 +102,3 @@ async def checkpoint_quietly(portal: Portal) -> None:
         await make_checkpoint(portal)
     except CheckpointError as error:
         log.error("access-log checkpoint rejected during an export", extra={"reason": str(error)})
-
-
-def _encode(lines: Iterator[str], skip_header: bool) -> bytes:
-    if skip_header:
-        next(lines, None)
-    return "".join(lines).encode("utf-8")

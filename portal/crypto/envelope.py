@@ -251,17 +251,87 @@ class SegmentDecryptor:
                 ) from None
             raise
 
+    def start(self, header: bytes | bytearray) -> None:
+        """Check the blob's header before ``open_segments``, for a caller that reads the blob itself.
+
+        Raises:
+            BlobIntegrityError: the header is short, lacks the magic bytes or names another version.
+        """
+        self._header = _check_header(bytes(header), self._blob_id)
+
+    def open_segments(
+        self, sealed: bytes | bytearray | memoryview, *, ends_blob: bool, into: bytearray | None = None
+    ) -> memoryview:
+        """Authenticate and decrypt a run of sealed segments that follows the ones opened before.
+
+        Every segment in ``sealed`` is whole, except that the last may be short when ``ends_blob`` is
+        true; then it is opened as the final segment. The plaintext goes into ``into`` (reused by a
+        caller that only authenticates) or into a new buffer, and comes back as a view of it. Each
+        segment is decrypted straight from ``sealed`` with no copy in between.
+
+        Raises:
+            BlobIntegrityError: a segment fails authentication, or the run is cut inside a segment.
+                ``into`` may then hold bytes of the failing segment that were never authenticated,
+                so a caller that reuses it must not send its content.
+        """
+        assert self._header is not None, "call start() or feed() with the header first"
+        view = memoryview(sealed)
+        count, rest = divmod(len(view), SEALED_SEGMENT_SIZE)
+        if rest and not ends_blob:
+            raise BlobIntegrityError(
+                f"Blob {self._blob_id}: the ciphertext ends inside segment {self._index + count}. "
+                "The stored blob was truncated or changed while being read."
+            )
+        if ends_blob and (rest or count == 0):
+            if rest < TAG_SIZE:
+                raise BlobIntegrityError(
+                    f"Blob {self._blob_id}: the ciphertext ends inside segment {self._index + count} "
+                    f"({rest} bytes, fewer than the {TAG_SIZE}-byte tag). The stored blob was truncated."
+                )
+            count += 1
+
+        size = len(view) - count * TAG_SIZE
+        output = into if into is not None else bytearray(size)
+        if len(output) < size:
+            raise ValueError(f"The output buffer holds {len(output)} bytes; {size} are needed.")
+        target = memoryview(output)
+        for position in range(count):
+            start = position * SEALED_SEGMENT_SIZE
+            segment = view[start : start + SEALED_SEGMENT_SIZE]
+            final = ends_blob and position == count - 1
+            self._open_into(segment, target[position * SEGMENT_SIZE :], final=final)
+        return target[:size]
+
+    def _open_into(self, sealed: memoryview, target: memoryview, *, final: bool) -> None:
+        assert self._header is not None
+        nonce, associated_data = _segment_parameters(self._header, self._blob_id_bytes, self._index, final)
+        try:
+            self._aead.decrypt_into(nonce, sealed, associated_data, target[: len(sealed) - TAG_SIZE])
+        except InvalidTag:
+            # A full final segment that authenticates as non-final proves a cut at a segment boundary.
+            full = len(sealed) == SEALED_SEGMENT_SIZE
+            if final and full and self._authenticates_as_non_final(bytes(sealed)):
+                raise BlobIntegrityError(
+                    f"Blob {self._blob_id}: the ciphertext ends after segment {self._index}, which is not "
+                    "the final segment. The stored blob was truncated."
+                ) from None
+            raise self._failed() from None
+        self._index += 1
+
+    def _failed(self) -> BlobIntegrityError:
+        return BlobIntegrityError(
+            f"Blob {self._blob_id}: segment {self._index} failed authentication. The stored ciphertext "
+            "was altered, reordered or copied from another blob, or the data key or blob id does not "
+            "belong to it."
+        )
+
     def _open(self, sealed: bytes, *, final: bool) -> bytes:
         assert self._header is not None
         nonce, associated_data = _segment_parameters(self._header, self._blob_id_bytes, self._index, final)
         try:
             plaintext = self._aead.decrypt(nonce, sealed, associated_data)
         except InvalidTag:
-            raise BlobIntegrityError(
-                f"Blob {self._blob_id}: segment {self._index} failed authentication. The stored ciphertext "
-                "was altered, reordered or copied from another blob, or the data key or blob id does not "
-                "belong to it."
-            ) from None
+            raise self._failed() from None
 
         self._index += 1
         return plaintext

@@ -49,20 +49,10 @@ async def read_upload(request: Request[Any, Any, Any], portal: Portal) -> tuple[
 async def _dashboard_with_errors(
     request: Request[Any, Any, Any], user: StaffUser, fields: dict[str, str], error: PortalError
 ) -> Template:
-    from portal.documents.service import list_documents
+    from portal.shares.controllers import render_dashboard
 
-    portal = portal_of(request)
-    return Template(
-        "staff/dashboard.html",
-        context={
-            "user": user,
-            "documents": await list_documents(portal),
-            "patient_ref": "",
-            "errors": {error.field or "file": error.message},
-            "form": fields,
-            "max_upload_mb": portal.policies.security.upload_max_body_bytes // 1_000_000,
-        },
-        status_code=error.status_code,
+    return await render_dashboard(
+        request, user, errors={error.field or "file": error.message}, form=fields, status_code=error.status_code
     )
 
 

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 
 from litestar import Request, post
 from litestar.enums import RequestEncodingType
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import Body, FromPath
 from litestar.response import Redirect
 
 from portal.errors import InvalidInput
 from portal.i18n import _
-from portal.retention.erasure import Erasure, erase_document
+from portal.retention.erasure import ERASURE_REASONS, Erasure, erase_document
+from portal.staff.openapi import documented_operation, error_responses
 from portal.web import actor_for, portal_of, require_staff, require_token, token_actor
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -36,7 +38,27 @@ async def erase_page(request: Request[Any, Any, Any], document_id: FromPath[str]
     return Redirect("/staff", status_code=303)
 
 
-@post("/api/v1/documents/{document_id:str}/erase", include_in_schema=True, status_code=200)
+ERASE_BODY = RequestBody(
+    required=True,
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["reason"],
+                properties={"reason": Schema(type=OpenAPIType.STRING, enum=list(ERASURE_REASONS))},
+            )
+        )
+    },
+)
+
+
+@post(
+    "/api/v1/documents/{document_id:str}/erase",
+    include_in_schema=True,
+    status_code=200,
+    operation_class=documented_operation(request_body=ERASE_BODY),
+    responses=error_responses(400, 401, 403, 404, 409),
+)
 async def erase_api(request: Request[Any, Any, Any], document_id: FromPath[str]) -> dict[str, Any]:
     await require_token(request, "clinician", "admin")
     body = await _json_object(request)

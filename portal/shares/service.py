@@ -16,6 +16,7 @@ from portal.audit.recorder import Actor, record
 from portal.blobs import StagedBlob
 from portal.core import Portal
 from portal.crypto.marker import encode_marker
+from portal.crypto.pseudonym import pseudonymise
 from portal.documents.service import clean_text, load_document
 from portal.errors import InvalidInput, NotFound, UploadRejected
 from portal.i18n import _
@@ -29,6 +30,8 @@ from portal.security.sessions import end_sessions_of
 
 MAX_DOCUMENTS_PER_SHARE = 10
 _LOCATOR_ATTEMPTS = 5
+# How far ahead a share's start ("not before") may lie; the profile's lifetime counts from that start.
+MAX_START_DELAY = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class ShareForm:
     recipient_name: str
     purpose: str
     date_of_birth: str | None = None  # YYYY-MM-DD, only for profiles that ask for it
+    recipient_org: str | None = None
+    expiry_days: int | None = None  # None: the profile's expiry_days, which is also the maximum
+    max_downloads: int | None = None  # None: the profile's max_downloads, which is also the maximum
+    not_before: dt.datetime | None = None  # aware UTC; the code works from then on
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,13 @@ def parse_share_form(
     recipient_name: str | None,
     purpose: str | None,
     date_of_birth: str | None = None,
+    *,
+    recipient_org: str | None = None,
+    expiry_days: str | int | None = None,
+    max_downloads: str | int | None = None,
+    not_before: str | None = None,
 ) -> ShareForm:
+    """Validate a share request; expiry and downloads may only go down from the profile's values."""
     if not document_ids:
         raise InvalidInput(_("No document chosen. Choose at least one report to share."), field="document_ids")
     if len(document_ids) > MAX_DOCUMENTS_PER_SHARE:
@@ -99,13 +112,83 @@ def parse_share_form(
             )
         birth_date = parse_date_of_birth(date_of_birth)
 
+    organisation = (recipient_org or "").strip()
     return ShareForm(
         document_ids=parsed_ids,
         profile=chosen,
         recipient_name=clean_text(recipient_name, "recipient_name", _("Recipient name"), 120),
         purpose=clean_text(purpose, "purpose", _("Purpose"), 200),
         date_of_birth=birth_date,
+        recipient_org=clean_text(organisation, "recipient_org", _("Organisation"), 200) if organisation else None,
+        expiry_days=_limit_below(expiry_days, "expiry_days", _("Expiry (days)"), 1, chosen.expiry_days),
+        max_downloads=_downloads_limit(max_downloads, chosen),
+        not_before=_parse_not_before(not_before),
     )
+
+
+def _limit_below(value: str | int | None, field: str, label: str, minimum: int, maximum: int) -> int | None:
+    """Parse an optional whole number that may lower a policy value but never raise it."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 6:
+        raise InvalidInput(
+            _("{label} '{value}' is not a whole number. Enter a number from {min} to {max}.").format(
+                label=label, value=text[:20], min=minimum, max=maximum
+            ),
+            field=field,
+        )
+    number = int(text)
+    if number > maximum:
+        raise InvalidInput(
+            _("{label} {value} is above the profile's maximum of {max}. Enter {max} or less.").format(
+                label=label, value=number, max=maximum
+            ),
+            field=field,
+        )
+    if number < minimum:
+        raise InvalidInput(
+            _("{label} {value} is below {min}. Enter a number from {min} to {max}.").format(
+                label=label, value=number, min=minimum, max=maximum
+            ),
+            field=field,
+        )
+    return number
+
+
+def _downloads_limit(value: str | int | None, profile: Profile) -> int | None:
+    if not profile.allow_download:
+        # A view-only profile allows no download, so there is nothing to lower.
+        return _limit_below(value, "max_downloads", _("Downloads"), 0, 0)
+    return _limit_below(value, "max_downloads", _("Downloads"), 1, profile.max_downloads)
+
+
+def _parse_not_before(value: str | None) -> dt.datetime | None:
+    """Parse an optional start time in UTC (YYYY-MM-DDTHH:MM, as a datetime-local field sends it)."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            _("Start time '{value}' is invalid. Use the form YYYY-MM-DD HH:MM (UTC).").format(value=text[:25]),
+            field="not_before",
+        ) from None
+    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+    now = utcnow()
+    if moment <= now:
+        # A start in the past means "now": the code works at once, which is the default anyway.
+        return None
+    if moment > now + MAX_START_DELAY:
+        raise InvalidInput(
+            _("Start time {value} is more than {days} days ahead. Choose an earlier start.").format(
+                value=moment.strftime("%Y-%m-%d %H:%M"), days=MAX_START_DELAY.days
+            ),
+            field="not_before",
+        )
+    return moment
 
 
 def _share_reference() -> str:
@@ -115,12 +198,20 @@ def _share_reference() -> str:
 async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: ShareForm) -> IssuedShare:
     """Create a share with a new access code and its prepared, encrypted recipient copy."""
     documents = [await load_document(portal, document_id) for document_id in form.document_ids]
+    if len({document.patient_pseudonym for document in documents}) > 1:
+        raise InvalidInput(
+            _("The chosen reports belong to different patients. A share holds reports of one patient only."),
+            field="document_ids",
+        )
     profile = form.profile
 
     share_id = uuid.uuid4()
     reference = _share_reference()
     code = await _unused_code(portal)
     now = utcnow()
+    # The lifetime counts from the start, so a share scheduled for later still gets its full window.
+    starts_at = max(now, form.not_before) if form.not_before else now
+    lifetime_days = form.expiry_days or profile.expiry_days
 
     copy_bytes = await _prepare_copy(portal, documents, form.profile, form.recipient_name, share_id, reference, code, now.date())
     code_hash = await hash_secret(CODE_HASHER, code)
@@ -134,14 +225,16 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             reference=reference,
             profile=profile.name,
             recipient_name=form.recipient_name,
+            recipient_org=form.recipient_org,
             purpose=form.purpose,
             created_by=creator.id,
             created_at=now,
-            expires_at=now + dt.timedelta(days=profile.expiry_days),
+            not_before=form.not_before,
+            expires_at=starts_at + dt.timedelta(days=lifetime_days),
             max_redemptions=profile.max_redemptions,
             allow_view=profile.allow_view,
             allow_download=profile.allow_download,
-            max_downloads=profile.max_downloads,
+            max_downloads=profile.max_downloads if form.max_downloads is None else form.max_downloads,
             code_locator=codes.locator_of(code),
             code_hash=code_hash,
             second_factor_hash=birth_date_hash,
@@ -229,7 +322,13 @@ async def _insert_share(
                     document_id=document.id,
                     patient_pseudonym=document.patient_pseudonym,
                     purpose=share.purpose,
-                    details={"profile": share.profile, "expires_at": share.expires_at.isoformat()},
+                    details={
+                        "profile": share.profile,
+                        "expires_at": share.expires_at.isoformat(),
+                        "not_before": share.not_before.isoformat() if share.not_before else None,
+                        "max_downloads": share.max_downloads,
+                        "approval_required": share.approval_required,
+                    },
                 )
     except IntegrityError:
         raise InvalidInput(_(_LOCATOR_TAKEN)) from None
@@ -330,6 +429,8 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
 
     code = await _unused_code(portal)
     now = utcnow()
+    # NOTE: the new lifetime is the profile's full expiry_days, even when the clinician chose a shorter one
+    # at creation, because the share row does not store the chosen number of days. max_downloads is kept.
     copy_bytes = await _prepare_copy(
         portal, documents, profile, share.recipient_name, share.id, share.reference, code, now.date()
     )
@@ -410,3 +511,108 @@ async def approve_share(portal: Portal, who: Actor, approver: StaffUser, share_i
         await record(db, who, "share.approved", share_id=share_id, purpose=share.purpose)
         await db.refresh(share)
     return share
+
+
+# The dashboard's states: share_status() values, plus two flags a share can carry beside its state.
+DASHBOARD_STATES = (
+    "issued",
+    "awaiting_approval",
+    "opened",
+    "downloaded",
+    "failed_attempts",
+    "locked",
+    "expiring_soon",
+    "expired",
+    "revoked",
+)
+EXPIRING_SOON = dt.timedelta(hours=48)
+DASHBOARD_ROWS = 100
+# Shares read per dashboard request before the state filter applies; the newest come first.
+_DASHBOARD_SCAN = 500
+_ACTIVE_STATES = ("issued", "awaiting_approval", "opened", "downloaded")
+
+
+@dataclass(frozen=True)
+class DashboardFilter:
+    patient_ref: str = ""
+    state: str = ""
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    """One dashboard line: the share, its state, its flags and the titles of its documents."""
+
+    share: Share
+    status: str
+    flags: tuple[str, ...]
+    titles: tuple[str, ...]
+
+
+def parse_dashboard_filter(patient_ref: str | None, state: str | None) -> DashboardFilter:
+    reference = (patient_ref or "").strip()
+    if len(reference) > 64:
+        raise InvalidInput(
+            _("Patient reference is too long ({length} characters). Use at most 64.").format(length=len(reference)),
+            field="filter_patient_ref",
+        )
+    chosen = (state or "").strip()
+    if chosen and chosen not in DASHBOARD_STATES:
+        raise InvalidInput(
+            _("State '{value}' is unknown. Use one of: {choices}.").format(
+                value=chosen[:30], choices=", ".join(DASHBOARD_STATES)
+            ),
+            field="filter_state",
+        )
+    return DashboardFilter(patient_ref=reference, state=chosen)
+
+
+def share_flags(share: Share, status: str, now: dt.datetime) -> tuple[str, ...]:
+    """Return the flags shown beside the state: failed attempts, expiring soon, not open yet."""
+    flags = []
+    if share.failed_attempts > 0 and status != "locked":
+        flags.append("failed_attempts")
+    if status in _ACTIVE_STATES and share.expires_at - now <= EXPIRING_SOON:
+        flags.append("expiring_soon")
+    if share.not_before is not None and share.not_before > now and status in _ACTIVE_STATES:
+        flags.append("not_yet_open")
+    return tuple(flags)
+
+
+async def dashboard_shares(portal: Portal, filters: DashboardFilter) -> list[ShareRow]:
+    """Return the newest shares that match the filter, at most DASHBOARD_ROWS of them."""
+    query = select(Share).order_by(Share.created_at.desc()).limit(_DASHBOARD_SCAN)
+    if filters.patient_ref:
+        pseudonym = pseudonymise(portal.keyring.secret("pseudonym"), filters.patient_ref)
+        patient_shares = (
+            select(ShareDocument.share_id)
+            .join(Document, Document.id == ShareDocument.document_id)
+            .where(Document.patient_pseudonym == pseudonym)
+        )
+        query = query.where(Share.id.in_(patient_shares))
+    async with portal.transaction() as db:
+        shares = list((await db.scalars(query)).all())
+
+    now = utcnow()
+    rows = []
+    for share in shares:
+        status = share_status(share, now)
+        flags = share_flags(share, status, now)
+        if filters.state and filters.state not in (status, *flags):
+            continue
+        titles = tuple(link.document.title for link in share.documents)
+        rows.append(ShareRow(share=share, status=status, flags=flags, titles=titles))
+        if len(rows) == DASHBOARD_ROWS:
+            break
+    return rows
+
+
+async def patient_documents(portal: Portal, document: Document, limit: int = 50) -> list[Document]:
+    """Return the documents of the same patient as ``document``, newest first, for a referral package."""
+    query = (
+        select(Document)
+        .where(Document.patient_pseudonym == document.patient_pseudonym, Document.erased_at.is_(None))
+        .order_by(Document.created_at.desc())
+        .limit(limit)
+    )
+    async with portal.transaction() as db:
+        return list((await db.scalars(query)).all())

@@ -10,7 +10,6 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from portal.audit.recorder import record
-from portal.documents.service import list_documents
 from portal.errors import PortalError
 from portal.i18n import _
 from portal.security.client import client_ip, ip_prefix
@@ -171,21 +170,12 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
 
 @get("/staff", include_in_schema=False)
 async def dashboard(request: Request[Any, Any, Any]) -> Template:
+    # Filters travel in POST bodies (see POST /staff), so no patient reference reaches the address bar,
+    # which htmx on this page copies into sessionStorage.
+    from portal.shares.controllers import render_dashboard
+
     user = await require_staff(request, "clinician", "admin")
-    patient_ref = request.query_params.get("patient_ref")
-    portal = portal_of(request)
-    documents = await list_documents(portal, patient_ref=patient_ref)
-    return Template(
-        "staff/dashboard.html",
-        context={
-            "user": user,
-            "documents": documents,
-            "patient_ref": patient_ref or "",
-            "errors": {},
-            "form": {},
-            "max_upload_mb": portal.policies.security.upload_max_body_bytes // 1_000_000,
-        },
-    )
+    return await render_dashboard(request, user)
 
 
 staff_routes = [

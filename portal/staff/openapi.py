@@ -39,6 +39,7 @@ ERROR_DESCRIPTIONS = {
     403: "The token owner's role does not allow the request, or the token lacks the scope.",
     404: "No such object, or one the token may not see.",
     413: "The request body is larger than the upload limit.",
+    409: "A legal hold applies to the document, so it cannot be erased until the hold is released.",
     422: "The PDF was rejected. The message gives the reason and what to upload instead.",
 }
 

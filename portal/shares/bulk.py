@@ -1,0 +1,272 @@
+"""Bulk issue: one CSV file, many shares, one PDF with a slip per page.
+
+Every row is validated before anything is created, so a file with one bad row creates nothing and the
+clinician gets each bad row's line number and reason. If creation still fails midway (the PDF worker
+rejects a copy, the database goes away), the shares created so far are revoked and their copies
+shredded before the error is raised, so no code from a failed batch ever works.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+
+import pikepdf
+from sqlalchemy import select
+
+from portal.audit.recorder import Actor
+from portal.core import Portal
+from portal.documents.service import clean_text, patient_pseudonym
+from portal.errors import InvalidInput, NotFound, PortalError
+from portal.i18n import _
+from portal.models import Document, Share, StaffUser
+from portal.security import codes
+from portal.shares.service import IssuedShare, ShareForm, create_share, parse_share_form, revoke_share
+from portal.shares.slip import slip_pdf
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 200
+MAX_CSV_BYTES = 1_000_000
+
+# Accepted header names per column, compared after lower-casing and turning spaces and dashes into "_".
+COLUMNS = {
+    "patient_ref": ("patient_ref", "patient_reference"),
+    "recipient_name": ("recipient_name", "recipient"),
+    "date_of_birth": ("date_of_birth", "dob", "birth_date"),
+    "document": ("document", "document_id", "document_title", "document_id_or_title", "title"),
+}
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A problem with one line of the file; line 1 is the header."""
+
+    line: int
+    message: str
+
+
+class BulkRejected(InvalidInput):
+    """The file or some of its rows are invalid; nothing was created."""
+
+    code = "bulk_rejected"
+
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__(
+            _("{count} problem(s) in the file. Nothing was created: fix them and upload the file again.").format(
+                count=len(errors)
+            ),
+            field="csv",
+        )
+        self.errors = errors
+
+
+class BulkIssueFailed(PortalError):
+    """Creating a share failed after validation; the shares created before it were withdrawn."""
+
+    status_code = 500
+    code = "bulk_failed"
+
+
+@dataclass(frozen=True)
+class BulkRow:
+    line: int
+    form: ShareForm
+
+
+def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
+    """Parse the CSV into (line number, column → value) pairs; raises BulkRejected for a malformed file."""
+    if len(data) > MAX_CSV_BYTES:
+        raise BulkRejected([RowError(0, _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000))])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BulkRejected([RowError(0, _("The file is not UTF-8 text. Save it as CSV in UTF-8."))]) from None
+
+    dialect = _sniff(text)
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    header = next(reader, None)
+    if header is None:
+        raise BulkRejected([RowError(1, _("The file is empty. Add a header line and one line per share."))])
+    positions = _column_positions(header)
+
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        for values in reader:
+            if not any(value.strip() for value in values):
+                continue
+            if len(rows) == MAX_ROWS:
+                raise BulkRejected(
+                    [RowError(reader.line_num, _("The file has more than {max} rows. Split it.").format(max=MAX_ROWS))]
+                )
+            rows.append((reader.line_num, {name: _cell(values, index) for name, index in positions.items()}))
+    except csv.Error:
+        raise BulkRejected([RowError(reader.line_num, _("This line is not valid CSV. Check its quotes."))]) from None
+    if not rows:
+        raise BulkRejected([RowError(2, _("The file has a header but no rows. Add one line per share."))])
+    return rows
+
+
+def _sniff(text: str) -> type[csv.Dialect] | csv.Dialect:
+    # Spreadsheets in many European locales save CSV with semicolons.
+    first_line = text.split("\n", 1)[0]
+    return csv.excel if first_line.count(",") >= first_line.count(";") else _Semicolon()
+
+
+class _Semicolon(csv.excel):
+    delimiter = ";"
+
+
+def _column_positions(header: list[str]) -> dict[str, int]:
+    normalised = [value.strip().lower().replace(" ", "_").replace("-", "_") for value in header]
+    positions: dict[str, int] = {}
+    for name, aliases in COLUMNS.items():
+        found = [index for index, value in enumerate(normalised) if value in aliases]
+        if found:
+            positions[name] = found[0]
+    missing = [name for name in COLUMNS if name not in positions and name != "date_of_birth"]
+    if missing:
+        raise BulkRejected(
+            [
+                RowError(
+                    1,
+                    _("The header lacks the column(s) {missing}. Expected: {expected}.").format(
+                        missing=", ".join(missing), expected=", ".join(COLUMNS)
+                    ),
+                )
+            ]
+        )
+    return positions
+
+
+def _cell(values: list[str], index: int) -> str:
+    return values[index].strip() if index < len(values) else ""
+
+
+async def validate_rows(
+    portal: Portal, rows: list[tuple[int, dict[str, str]]], profile: str | None, purpose: str | None
+) -> list[BulkRow]:
+    """Check every row and resolve its document; raises BulkRejected listing every bad row.
+
+    The form's own fields are checked first, so a missing purpose is reported once, not on every row.
+    """
+    if (profile or "") not in portal.policies.profiles:
+        raise InvalidInput(
+            _("Profile '{value}' is unknown. Choose a recipient type from the list.").format(value=(profile or "")[:40]),
+            field="profile",
+        )
+    clean_text(purpose, "purpose", _("Purpose"), 200)
+
+    valid: list[BulkRow] = []
+    errors: list[RowError] = []
+    for line, values in rows:
+        try:
+            document_id = await _resolve_document(portal, values["patient_ref"], values["document"])
+            form = parse_share_form(
+                portal,
+                [str(document_id)],
+                profile,
+                values["recipient_name"],
+                purpose,
+                values.get("date_of_birth") or None,
+            )
+        except (InvalidInput, NotFound) as problem:
+            errors.append(RowError(line, problem.message))
+            continue
+        valid.append(BulkRow(line=line, form=form))
+    if errors:
+        raise BulkRejected(errors)
+    return valid
+
+
+async def _resolve_document(portal: Portal, patient_ref: str, document: str) -> uuid.UUID:
+    """Find the row's document by id or by title, among the documents of the row's patient."""
+    if not patient_ref:
+        raise InvalidInput(_("The patient reference is missing."))
+    if not document:
+        raise InvalidInput(_("The document id or title is missing."))
+    pseudonym = patient_pseudonym(portal, patient_ref)
+
+    query = select(Document.id, Document.patient_pseudonym).where(Document.erased_at.is_(None))
+    try:
+        query = query.where(Document.id == uuid.UUID(document))
+    except ValueError:
+        query = query.where(Document.title == document, Document.patient_pseudonym == pseudonym)
+    async with portal.transaction() as db:
+        matches = (await db.execute(query.limit(2))).all()
+
+    if not matches:
+        raise NotFound(
+            _("No report '{document}' was found for patient reference '{patient_ref}'.").format(
+                document=document[:80], patient_ref=patient_ref[:64]
+            )
+        )
+    if len(matches) > 1:
+        raise InvalidInput(
+            _("Several reports of this patient are titled '{document}'. Use the document id instead.").format(
+                document=document[:80]
+            )
+        )
+    if matches[0].patient_pseudonym != pseudonym:
+        raise InvalidInput(
+            _("Document {document} belongs to another patient than '{patient_ref}'. Check the row.").format(
+                document=document[:40], patient_ref=patient_ref[:64]
+            )
+        )
+    return uuid.UUID(str(matches[0].id))
+
+
+async def issue_all(portal: Portal, who: Actor, creator: StaffUser, rows: list[BulkRow]) -> list[IssuedShare]:
+    """Create one share per row; on any failure, withdraw the shares created so far and raise."""
+    issued: list[IssuedShare] = []
+    for row in rows:
+        try:
+            issued.append(await create_share(portal, who, creator, row.form))
+        except Exception as error:
+            await _withdraw(portal, who, [item.share for item in issued])
+            reason = error.message if isinstance(error, PortalError) else _("an unexpected error")
+            raise BulkIssueFailed(
+                _(
+                    "Creating the share for line {line} failed: {reason} The {count} share(s) created before it "
+                    "were revoked and their copies destroyed. Fix the problem and upload the file again."
+                ).format(line=row.line, reason=reason, count=len(issued))
+            ) from error
+    return issued
+
+
+async def _withdraw(portal: Portal, who: Actor, shares: list[Share]) -> None:
+    """Revoke shares of a failed batch and shred their copies, so none of their codes or copies works."""
+    for share in shares:
+        await revoke_share(portal, who, share.id)
+        if share.copy_blob_id is None:
+            continue
+        async with portal.transaction() as db:
+            await portal.blobs.shred(db, share.copy_blob_id)
+        await portal.blobs.delete_bytes(share.copy_blob_id)
+    log.warning("bulk issue withdrawn", extra={"shares_withdrawn": len(shares)})
+
+
+def slips_document(portal: Portal, issued: list[IssuedShare]) -> bytes:
+    """Join one slip per share into a single PDF, in the order of the file's rows. CPU-bound: run in a thread."""
+    settings = portal.settings
+    combined = pikepdf.new()
+    for item in issued:
+        share = item.share
+        page = slip_pdf(
+            clinic=settings.clinic_name,
+            recipient=share.recipient_name,
+            public_url=settings.public_url,
+            printed_code=codes.display(item.code),
+            expires=share.expires_at.strftime("%Y-%m-%d %H:%M"),
+            needs_birth_date=share.second_factor_hash is not None,
+            reference=share.reference,
+            contact=settings.clinic_contact,
+        )
+        with pikepdf.open(io.BytesIO(page)) as single:
+            combined.pages.extend(single.pages)
+    buffer = io.BytesIO()
+    combined.save(buffer)
+    return buffer.getvalue()
