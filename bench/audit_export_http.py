@@ -99,18 +99,27 @@ def portal_server(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, in
     command += ["--workers", "1"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             cwd=Path(__file__).resolve().parents[1],
         )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "--max-time", "2", url + "/access"], check=False
-        ).returncode != 0:
+        while (
+            subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "--max-time", "2", url + "/access"], check=False
+            ).returncode
+            != 0
+        ):
             if process.poll() is not None or time.monotonic() > deadline:
                 log_tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-                raise RuntimeError(f"portal serve did not start within {READY_TIMEOUT_SECONDS} s:\n{log_tail}")
+                raise RuntimeError(
+                    f"portal serve did not start within {READY_TIMEOUT_SECONDS} s:\n{log_tail}"
+                )
             time.sleep(0.2)
         yield url, _uvicorn_pid(process.pid)
     finally:
@@ -143,12 +152,22 @@ def measure_http(url: str, token: str, export_format: str, server_pid: int) -> d
     sampler.start()
     output = subprocess.run(
         [
-            "curl", "--silent", "--show-error", "--fail", "--output", "/dev/null",
-            "--header", f"Authorization: Bearer {token}",
-            "--write-out", "%{time_starttransfer} %{time_total} %{size_download}",
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--output",
+            "/dev/null",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--write-out",
+            "%{time_starttransfer} %{time_total} %{size_download}",
             f"{url}/api/v1/audit/events?format={export_format}",
         ],
-        capture_output=True, text=True, check=True, timeout=CURL_TIMEOUT_SECONDS,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=CURL_TIMEOUT_SECONDS,
     ).stdout
     done.set()
     sampler.join()
@@ -230,8 +249,9 @@ def run(database_url: str, data_dir: Path, args: argparse.Namespace) -> list[str
 def print_table(database: str, rows: list[str]) -> None:
     print()
     print(f"{database}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print("| Path | Format | Events | Seconds | Events/s | Events/CPU s | MB | RSS of "
-          "| RSS MiB start → peak |")
+    print(
+        "| Path | Format | Events | Seconds | Events/s | Events/CPU s | MB | RSS of | RSS MiB start → peak |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|---|")
     for row in rows:
         print(row)

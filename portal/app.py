@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,8 @@ def _build_jinja(settings: Settings) -> Environment:
         lstrip_blocks=True,
     )
     environment.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    # A fresh one-time id for forms whose second submission must not repeat the action (see shares).
+    environment.globals["new_form_id"] = lambda: secrets.token_urlsafe(16)
     environment.globals["clinic_name"] = settings.clinic_name
     environment.globals["clinic_contact"] = settings.clinic_contact
     environment.globals["public_url"] = settings.public_url

@@ -31,6 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     from portal.app import create_app
     from portal.core import prepare_storage
 
+    # Slips and API answers print the portal's address; without PORTAL_PUBLIC_URL it is the one served here.
+    os.environ.setdefault("PORTAL_PUBLIC_URL", f"http://{args.host}:{args.port}")
     settings = Settings.from_env()
     # Keys and schema are created once here, so several workers never race to create them.
     asyncio.run(prepare_storage(settings))
@@ -91,8 +93,14 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
+    try:
+        first = getpass.getpass("Password: ")
+        repeated = getpass.getpass("Repeat password: ")
+    except EOFError:
+        raise PortalError(
+            "No password was typed. Run the command in a terminal, or pass --password-stdin."
+        ) from None
+    if first != repeated:
         raise PortalError("The two passwords differ. Run the command again.")
     return first
 

@@ -38,7 +38,13 @@ class CorpusFile:
 
 
 def corpus_files() -> list[CorpusFile]:
-    with (CORPUS_DIR / "MANIFEST.tsv").open(newline="") as handle:
+    manifest = CORPUS_DIR / "MANIFEST.tsv"
+    if not manifest.is_file():
+        raise pytest.UsageError(
+            f"The PDF corpus is missing: {manifest} does not exist. Clone the repository beside the shared/ "
+            "folder (so that ../shared/corpus/pdf exists) or set PORTAL_CORPUS_DIR to the corpus folder."
+        )
+    with manifest.open(newline="") as handle:
         rows = csv.DictReader(handle, delimiter="\t")
         return [CorpusFile(row["file"], row["expected"], row["exercises"]) for row in rows]
 

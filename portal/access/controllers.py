@@ -76,7 +76,9 @@ async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Templat
             "ask_birth_date": bool(data.get("date_of_birth")),
         }
         return Template("access/enter.html", context=context, status_code=error.status_code)
-    return Redirect("/access/share", status_code=303, cookies=[session_cookie("recipient", redemption.session_id)])
+    return Redirect(
+        "/access/share", status_code=303, cookies=[session_cookie("recipient", redemption.session_id)]
+    )
 
 
 async def _documents_of(portal: Any, db: Any, share: Share) -> list[Document]:
@@ -166,7 +168,11 @@ async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str
             given_back = Share.downloads_started - 1
             await db.execute(update(Share).where(Share.id == share.id).values(downloads_started=given_back))
             await record(
-                db, recipient, "access.download.aborted", outcome="failure", share_id=share.id,
+                db,
+                recipient,
+                "access.download.aborted",
+                outcome="failure",
+                share_id=share.id,
                 details={"bytes": 0, "reason": "integrity_check_failed"},
             )
         raise ShareUnavailable(_(DAMAGED_COPY), code="copy_damaged") from None
@@ -182,16 +188,26 @@ async def view_page(request: Request[Any, Any, Any], page: FromPath[int]) -> Res
             raise ShareUnavailable(_("This report can be downloaded but not viewed in the browser."))
         total = sum(link.document.pages for link in share.documents)
         if not 1 <= page <= total:
-            raise InvalidInput(_("Page {page} does not exist. The report has {total} pages.").format(page=page, total=total))
+            raise InvalidInput(
+                _("Page {page} does not exist. The report has {total} pages.").format(page=page, total=total)
+            )
         data_key = await portal.blobs.data_key(db, share.copy_blob_id)
         blob_id = share.copy_blob_id
         password = open_sealed_secret(session, raw_id or "")
-        await record(db, actor_for(request, f"recipient:{share.id}"), "access.viewed", share_id=share.id, details={"page": page})
+        await record(
+            db,
+            actor_for(request, f"recipient:{share.id}"),
+            "access.viewed",
+            share_id=share.id,
+            details={"page": page},
+        )
     try:
         copy = await portal.blobs.read_with_key(blob_id, data_key)
     except BlobIntegrityError:
         log.error("stored copy failed its integrity check", extra={"share_id": str(share.id)})
-        raise ShareUnavailable(_("The stored copy failed its integrity check. Ask the clinic to reissue the report.")) from None
+        raise ShareUnavailable(
+            _("The stored copy failed its integrity check. Ask the clinic to reissue the report.")
+        ) from None
     image = await portal.pdf.render_page(copy, password, page - 1, MAX_VIEW_WIDTH)
     return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
 
@@ -205,7 +221,8 @@ async def end(request: Request[Any, Any, Any]) -> Redirect:
         "/access",
         status_code=303,
         cookies=[expired_cookie("recipient")],
-        headers={"Clear-Site-Data": '"cache", "cookies", "storage"'},
+        # "cookies" is left out so the recipient's language choice survives; the session cookie expires above.
+        headers={"Clear-Site-Data": '"cache", "storage"'},
     )
 
 

@@ -162,8 +162,21 @@ class RowFormatter:
         if time is None or details is None or not self._known(row):
             return self._slow_json_line(row)
 
-        (seq, _, event_type, outcome, actor, share_id, document_id, pseudonym, purpose, prefix, agent,
-         request_id, _) = row
+        (
+            seq,
+            _,
+            event_type,
+            outcome,
+            actor,
+            share_id,
+            document_id,
+            pseudonym,
+            purpose,
+            prefix,
+            agent,
+            request_id,
+            _,
+        ) = row
         # Keys in sorted order, as canonical JSON writes them. The strict fields match patterns with no
         # character that JSON escapes, so only the free-text fields go through the string encoder.
         return (
@@ -236,8 +249,12 @@ class RowFormatter:
         # Called only after the full check passed, so every value here is valid.
         kinds, ids, actors, pseudonyms, prefixes = self._valid
         for values, value in (
-            (kinds, (row[2], row[3])), (actors, row[4]), (ids, row[5]), (ids, row[6]),
-            (pseudonyms, row[7]), (prefixes, row[9]),
+            (kinds, (row[2], row[3])),
+            (actors, row[4]),
+            (ids, row[5]),
+            (ids, row[6]),
+            (pseudonyms, row[7]),
+            (prefixes, row[9]),
         ):
             if len(values) >= MAX_REMEMBERED_VALUES:
                 values.clear()

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Row, Select, String, create_engine, false, select, type_coerce
+from sqlalchemy import DateTime, Engine, Row, Select, String, create_engine, false, or_, select, type_coerce
 from sqlalchemy.pool import StaticPool
 
 from portal.audit.exporters import stored_event
@@ -28,7 +28,7 @@ from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput
 from portal.i18n import _
-from portal.models import AccessEvent, Share
+from portal.models import AccessEvent, Document, Share, ShareDocument
 
 # Rows per keyset page of an export: about 2 MB of row objects, which SQLite returned in 25 to 60 ms
 # on a 2-core machine (bench/audit_export_http.py).
@@ -55,6 +55,10 @@ class EventFilter:
     until: dt.datetime | None = None
     # Filled by `resolve_recipient`: the ids of the shares whose recipient name matches.
     recipient_share_ids: tuple[str, ...] | None = None
+    # Filled by `resolve_recipient`: the patient's documents and the shares of them. Events about a share
+    # (redemptions, views, downloads) name the share, not the patient, so a patient search needs both.
+    patient_document_ids: tuple[str, ...] | None = None
+    patient_share_ids: tuple[str, ...] | None = None
     # Set by bundle exports: no event after this seq (the checkpoint's tree size).
     max_seq: int | None = None
 
@@ -163,6 +167,8 @@ async def resolve_recipient(portal: Portal, filters: EventFilter) -> EventFilter
     Raises:
         InvalidInput: more than `MAX_RECIPIENT_SHARES` shares match.
     """
+    if filters.patient_ref and filters.patient_share_ids is None:
+        filters = await _resolve_patient(portal, filters)
     if not filters.recipient or filters.recipient_share_ids is not None:
         return filters
 
@@ -181,6 +187,26 @@ async def resolve_recipient(portal: Portal, filters: EventFilter) -> EventFilter
             field="recipient",
         )
     return dataclasses.replace(filters, recipient_share_ids=tuple(sorted(matches)))
+
+
+async def _resolve_patient(portal: Portal, filters: EventFilter) -> EventFilter:
+    pseudonym = pseudonymise(portal.keyring.secret("pseudonym"), filters.patient_ref or "")
+    async with portal.transaction() as db:
+        document_ids = list(
+            (await db.scalars(select(Document.id).where(Document.patient_pseudonym == pseudonym))).all()
+        )
+        share_ids = list(
+            (
+                await db.scalars(
+                    select(ShareDocument.share_id).where(ShareDocument.document_id.in_(document_ids))
+                )
+            ).all()
+        )
+    return dataclasses.replace(
+        filters,
+        patient_document_ids=tuple(sorted(str(value) for value in document_ids)),
+        patient_share_ids=tuple(sorted({str(value) for value in share_ids})),
+    )
 
 
 def stored_prefixes(portal: Portal, prefix: str) -> list[str]:
@@ -213,8 +239,16 @@ def build_query(portal: Portal, filters: EventFilter) -> Select[AccessEvent]:
     """Return the SELECT of matching events, unordered. Resolve the recipient filter first."""
     query = select(AccessEvent)
     if filters.patient_ref:
+        if filters.patient_share_ids is None or filters.patient_document_ids is None:
+            raise ValueError("call resolve_recipient before build_query when the patient filter is set")
         pseudonym = pseudonymise(portal.keyring.secret("pseudonym"), filters.patient_ref)
-        query = query.where(AccessEvent.patient_pseudonym == pseudonym)
+        query = query.where(
+            or_(
+                AccessEvent.patient_pseudonym == pseudonym,
+                AccessEvent.document_id.in_(filters.patient_document_ids),
+                AccessEvent.share_id.in_(filters.patient_share_ids),
+            )
+        )
     if filters.share_id:
         query = query.where(AccessEvent.share_id == filters.share_id)
     if filters.recipient:
@@ -305,8 +339,18 @@ def _stored_columns(dialect: str) -> list[Any]:
     # than a parsed datetime, and PostgreSQL a naive UTC datetime.
     time = type_coerce(table.time, String() if dialect == "sqlite" else DateTime())
     return [
-        table.seq, time, table.event_type, table.outcome, table.actor, table.share_id, table.document_id,
-        table.patient_pseudonym, table.purpose, table.ip_prefix, table.user_agent_family, table.request_id,
+        table.seq,
+        time,
+        table.event_type,
+        table.outcome,
+        table.actor,
+        table.share_id,
+        table.document_id,
+        table.patient_pseudonym,
+        table.purpose,
+        table.ip_prefix,
+        table.user_agent_family,
+        table.request_id,
         table.details,
     ]
 

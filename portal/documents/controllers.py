@@ -52,7 +52,11 @@ async def _dashboard_with_errors(
     from portal.shares.controllers import render_dashboard
 
     return await render_dashboard(
-        request, user, errors={error.field or "file": error.message}, form=fields, status_code=error.status_code
+        request,
+        user,
+        errors={error.field or "file": error.message},
+        form=fields,
+        status_code=error.status_code,
     )
 
 

@@ -9,4 +9,11 @@ from portal.notifications.mailer import (
     wait_for_notices,
 )
 
-__all__ = ["NOTICE_EVENTS", "ShareNotice", "build_message", "notify_share_event", "send_message", "wait_for_notices"]
+__all__ = [
+    "NOTICE_EVENTS",
+    "ShareNotice",
+    "build_message",
+    "notify_share_event",
+    "send_message",
+    "wait_for_notices",
+]

@@ -11,10 +11,10 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from portal.models import Throttle, utcnow
 
@@ -33,10 +33,14 @@ async def hit(db: AsyncSession, bucket: str, window: dt.timedelta, now: dt.datet
     statement: ReturningInsert[Any]
     if db.get_bind().dialect.name == "postgresql":
         pg_insert = postgresql_insert(Throttle).values(bucket=bucket[:120], window_start=start, count=1)
-        statement = pg_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(Throttle.count)
+        statement = pg_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(
+            Throttle.count
+        )
     else:
         lite_insert = sqlite_insert(Throttle).values(bucket=bucket[:120], window_start=start, count=1)
-        statement = lite_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(Throttle.count)
+        statement = lite_insert.on_conflict_do_update(index_elements=keys, set_=increment).returning(
+            Throttle.count
+        )
     return int((await db.execute(statement)).scalar_one())
 
 
@@ -45,3 +49,8 @@ async def forget_old_windows(db: AsyncSession, older_than: dt.timedelta) -> int:
     cutoff = utcnow() - older_than
     result = await db.execute(delete(Throttle).where(Throttle.window_start < cutoff))
     return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+async def forget(db: AsyncSession, bucket: str) -> None:
+    """Delete every window of one bucket, e.g. to release a one-time form id after a failed action."""
+    await db.execute(delete(Throttle).where(Throttle.bucket == bucket[:120]))

@@ -56,9 +56,9 @@ class BulkRejected(InvalidInput):
 
     def __init__(self, errors: list[RowError]) -> None:
         super().__init__(
-            _("{count} problem(s) in the file. Nothing was created: fix them and upload the file again.").format(
-                count=len(errors)
-            ),
+            _(
+                "{count} problem(s) in the file. Nothing was created: fix them and upload the file again."
+            ).format(count=len(errors)),
             field="csv",
         )
         self.errors = errors
@@ -80,7 +80,9 @@ class BulkRow:
 def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
     """Parse the CSV into (line number, column → value) pairs; raises BulkRejected for a malformed file."""
     if len(data) > MAX_CSV_BYTES:
-        raise BulkRejected([RowError(0, _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000))])
+        raise BulkRejected(
+            [RowError(0, _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000))]
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -100,11 +102,18 @@ def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
                 continue
             if len(rows) == MAX_ROWS:
                 raise BulkRejected(
-                    [RowError(reader.line_num, _("The file has more than {max} rows. Split it.").format(max=MAX_ROWS))]
+                    [
+                        RowError(
+                            reader.line_num,
+                            _("The file has more than {max} rows. Split it.").format(max=MAX_ROWS),
+                        )
+                    ]
                 )
             rows.append((reader.line_num, {name: _cell(values, index) for name, index in positions.items()}))
     except csv.Error:
-        raise BulkRejected([RowError(reader.line_num, _("This line is not valid CSV. Check its quotes."))]) from None
+        raise BulkRejected(
+            [RowError(reader.line_num, _("This line is not valid CSV. Check its quotes."))]
+        ) from None
     if not rows:
         raise BulkRejected([RowError(2, _("The file has a header but no rows. Add one line per share."))])
     return rows
@@ -155,7 +164,9 @@ async def validate_rows(
     """
     if (profile or "") not in portal.policies.profiles:
         raise InvalidInput(
-            _("Profile '{value}' is unknown. Choose a recipient type from the list.").format(value=(profile or "")[:40]),
+            _("Profile '{value}' is unknown. Choose a recipient type from the list.").format(
+                value=(profile or "")[:40]
+            ),
             field="profile",
         )
     clean_text(purpose, "purpose", _("Purpose"), 200)

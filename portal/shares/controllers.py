@@ -7,6 +7,7 @@ the address into sessionStorage, and a patient reference must not land there.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Annotated, Any
@@ -19,18 +20,20 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 from markupsafe import Markup
 
+from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import list_documents, load_document, open_patient_ref
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
 from portal.i18n import _
 from portal.models import Document, StaffUser
-from portal.security import codes
+from portal.security import codes, throttle
 from portal.security.hashing import CODE_HASHER, verify_secret
 from portal.shares import bulk
 from portal.shares.service import (
     DASHBOARD_STATES,
     DashboardFilter,
     IssuedShare,
+    ShareForm,
     approve_share,
     create_share,
     dashboard_shares,
@@ -118,7 +121,9 @@ async def dashboard_filtered(request: Request[Any, Any, Any], data: FormData) ->
         filters = DashboardFilter()
 
     if not _is_htmx(request):
-        return await render_dashboard(request, user, filters, errors=errors, status_code=400 if errors else 200)
+        return await render_dashboard(
+            request, user, filters, errors=errors, status_code=400 if errors else 200
+        )
     context = {
         "user": user,
         "filters": filters,
@@ -126,14 +131,19 @@ async def dashboard_filtered(request: Request[Any, Any, Any], data: FormData) ->
         "filter_errors": errors,
     }
     return Template(
-        "staff/_shares.html", context=context, headers={"Vary": "HX-Request"}, status_code=400 if errors else 200
+        "staff/_shares.html",
+        context=context,
+        headers={"Vary": "HX-Request"},
+        status_code=400 if errors else 200,
     )
 
 
 # Creating shares
 
 
-def _document_context(portal: Portal, user: StaffUser, document: Document, shares: list[Any]) -> dict[str, Any]:
+def _document_context(
+    portal: Portal, user: StaffUser, document: Document, shares: list[Any]
+) -> dict[str, Any]:
     return {
         "user": user,
         "document": document,
@@ -143,6 +153,35 @@ def _document_context(portal: Portal, user: StaffUser, document: Document, share
         "shares": [(share, share_status(share)) for share in shares],
         "profiles": portal.policies.profiles,
     }
+
+
+# A browser that reloads the code page sends the share form again; its one-time id makes the second send fail
+# instead of creating a second share with a second valid code.
+_FORM_ID_LIFETIME = dt.timedelta(days=1)
+
+
+async def _create_once(
+    portal: Portal, who: Actor, user: StaffUser, form: ShareForm, form_id: str | None
+) -> IssuedShare:
+    bucket = f"share-form:{form_id[:64]}" if form_id else None
+    if bucket:
+        async with portal.transaction() as db:
+            sent_before = await throttle.hit(db, bucket, _FORM_ID_LIFETIME) > 1
+        if sent_before:
+            raise InvalidInput(
+                _(
+                    "This form was sent already, so the share exists and its code was shown once. Open the share "
+                    "from the report's page and reissue it if you need a new code."
+                ),
+                field="recipient_name",
+            )
+    try:
+        return await create_share(portal, who, user, form)
+    except BaseException:
+        if bucket:
+            async with portal.transaction() as db:
+                await throttle.forget(db, bucket)
+        raise
 
 
 @post("/staff/documents/{document_id:str}/shares", include_in_schema=False)
@@ -160,7 +199,9 @@ async def create(request: Request[Any, Any, Any], document_id: FromPath[str], da
             data.get("date_of_birth"),
             **_share_options(data),
         )
-        issued = await create_share(portal, actor_for(request, f"staff:{user.id}"), user, form)
+        issued = await _create_once(
+            portal, actor_for(request, f"staff:{user.id}"), user, form, data.get("form_id")
+        )
     except PortalError as error:
         if error.status_code not in (400, 422):
             raise
@@ -226,7 +267,9 @@ async def create_from_dialog(request: Request[Any, Any, Any]) -> Template:
             data.get("date_of_birth"),
             **_share_options(data),
         )
-        issued = await create_share(portal, actor_for(request, f"staff:{user.id}"), user, form)
+        issued = await _create_once(
+            portal, actor_for(request, f"staff:{user.id}"), user, form, data.get("form_id")
+        )
     except PortalError as error:
         if error.status_code not in (400, 404, 422):
             raise
@@ -291,7 +334,9 @@ async def _confirm_page(request: Request[Any, Any, Any], share_id: str, action: 
     share = await load_share(portal_of(request), share_id)
     if share.revoked_at is not None:
         raise InvalidInput(
-            _("Share {reference} is revoked already. Create a new share instead.").format(reference=share.reference)
+            _("Share {reference} is revoked already. Create a new share instead.").format(
+                reference=share.reference
+            )
         )
     return Template(
         "staff/share_confirm.html",
@@ -326,7 +371,9 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
     try:
         code = codes.normalise(data.get("code", ""))
     except codes.CodeFormatError:
-        raise InvalidInput(_("The code is missing or mistyped. Reissue the share to get a new slip.")) from None
+        raise InvalidInput(
+            _("The code is missing or mistyped. Reissue the share to get a new slip.")
+        ) from None
     if not await verify_secret(CODE_HASHER, share.code_hash, code):
         raise InvalidInput(_("This is not the share's current code. Reissue the share to get a new slip."))
 
@@ -395,9 +442,13 @@ async def bulk_issue(request: Request[Any, Any, Any]) -> Template | Response[byt
     upload = submitted.get("csv")
     try:
         if not isinstance(upload, UploadFile):
-            raise InvalidInput(_("No CSV file was attached. Choose the file and send the form again."), field="csv")
+            raise InvalidInput(
+                _("No CSV file was attached. Choose the file and send the form again."), field="csv"
+            )
         data = await upload.read(bulk.MAX_CSV_BYTES + 1)
-        rows = await bulk.validate_rows(portal, bulk.read_rows(data), fields.get("profile"), fields.get("purpose"))
+        rows = await bulk.validate_rows(
+            portal, bulk.read_rows(data), fields.get("profile"), fields.get("purpose")
+        )
         issued = await bulk.issue_all(portal, actor_for(request, f"staff:{user.id}"), user, rows)
     except bulk.BulkIssueFailed as failure:
         return _bulk_page(portal, user, fields, failure)

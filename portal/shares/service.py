@@ -72,7 +72,9 @@ def parse_share_form(
 ) -> ShareForm:
     """Validate a share request; expiry and downloads may only go down from the profile's values."""
     if not document_ids:
-        raise InvalidInput(_("No document chosen. Choose at least one report to share."), field="document_ids")
+        raise InvalidInput(
+            _("No document chosen. Choose at least one report to share."), field="document_ids"
+        )
     if len(document_ids) > MAX_DOCUMENTS_PER_SHARE:
         raise InvalidInput(
             _("Too many documents ({count}). A share holds at most {max}.").format(
@@ -87,7 +89,9 @@ def parse_share_form(
             parsed_ids.append(uuid.UUID(str(value)))
         except ValueError:
             raise InvalidInput(
-                _("Document id '{value}' is invalid. Use the id returned by the upload.").format(value=str(value)[:40]),
+                _("Document id '{value}' is invalid. Use the id returned by the upload.").format(
+                    value=str(value)[:40]
+                ),
                 field="document_ids",
             ) from None
     if len(set(parsed_ids)) != len(parsed_ids):
@@ -119,7 +123,9 @@ def parse_share_form(
         recipient_name=clean_text(recipient_name, "recipient_name", _("Recipient name"), 120),
         purpose=clean_text(purpose, "purpose", _("Purpose"), 200),
         date_of_birth=birth_date,
-        recipient_org=clean_text(organisation, "recipient_org", _("Organisation"), 200) if organisation else None,
+        recipient_org=clean_text(organisation, "recipient_org", _("Organisation"), 200)
+        if organisation
+        else None,
         expiry_days=_limit_below(expiry_days, "expiry_days", _("Expiry (days)"), 1, chosen.expiry_days),
         max_downloads=_downloads_limit(max_downloads, chosen),
         not_before=_parse_not_before(not_before),
@@ -172,7 +178,9 @@ def _parse_not_before(value: str | None) -> dt.datetime | None:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            _("Start time '{value}' is invalid. Use the form YYYY-MM-DD HH:MM (UTC).").format(value=text[:25]),
+            _("Start time '{value}' is invalid. Use the form YYYY-MM-DD HH:MM (UTC).").format(
+                value=text[:25]
+            ),
             field="not_before",
         ) from None
     moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
@@ -213,7 +221,9 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
     starts_at = max(now, form.not_before) if form.not_before else now
     lifetime_days = form.expiry_days or profile.expiry_days
 
-    copy_bytes = await _prepare_copy(portal, documents, form.profile, form.recipient_name, share_id, reference, code, now.date())
+    copy_bytes = await _prepare_copy(
+        portal, documents, form.profile, form.recipient_name, share_id, reference, code, now.date()
+    )
     code_hash = await hash_secret(CODE_HASHER, code)
     birth_date_hash = await hash_secret(CODE_HASHER, form.date_of_birth) if form.date_of_birth else None
 
@@ -239,10 +249,11 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             code_hash=code_hash,
             second_factor_hash=birth_date_hash,
             copy_blob_id=staged.blob_id,
-            copy_password_is_code=profile.pdf_password == "code",
+            copy_password_is_code=profile.pdf_password == "code",  # noqa: S105 - a mode name, not a password
             approval_required=profile.requires_approval,
             documents=[
-                ShareDocument(document_id=document.id, position=index) for index, document in enumerate(documents)
+                ShareDocument(document_id=document.id, position=index)
+                for index, document in enumerate(documents)
             ],
         )
         await _insert_share(portal, who, share, documents, staged)
@@ -267,7 +278,8 @@ async def _prepare_copy(
     async with portal.transaction() as db:
         keys = [await portal.blobs.data_key(db, document.blob_id or "") for document in documents]
     originals = [
-        await portal.blobs.read_with_key(document.blob_id or "", key) for document, key in zip(documents, keys, strict=True)
+        await portal.blobs.read_with_key(document.blob_id or "", key)
+        for document, key in zip(documents, keys, strict=True)
     ]
 
     request = CopyRequest(
@@ -276,7 +288,7 @@ async def _prepare_copy(
         share_reference=reference,
         issued_on=issued_on,
         marker=encode_marker(portal.keyring.secret("marker"), share_id),
-        user_password=codes.display(code) if profile.pdf_password == "code" else None,
+        user_password=codes.display(code) if profile.pdf_password == "code" else None,  # noqa: S105 - a mode name
         allow_print=profile.allow_print,
         allow_copy=profile.allow_copy,
     )
@@ -419,11 +431,15 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     """
     share = await load_share(portal, share_id)
     if share.revoked_at is not None:
-        raise InvalidInput(_("Share {reference} is revoked. Create a new share instead.").format(reference=share.reference))
+        raise InvalidInput(
+            _("Share {reference} is revoked. Create a new share instead.").format(reference=share.reference)
+        )
     profile = portal.policies.profiles.get(share.profile)
     if profile is None:
         raise InvalidInput(
-            _("Profile '{profile}' no longer exists in the policy. Create a new share instead.").format(profile=share.profile)
+            _("Profile '{profile}' no longer exists in the policy. Create a new share instead.").format(
+                profile=share.profile
+            )
         )
     documents = [await load_document(portal, link.document_id) for link in share.documents]
 
@@ -440,7 +456,9 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     old_blob_id = share.copy_blob_id
     try:
         staged = await portal.blobs.stage("copy", copy_bytes)
-        await _swap_code(portal, who, share, staged, code, code_hash, now + dt.timedelta(days=profile.expiry_days))
+        await _swap_code(
+            portal, who, share, staged, code, code_hash, now + dt.timedelta(days=profile.expiry_days)
+        )
     except BaseException:
         await portal.blobs.discard(staged)
         raise
@@ -495,10 +513,14 @@ async def approve_share(portal: Portal, who: Actor, approver: StaffUser, share_i
         if share is None:
             raise NotFound(_("Share {value} was not found.").format(value=share_id))
         if not share.approval_required or share.approved_at is not None:
-            raise InvalidInput(_("Share {reference} does not need approval.").format(reference=share.reference))
+            raise InvalidInput(
+                _("Share {reference} does not need approval.").format(reference=share.reference)
+            )
         if share.created_by == approver.id:
             raise InvalidInput(
-                _("You created share {reference}; a second clinician must approve it.").format(reference=share.reference)
+                _("You created share {reference}; a second clinician must approve it.").format(
+                    reference=share.reference
+                )
             )
         approved = await db.scalar(
             update(Share)
@@ -507,7 +529,9 @@ async def approve_share(portal: Portal, who: Actor, approver: StaffUser, share_i
             .returning(Share.id)
         )
         if approved is None:
-            raise InvalidInput(_("Share {reference} was revoked or approved meanwhile.").format(reference=share.reference))
+            raise InvalidInput(
+                _("Share {reference} was revoked or approved meanwhile.").format(reference=share.reference)
+            )
         await record(db, who, "share.approved", share_id=share_id, purpose=share.purpose)
         await db.refresh(share)
     return share
@@ -552,7 +576,9 @@ def parse_dashboard_filter(patient_ref: str | None, state: str | None) -> Dashbo
     reference = (patient_ref or "").strip()
     if len(reference) > 64:
         raise InvalidInput(
-            _("Patient reference is too long ({length} characters). Use at most 64.").format(length=len(reference)),
+            _("Patient reference is too long ({length} characters). Use at most 64.").format(
+                length=len(reference)
+            ),
             field="filter_patient_ref",
         )
     chosen = (state or "").strip()

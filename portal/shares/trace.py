@@ -60,10 +60,12 @@ def _trace(args: argparse.Namespace) -> int:
         print(f"portal: {path} is larger than 200 MB, so it is not a copy from this portal.", file=sys.stderr)
         return 2
 
+    data = path.read_bytes()
+
     async def run() -> int:
         portal = await open_maintenance_portal(Settings.from_env())
         try:
-            result = await trace_copy(portal, path.read_bytes())
+            result = await trace_copy(portal, data)
         finally:
             await portal.close()
         if result is None:

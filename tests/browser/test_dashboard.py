@@ -132,11 +132,20 @@ def redeem_and_download(visitor: Visitor, code: str, folder: Path) -> None:
 
 
 def row_state(visitor: Visitor, reference: str) -> str:
-    return visitor.page.locator(f'tr[data-share="{reference}"] .states .status').first.get_attribute("data-status") or ""
+    return (
+        visitor.page.locator(f'tr[data-share="{reference}"] .states .status').first.get_attribute(
+            "data-status"
+        )
+        or ""
+    )
 
 
 def storage(visitor: Visitor) -> str:
-    return str(visitor.page.evaluate("() => JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)])"))
+    return str(
+        visitor.page.evaluate(
+            "() => JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)])"
+        )
+    )
 
 
 def test_upload_shows_progress(open_visitor: OpenVisitor, tmp_path: Path) -> None:
@@ -157,7 +166,9 @@ def test_upload_shows_progress(open_visitor: OpenVisitor, tmp_path: Path) -> Non
         }"""
     )
     started = time.monotonic()
-    with page.expect_request(lambda request: request.method == "POST" and request.url.endswith("/staff/documents")) as sent:
+    with page.expect_request(
+        lambda request: request.method == "POST" and request.url.endswith("/staff/documents")
+    ) as sent:
         page.get_by_role("button", name="Upload").click()
     assert sent.value.header_value("x-csrftoken"), "the script sends the CSRF token in its header"
     page.wait_for_url(re.compile(r"/staff/documents/[0-9a-f-]+$"), timeout=UPLOAD_TIMEOUT_MS)
@@ -241,8 +252,12 @@ def test_four_eyes_approval(open_visitor: OpenVisitor, second_clinician: str) ->
     recipient.shot("refused-before-approval")
 
     creator.page.goto("/staff")
-    expect(creator.page.locator(f'tr[data-share="{reference}"] [data-status="awaiting_approval"]')).to_be_visible()
-    expect(creator.page.locator(f'tr[data-share="{reference}"]').get_by_role("link", name="Approve…")).to_have_count(0)
+    expect(
+        creator.page.locator(f'tr[data-share="{reference}"] [data-status="awaiting_approval"]')
+    ).to_be_visible()
+    expect(
+        creator.page.locator(f'tr[data-share="{reference}"]').get_by_role("link", name="Approve…")
+    ).to_have_count(0)
 
     colleague = open_visitor("colleague")
     sign_in(colleague, second_clinician)
@@ -252,9 +267,9 @@ def test_four_eyes_approval(open_visitor: OpenVisitor, second_clinician: str) ->
     expect(colleague.page.locator(".summary .status")).to_have_text("issued")
     colleague.shot("approved")
 
-    expect(
-        creator.page.locator(f'tr[data-share="{reference}"] [data-status="issued"]')
-    ).to_be_visible(timeout=LIVE_UPDATE_TIMEOUT_MS)
+    expect(creator.page.locator(f'tr[data-share="{reference}"] [data-status="issued"]')).to_be_visible(
+        timeout=LIVE_UPDATE_TIMEOUT_MS
+    )
     creator.shot("dashboard-approved")
 
     redeem(recipient, code)

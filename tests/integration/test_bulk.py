@@ -26,7 +26,9 @@ async def upload_reports(app: Litestar, client: AsyncTestClient[Litestar]) -> di
     headers = await token_for(app, CLINICIAN, "clinician")
     ids = {}
     for patient in ("PAT-1", "PAT-2", "PAT-3"):
-        uploaded = await upload_pdf(client, headers, simple_pdf(), patient_ref=patient, title=f"Report {patient}")
+        uploaded = await upload_pdf(
+            client, headers, simple_pdf(), patient_ref=patient, title=f"Report {patient}"
+        )
         assert uploaded.status_code == 201, uploaded.text
         ids[patient] = uploaded.json()["id"]
     await sign_in(client, CLINICIAN)
@@ -101,7 +103,9 @@ async def test_bad_row_creates_nothing(app: Litestar, client: AsyncTestClient[Li
 async def test_batch_size_limited(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     ids = await upload_reports(app, client)
     line = f"PAT-1,Anna Berg,,{ids['PAT-1']}\n"
-    answer = await send_csv(client, "patient_ref,recipient_name,date_of_birth,document\n" + line * (bulk.MAX_ROWS + 1))
+    answer = await send_csv(
+        client, "patient_ref,recipient_name,date_of_birth,document\n" + line * (bulk.MAX_ROWS + 1)
+    )
     assert answer.status_code == 400
     assert f"more than {bulk.MAX_ROWS} rows" in answer.text
     assert await share_count(app) == 0
@@ -145,8 +149,12 @@ async def test_failure_midway_withdraws(
 
 
 def test_semicolon_csv_parsed() -> None:
-    rows = bulk.read_rows("\ufeffPatient reference;Recipient name;Date of birth;Document\nPAT-1;Anna;;Report\n".encode())
-    assert rows == [(2, {"patient_ref": "PAT-1", "recipient_name": "Anna", "date_of_birth": "", "document": "Report"})]
+    rows = bulk.read_rows(
+        "\ufeffPatient reference;Recipient name;Date of birth;Document\nPAT-1;Anna;;Report\n".encode()
+    )
+    assert rows == [
+        (2, {"patient_ref": "PAT-1", "recipient_name": "Anna", "date_of_birth": "", "document": "Report"})
+    ]
 
 
 def test_non_utf8_rejected() -> None:

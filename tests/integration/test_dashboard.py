@@ -34,7 +34,10 @@ CODE_PATTERN = re.compile(r'data-testid="access-code">([0-9A-Z-]+)<')
 
 
 async def signed_in_upload(
-    app: Litestar, client: AsyncTestClient[Litestar], patient_ref: str = "PAT-0042", title: str = "Wound healing"
+    app: Litestar,
+    client: AsyncTestClient[Litestar],
+    patient_ref: str = "PAT-0042",
+    title: str = "Wound healing",
 ) -> str:
     """Sign the clinician in, upload a report through the API and return its document id."""
     headers = await token_for(app, CLINICIAN, "clinician")
@@ -113,7 +116,9 @@ async def test_filters_by_patient_and_state(app: Litestar, client: AsyncTestClie
     assert confirm.status_code == 200
     assert "Yes, revoke share" in confirm.text
     assert (await only_share(app)).revoked_at is None, "the confirmation page changes nothing"
-    revoked = await client.post(f"/staff/shares/{share.id}/revoke", data={"_csrf_token": csrf_from(confirm.text)})
+    revoked = await client.post(
+        f"/staff/shares/{share.id}/revoke", data={"_csrf_token": csrf_from(confirm.text)}
+    )
     assert revoked.status_code == 200
     assert reference in (await poll(client, state="revoked")).text
     assert reference not in (await poll(client, state="issued")).text
@@ -199,7 +204,9 @@ async def test_not_before_refuses_then_works(app: Litestar, client: AsyncTestCli
     unknown = await redeem(client, codes.display(codes.generate_code()))
     assert early.status_code == unknown.status_code == 400
     assert GENERIC_DENIAL.split(".")[0] in early.text
-    assert strip_tokens(early.text) == strip_tokens(unknown.text), "a share not open yet looks like any refusal"
+    assert strip_tokens(early.text) == strip_tokens(unknown.text), (
+        "a share not open yet looks like any refusal"
+    )
     assert 'data-status="not_yet_open"' in (await poll(client)).text
 
     with time_machine.travel(share.not_before + dt.timedelta(minutes=1), tick=True):
@@ -239,7 +246,9 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
 
     share_page = await client.get(f"/staff/shares/{share.id}")
     assert "Approve and release the code" not in share_page.text, "the creator sees no approve button"
-    own = await client.post(f"/staff/shares/{share.id}/approve", data={"_csrf_token": csrf_from(share_page.text)})
+    own = await client.post(
+        f"/staff/shares/{share.id}/approve", data={"_csrf_token": csrf_from(share_page.text)}
+    )
     assert own.status_code == 400
     assert "a second clinician must approve it" in own.text
     assert (await only_share(app)).approved_at is None
@@ -264,8 +273,12 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
 async def test_dialog_builds_referral_package(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     first = await signed_in_upload(app, client, title="Before treatment")
     headers = await token_for(app, CLINICIAN, "clinician")
-    second = (await upload_pdf(client, headers, simple_pdf(2), patient_ref="PAT-0042", title="After treatment")).json()["id"]
-    other = (await upload_pdf(client, headers, simple_pdf(), patient_ref="PAT-7777", title="Other patient")).json()["id"]
+    second = (
+        await upload_pdf(client, headers, simple_pdf(2), patient_ref="PAT-0042", title="After treatment")
+    ).json()["id"]
+    other = (
+        await upload_pdf(client, headers, simple_pdf(), patient_ref="PAT-7777", title="Other patient")
+    ).json()["id"]
 
     dialog = await client.get(f"/staff/shares/new?document={first}")
     assert dialog.status_code == 200
@@ -302,7 +315,9 @@ async def test_reissue_needs_confirmation(app: Litestar, client: AsyncTestClient
     confirm = await client.get(f"/staff/shares/{share.id}/reissue")
     assert confirm.status_code == 200
     assert (await only_share(app)).reissue_count == 0
-    reissued = await client.post(f"/staff/shares/{share.id}/reissue", data={"_csrf_token": csrf_from(confirm.text)})
+    reissued = await client.post(
+        f"/staff/shares/{share.id}/reissue", data={"_csrf_token": csrf_from(confirm.text)}
+    )
     assert reissued.status_code == 200
     new_code = CODE_PATTERN.search(reissued.text)
     assert new_code and new_code.group(1) != old_code.group(1)

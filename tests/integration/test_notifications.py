@@ -151,7 +151,11 @@ async def test_off_by_default(
 
 
 def test_settings_fail_closed(tmp_path: Path) -> None:
-    base = {"PORTAL_DATA_DIR": str(tmp_path), "PORTAL_NOTIFY_EMAILS": "true", "PORTAL_SMTP_FROM": "portal@x.test"}
+    base = {
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "PORTAL_NOTIFY_EMAILS": "true",
+        "PORTAL_SMTP_FROM": "portal@x.test",
+    }
     with pytest.raises(ConfigError, match="PORTAL_SMTP_HOST"):
         Settings.from_env(base)
     with pytest.raises(ConfigError, match="PORTAL_SMTP_FROM"):

@@ -6,9 +6,11 @@ import re
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
 
+from portal.models import Share
 from tests.conftest import csrf_from
-from tests.helpers import CLINICIAN, DPO, add_staff, redeem, sign_in, simple_pdf
+from tests.helpers import CLINICIAN, DPO, add_staff, portal_of, redeem, sign_in, simple_pdf
 
 
 async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -125,3 +127,36 @@ async def test_dpo_filters_with_htmx(app: Litestar, client: AsyncTestClient[Lite
 
     forbidden = await client.get("/staff")
     assert forbidden.status_code == 403
+
+
+async def test_resent_share_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    await sign_in(client, CLINICIAN)
+    token = csrf_from((await client.get("/staff")).text)
+    uploaded = await client.post(
+        "/staff/documents",
+        data={"_csrf_token": token, "title": "Reload test", "patient_ref": "PAT-5"},
+        files={"file": ("r.pdf", simple_pdf(), "application/pdf")},
+        headers={"x-csrftoken": token},
+    )
+    form_id = re.search(r'name="form_id" value="([^"]+)"', uploaded.text)
+    assert form_id
+    fields = {
+        "_csrf_token": csrf_from(uploaded.text),
+        "form_id": form_id.group(1),
+        "profile": "patient",
+        "recipient_name": "Jan Nowak",
+        "purpose": "Results",
+    }
+    first = await client.post(f"{uploaded.url.path}/shares", data=fields)
+    assert first.status_code == 201
+
+    # What a browser sends when the clinician reloads the code page.
+    again = await client.post(f"{uploaded.url.path}/shares", data=fields)
+    assert again.status_code == 400
+    assert "This form was sent already" in again.text
+    assert 'data-testid="access-code"' not in again.text
+
+    async with portal_of(app).transaction() as db:
+        shares = (await db.scalars(select(Share.id))).all()
+    assert len(shares) == 1

@@ -18,8 +18,8 @@ def varied_events(make_event: EventFactory) -> list[dict[str, Any]]:
     return [
         make_event(1),
         make_event(2, purpose="Zweitmeinung «dringend» — Łódź, Ελλάδα, 日本", user_agent_family="Firefox"),
-        make_event(3, purpose="line\nbreak\r\n\ttab \x00 nul \x1b esc \u202e rtl \u2028 sep \\ slash \"q\""),
-        make_event(4, purpose="=HYPERLINK(\"x\")", request_id="+1-2", user_agent_family="@agent"),
+        make_event(3, purpose='line\nbreak\r\n\ttab \x00 nul \x1b esc \u202e rtl \u2028 sep \\ slash "q"'),
+        make_event(4, purpose='=HYPERLINK("x")', request_id="+1-2", user_agent_family="@agent"),
         make_event(5, share_id=None, document_id=None, patient_pseudonym=None, ip_prefix=None, purpose=None),
         make_event(6, user_agent_family=None, request_id=None, details={}),
         make_event(7, ip_prefix="2001:db8:4::/64", outcome="failure", event_type="code.failed"),
