@@ -301,8 +301,8 @@ async def _prepare_copy(
 async def _unused_code(portal: Portal) -> str:
     """Return a new code whose public locator no share uses yet.
 
-    The locator has 25 bits, so collisions are rare; one that slips in between this check and the insert
-    fails the unique constraint and the clinician is asked to try again.
+    The locator has 25 bits, so collisions are rare. One that slips in between this check and the insert
+    fails the unique constraint, and the clinician is asked to try again.
     """
     for _attempt in range(_LOCATOR_ATTEMPTS):
         code = codes.generate_code()
@@ -359,7 +359,7 @@ async def load_share(portal: Portal, share_id: str | uuid.UUID) -> Share:
 
 
 def share_status(share: Share, now: dt.datetime | None = None) -> str:
-    """Return the state a clinician sees: revoked, locked, expired, used, opened or issued."""
+    """Return the state shown to clinicians: revoked, awaiting_approval, locked, expired, downloaded, opened or issued."""
     moment = now or utcnow()
     if share.revoked_at is not None:
         return "revoked"
