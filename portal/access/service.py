@@ -102,8 +102,8 @@ async def redeem(
     except codes.CodeFormatError:
         raise CodeMistyped(
             _(
-                "This does not look like a complete access code. Check each character against the letter from "
-                "your clinic: the code has 20 characters in five groups. No attempt was used up."
+                "This code is not quite right. Check each character against the letter from your clinic: "
+                "the code has 20 characters in five groups. No attempt was used up."
             ),
             field="code",
         ) from None
