@@ -163,13 +163,13 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
     settings = settings or Settings.from_env()
     quiet_libraries()
     # Invalid policy files stop start-up here, before the server binds, with the file, key and reason.
-    load_policies(settings.policy_dir)
-    keyring_for_csrf = open_keyring(settings)
-    csrf_secret = keyring_for_csrf.secret("session").hex()
+    policies = load_policies(settings.policy_dir)
+    keyring = open_keyring(settings)
+    csrf_secret = keyring.secret("session").hex()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        portal = await start_portal(settings, pdf_workers=pdf_workers)
+        portal = await start_portal(settings, pdf_workers=pdf_workers, policies=policies, keyring=keyring)
         app.state.portal = portal
         try:
             async with periodic_checkpoints(portal, interval_minutes=settings.checkpoint_minutes):

@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from portal.app import create_app
     from portal.core import prepare_storage
 
-    # Slips and API answers print the portal's address; without PORTAL_PUBLIC_URL it is the one served here.
+    # Slips and API responses contain the portal's address. Without PORTAL_PUBLIC_URL it is the one served here.
     os.environ.setdefault("PORTAL_PUBLIC_URL", f"http://{args.host}:{args.port}")
     settings = Settings.from_env()
     # Keys and schema are created once here, so several workers never race to create them.

@@ -90,11 +90,20 @@ def open_blob_store(settings: Settings, engine: AsyncEngine) -> BlobStore:
     return FileBlobStore(settings.blob_dir)
 
 
-async def start_portal(settings: Settings, *, pdf_workers: int | None = None) -> Portal:
-    """Open every service the app needs, creating the data folder, keys and schema on first start."""
-    policies = load_policies(settings.policy_dir)
+async def start_portal(
+    settings: Settings,
+    *,
+    pdf_workers: int | None = None,
+    policies: Policies | None = None,
+    keyring: KeyRing | None = None,
+) -> Portal:
+    """Open every service the app needs, creating the data folder, keys and schema on first start.
+
+    ``create_app`` passes the policies and key ring it already loaded, so start-up reads each file once.
+    """
+    policies = policies or load_policies(settings.policy_dir)
     await prepare_storage(settings)
-    keyring = open_keyring(settings)
+    keyring = keyring or open_keyring(settings)
 
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)

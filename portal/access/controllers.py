@@ -150,7 +150,7 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
 
 
 async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> int:
-    """Authenticate every segment of the copy and return its size; a damaged copy fails before a byte is sent.
+    """Authenticate every segment of the copy and return its size, so a damaged copy fails before a byte is sent.
 
     This first pass costs one extra read and decryption of the copy and keeps memory constant; the body
     then decrypts it a second time while streaming.

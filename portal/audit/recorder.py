@@ -79,7 +79,7 @@ _ADVISORY_LOCK_KEY = 0x706F7274616C  # "portal"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acted and from where, reduced to what the access log keeps."""
+    """The acting party and its origin, reduced to what the access log keeps."""
 
     actor: str  # "staff:<uuid>", "token:<uuid>", "recipient:<share uuid>", "system"
     ip_prefix: str | None = None

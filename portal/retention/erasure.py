@@ -44,7 +44,7 @@ class HoldNotFound(PortalError):
 
 @dataclass(frozen=True)
 class Erasure:
-    """What one erasure did."""
+    """The outcome of one erasure: the document, and the shares and copies it ended."""
 
     document_id: uuid.UUID
     erased_at: dt.datetime

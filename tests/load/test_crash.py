@@ -144,7 +144,8 @@ async def test_kill_during_share_creation(deployment: Deployment, http: httpx.As
     code = await _share(http, survivor, headers, document_id)
     killed.start()
     session = await redeem(http, killed.url, code, forwarded_for=client_address(1))
-    assert session.status == 303 and session.session_cookie is not None
+    assert session.status == 303
+    assert session.session_cookie is not None
     status, body = await download(http, killed.url, session.session_cookie)
     assert status == 200
     assert body.startswith(b"%PDF-")
@@ -159,7 +160,8 @@ async def test_kill_during_download(deployment: Deployment, http: httpx.AsyncCli
     document_id = await _upload(http, survivor, headers)
     code = await _share(http, survivor, headers, document_id)
     session = await redeem(http, killed.url, code, forwarded_for=client_address(1))
-    assert session.status == 303 and session.session_cookie is not None
+    assert session.status == 303
+    assert session.session_cookie is not None
     url = deployment.database_url
 
     # A slow reader: take the first chunk, then stop reading while the server still has most of the copy.
