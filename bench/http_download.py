@@ -1,8 +1,13 @@
 """Measure downloads of prepared copies over HTTP against nginx serving the same files statically.
 
 Usage (from the repository root):
-    .venv/bin/python -m bench.http_download [--sizes 5,28] [--connections 1,16,64] [--seconds 10]
+    .venv/bin/python -m bench.http_download [--sizes 5,50] [--connections 1,16,64] [--seconds 10]
         [--workers 2] [--store database|filesystem] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Uploads and the PDF job are capped at 30 MB, so a copy larger than ``MAX_PREPARED_MB`` is made by
+replacing the copy of every share of that size with one blob of the requested size (``%PDF-1.7`` and
+random bytes, like compressed photos), written through the portal's own ``BlobService`` under a new data
+key. The download path (session, allowance, access-log events, decryption, streaming) is the same for it.
 
 Each portal download needs a redeemed recipient session and counts against its share's download allowance,
 so the script creates shares with a ``bench`` profile (20 downloads each) and gives wrk one session cookie
@@ -19,9 +24,11 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select, update
 
 from bench._server import (
     BENCH_MAX_DOWNLOADS,
@@ -34,13 +41,19 @@ from bench._server import (
     share,
     upload,
 )
+from portal.blobs import BlobService
+from portal.config import Settings
+from portal.core import open_blob_store, open_keyring
+from portal.db import create_engine, create_sessionmaker
+from portal.models import Share, ShareDocument
 from tests.load.documents import photo_report
 from tests.load.recipient import ACCESS_COOKIE
 from tests.load.servers import PortalServer, client_address
 
-# Uploads are capped at 30 MB, so larger copies are referral packages of several documents. The PDF job
-# that prepares a copy also accepts at most 30 MB of input in total, so a copy cannot reach 50 MB.
+# Uploads are capped at 30 MB, and the PDF job that prepares a copy accepts at most 30 MB of input in
+# total; larger copies are written straight to the blob store (``CopyReplacement``).
 MAX_DOCUMENT_BYTES = 25_000_000
+MAX_PREPARED_MB = 29
 SHARE_CONCURRENCY = 4
 WRK_THREADS = 2
 
@@ -79,6 +92,34 @@ async def _prepare_document_ids(
         pdf = photo_report(total // parts, seed=size_mb * 10 + part)
         ids.append(await upload(http, server.url, headers, pdf, f"Bench {size_mb} MB part {part + 1}"))
     return ids
+
+
+class CopyReplacement:
+    """One large copy blob, written with the portal's BlobService, that shares of some documents point to."""
+
+    def __init__(self, server: PortalServer, size: int) -> None:
+        self.settings = Settings.from_env(server.env)
+        self.engine = create_engine(self.settings.database_url)
+        self.blobs = BlobService(open_blob_store(self.settings, self.engine), open_keyring(self.settings))
+        self.size = size
+        self.blob_id: str | None = None
+
+    async def point_shares(self, document_ids: list[str]) -> None:
+        """Make every share of ``document_ids[0]`` serve the large blob, staging it on first use."""
+        sessionmaker = create_sessionmaker(self.engine)
+        async with sessionmaker() as db, db.begin():
+            if self.blob_id is None:
+                staged = await self.blobs.stage("copy", b"%PDF-1.7\n" + os.urandom(self.size - 9))
+                db.add_all(staged.rows())
+                await db.flush()
+                self.blob_id = staged.blob_id
+            shares = select(ShareDocument.share_id).where(
+                ShareDocument.document_id == uuid.UUID(document_ids[0])
+            )
+            await db.execute(update(Share).where(Share.id.in_(shares)).values(copy_blob_id=self.blob_id))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
 
 
 async def _sessions(
@@ -120,11 +161,18 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
 
         async with httpx.AsyncClient(timeout=120) as http:
             for size_mb in arguments.sizes:
-                document_ids = await _prepare_document_ids(http, server, headers, size_mb)
+                replacement = None
+                if size_mb > MAX_PREPARED_MB:
+                    replacement = CopyReplacement(server, size_mb * 1_000_000)
+                document_ids = await _prepare_document_ids(
+                    http, server, headers, min(size_mb, MAX_PREPARED_MB)
+                )
 
                 # One download first: the copy's real size and a single-stream rate to size the session pool.
                 [cookie] = await _sessions(http, server, headers, document_ids, 1, address)
                 address += 1
+                if replacement is not None:
+                    await replacement.point_shares(document_ids)
                 started = time.perf_counter()
                 answer = await http.get(
                     server.url + "/access/download", headers={"Cookie": f"{ACCESS_COOKIE}={cookie}"}
@@ -146,6 +194,8 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
                     share_count = math.ceil(expected / BENCH_MAX_DOWNLOADS) + WRK_THREADS
                     cookies = await _sessions(http, server, headers, document_ids, share_count, address)
                     address += share_count
+                    if replacement is not None:
+                        await replacement.point_shares(document_ids)
                     cookie_file = root / f"cookies-{size_mb}-{connections}.txt"
                     cookie_file.write_text("\n".join(cookies) + "\n")
 
@@ -170,6 +220,8 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
                         )
                     )
                     print(rows[-1], f"[{share_count} shares]", flush=True)
+                if replacement is not None:
+                    await replacement.close()
         server.stop()
 
         with nginx_serving(files, workers=arguments.workers) as nginx_url:
@@ -190,7 +242,7 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="5,28", help="copy sizes in MB, comma-separated (at most 29)")
+    parser.add_argument("--sizes", default="5,50", help="copy sizes in MB, comma-separated")
     parser.add_argument("--connections", default="1,16,64", help="wrk connection counts, comma-separated")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (1 to 60)")
     parser.add_argument("--workers", type=int, default=2, help="portal and nginx worker processes")

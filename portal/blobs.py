@@ -7,13 +7,18 @@ by a crash between the two.
 Reading from the filesystem store runs in worker threads, one hop per step: each step reads whole
 sealed segments into a reused buffer with ``os.preadv`` and decrypts them straight from it. Other stores
 go through ``BlobStore.read`` and ``decrypt_async``.
+
+A download reads the copy once (``open_plaintext``): before the response starts, it checks the header and
+the file size, authenticates the final segment and decrypts the first step, so a truncated copy, a copy
+under another blob's key or id, and damage in the first MiB are refused before any byte is sent. Damage
+further in stops the stream before the damaged segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -27,6 +32,7 @@ from portal.crypto.envelope import (
     decrypt_async,
     encrypt_stream,
     new_data_key,
+    plaintext_size,
 )
 from portal.crypto.errors import BlobIntegrityError
 from portal.crypto.keyring import KeyRing
@@ -62,6 +68,17 @@ class StagedBlob:
         ]
 
 
+@dataclass
+class PlaintextCopy:
+    """A blob opened for one pass of reading: its plaintext size and its chunks, the first already decrypted.
+
+    Iterate ``chunks`` once; it closes the file when it ends, fails or is closed (``aclose``).
+    """
+
+    size: int
+    chunks: AsyncGenerator[bytes, None]
+
+
 class BlobService:
     def __init__(self, store: BlobStore, keyring: KeyRing) -> None:
         self.store = store
@@ -95,6 +112,33 @@ class BlobService:
         if isinstance(self.store, FileBlobStore):
             return self._file_plaintext(self.store, blob_id, data_key)
         return decrypt_async(data_key, blob_id, self.store.read(blob_id))
+
+    async def open_plaintext(self, blob_id: str, data_key: bytes) -> PlaintextCopy:
+        """Open a blob for a single streaming pass, after the checks that can run before the first byte.
+
+        From the filesystem store: the header, a size that some plaintext encrypts to, the final segment
+        and the first step (1 MiB) are authenticated here; later segments are authenticated as they are
+        read, each before its plaintext is handed on. Other stores cannot read the final segment on its own,
+        so the whole blob is authenticated first and then read a second time.
+
+        Raises:
+            BlobIntegrityError: one of those checks fails.
+            BlobNotFound: no blob is stored under ``blob_id``.
+        """
+        if not isinstance(self.store, FileBlobStore):
+            size = await self.authenticate(blob_id, data_key)
+            return PlaintextCopy(size, decrypt_async(data_key, blob_id, self.store.read(blob_id)))
+
+        decryption = await asyncio.to_thread(_FileDecryption, self.store, blob_id, data_key, STREAM_SEGMENTS)
+        try:
+            size = plaintext_size(decryption.file.size)
+            await asyncio.to_thread(decryption.check_final_segment)
+            buffer = bytearray(STREAM_SEGMENTS * SEGMENT_SIZE)
+            first = await asyncio.to_thread(decryption.step_bytes, buffer)
+        except BaseException:
+            decryption.close()
+            raise
+        return PlaintextCopy(size, _stream_rest(decryption, buffer, first))
 
     async def authenticate(self, blob_id: str, data_key: bytes) -> int:
         """Authenticate every segment of a blob and return its plaintext size; nothing is kept.
@@ -151,6 +195,18 @@ class BlobService:
         return set((await db.scalars(select(Blob.id))).all())
 
 
+async def _stream_rest(
+    decryption: _FileDecryption, buffer: bytearray, first: bytes | None
+) -> AsyncGenerator[bytes, None]:
+    try:
+        if first:
+            yield first
+        while (chunk := await asyncio.to_thread(decryption.step_bytes, buffer)) is not None:
+            yield chunk
+    finally:
+        decryption.close()
+
+
 class _FileDecryption:
     """Reads and decrypts one blob file in steps of whole sealed segments; blocking, for worker threads."""
 
@@ -187,6 +243,24 @@ class _FileDecryption:
         self.offset += wanted
         self.finished = self.offset == self.file.size
         return self.decryptor.open_segments(view, ends_blob=self.finished, into=into)
+
+    def check_final_segment(self) -> None:
+        """Authenticate the last sealed segment as the final one, without moving the read position.
+
+        Raises:
+            BlobIntegrityError: the file ends before its final segment (truncated at a segment boundary),
+                or that segment was altered or comes from another blob.
+        """
+        sealed_bytes = self.file.size - HEADER_SIZE
+        count = max(1, -(-sealed_bytes // SEALED_SEGMENT_SIZE))
+        offset = HEADER_SIZE + (count - 1) * SEALED_SEGMENT_SIZE
+        last = bytearray(self.file.size - offset)
+        if self.file.read_into(last, offset) != len(last):
+            raise BlobIntegrityError(
+                f"Blob {self.blob_id}: the file became shorter while being read. "
+                "The stored blob was truncated."
+            )
+        self.decryptor.check_final(last, index=count - 1)
 
     def step_bytes(self, into: bytearray) -> bytes | None:
         """Decrypt the next run of segments like ``step`` and return a copy that outlives ``into``."""

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from portal.access.service import finish_download, recipient_share, redeem, start_download
 from portal.audit.recorder import Actor, record
 from portal.audit.transparency import PATIENT_PROFILE, other_disclosures
+from portal.blobs import PlaintextCopy
 from portal.crypto.errors import BlobIntegrityError
 from portal.errors import (
     AccessDenied,
@@ -114,13 +115,14 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
     who = actor_for(request, "recipient")
     share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
     blob_id = share.copy_blob_id or ""
-    size = await _authenticate_copy(portal, who, share, blob_id, data_key)
+    copy = await _open_copy(portal, who, share, blob_id, data_key)
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
         completed = False
+        reason = None
         try:
-            async for chunk in portal.blobs.plaintext(blob_id, data_key):
+            async for chunk in copy.chunks:
                 yield chunk
                 sent += len(chunk)
                 # Give the server a chance to report a disconnect between chunks.
@@ -128,13 +130,18 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
             # Reached only after the server took the last chunk, so "completed" means every byte was handed over.
             completed = True
         except (BlobIntegrityError, BlobNotFound):
-            # The copy changed after the first pass authenticated it. Raising makes the server cut the
-            # connection, so the client sees a failed download rather than a short PDF.
-            log.error("stored copy changed while being sent", extra={"share_id": str(share.id)})
+            # A segment past the first step failed authentication (or the file vanished). Nothing of it
+            # was sent; raising makes the server cut the connection, and the Content-Length shows the
+            # client an incomplete download rather than a short PDF.
+            log.error(
+                "stored copy failed its integrity check while being sent", extra={"share_id": str(share.id)}
+            )
+            reason = "integrity_check_failed"
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await finish_download(portal, who, share, completed, sent)
+                await copy.chunks.aclose()
+                await finish_download(portal, who, share, completed, sent, reason=reason)
 
     filename = f"report-{share.reference}.pdf"
     return Stream(
@@ -143,20 +150,20 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "no-store",
-            # A body cut short by a copy that changed after the first pass is then visibly incomplete.
-            "Content-Length": str(size),
+            # A body cut short by a damaged segment is then visibly incomplete.
+            "Content-Length": str(copy.size),
         },
     )
 
 
-async def _authenticate_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> int:
-    """Authenticate every segment of the copy and return its size, so a damaged copy fails before a byte is sent.
+async def _open_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> PlaintextCopy:
+    """Open the copy for one streaming pass; a copy that fails the checks before the first byte gets a page.
 
-    This first pass costs one extra read and decryption of the copy and keeps memory constant; the body
-    then decrypts it a second time while streaming.
+    ``BlobService.open_plaintext`` authenticates the header, the size, the final segment and the first
+    MiB here, which catches truncation, a copy under another key or id, and damage at the start.
     """
     try:
-        return await portal.blobs.authenticate(blob_id, data_key)
+        return await portal.blobs.open_plaintext(blob_id, data_key)
     except (BlobIntegrityError, BlobNotFound) as error:
         log.error(
             "stored copy failed its integrity check",

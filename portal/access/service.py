@@ -313,7 +313,13 @@ async def start_download(portal: Portal, who: Actor, raw_session_id: str | None)
     return share, data_key
 
 
-async def finish_download(portal: Portal, who: Actor, share: Share, completed: bool, sent_bytes: int) -> None:
+async def finish_download(
+    portal: Portal, who: Actor, share: Share, completed: bool, sent_bytes: int, reason: str | None = None
+) -> None:
+    """Record how a download ended; one cut short by a damaged stored copy is given back to the recipient."""
+    details: dict[str, str | int | bool | None] = {"bytes": sent_bytes}
+    if reason is not None:
+        details["reason"] = reason
     async with portal.transaction() as db:
         if completed:
             await db.execute(
@@ -321,11 +327,17 @@ async def finish_download(portal: Portal, who: Actor, share: Share, completed: b
                 .where(Share.id == share.id)
                 .values(downloads_completed=Share.downloads_completed + 1)
             )
+        elif reason == "integrity_check_failed":
+            await db.execute(
+                update(Share)
+                .where(Share.id == share.id)
+                .values(downloads_started=Share.downloads_started - 1)
+            )
         await record(
             db,
             _recipient(share.id, who),
             "access.download.completed" if completed else "access.download.aborted",
             outcome="success" if completed else "failure",
             share_id=share.id,
-            details={"bytes": sent_bytes},
+            details=details,
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -111,7 +111,9 @@ async def encrypt_async(dek: bytes, blob_id: str, chunks: AsyncIterable[bytes]) 
         yield sealed
 
 
-async def decrypt_async(dek: bytes, blob_id: str, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+async def decrypt_async(
+    dek: bytes, blob_id: str, chunks: AsyncIterable[bytes]
+) -> AsyncGenerator[bytes, None]:
     """Decrypt like ``decrypt_stream`` from an async source, such as ``BlobStore.read``."""
     decryptor = SegmentDecryptor(dek, blob_id)
     async for chunk in chunks:
@@ -301,6 +303,39 @@ class SegmentDecryptor:
             final = ends_blob and position == count - 1
             self._open_into(segment, target[position * SEGMENT_SIZE :], final=final)
         return target[:size]
+
+    def check_final(self, sealed: bytes | bytearray, *, index: int) -> None:
+        """Authenticate segment ``index`` as the blob's final segment, out of order; nothing is returned.
+
+        A reader that knows the blob's size can call this before streaming from the first segment, so a
+        cut at a segment boundary is found before any plaintext is handed on.
+
+        Raises:
+            BlobIntegrityError: the segment fails authentication as the final segment at ``index``.
+        """
+        assert self._header is not None, "call start() or feed() with the header first"
+        if len(sealed) < TAG_SIZE:
+            raise BlobIntegrityError(
+                f"Blob {self._blob_id}: the ciphertext ends inside segment {index} "
+                f"({len(sealed)} bytes, fewer than the {TAG_SIZE}-byte tag). The stored blob was truncated."
+            )
+        nonce, associated_data = _segment_parameters(self._header, self._blob_id_bytes, index, True)
+        try:
+            self._aead.decrypt(nonce, bytes(sealed), associated_data)
+        except InvalidTag:
+            nonce, associated_data = _segment_parameters(self._header, self._blob_id_bytes, index, False)
+            try:
+                self._aead.decrypt(nonce, bytes(sealed), associated_data)
+            except InvalidTag:
+                raise BlobIntegrityError(
+                    f"Blob {self._blob_id}: segment {index}, the last one stored, failed authentication. The "
+                    "stored ciphertext was altered, reordered or copied from another blob, or the data key "
+                    "or blob id does not belong to it."
+                ) from None
+            raise BlobIntegrityError(
+                f"Blob {self._blob_id}: the ciphertext ends after segment {index}, which is not the final "
+                "segment. The stored blob was truncated."
+            ) from None
 
     def _open_into(self, sealed: memoryview, target: memoryview, *, final: bool) -> None:
         assert self._header is not None

@@ -13,11 +13,13 @@ from typing import Any
 import pikepdf
 import pytest
 from litestar import Litestar
+from litestar.exceptions import LitestarException
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
+from portal.blobs import STREAM_SEGMENTS
 from portal.config import Settings
-from portal.crypto.envelope import HEADER_SIZE, SEALED_SEGMENT_SIZE
+from portal.crypto.envelope import HEADER_SIZE, SEALED_SEGMENT_SIZE, SEGMENT_SIZE
 from portal.crypto.errors import BlobIntegrityError
 from portal.models import AccessEvent, Base, Share
 from tests.conftest import BASE_URL
@@ -58,10 +60,14 @@ def photo_pdf(seed: int = 1, side: int = 512) -> bytes:
 
 
 async def share_photo(
-    app: Litestar, client: AsyncTestClient[Litestar], seed: int = 1, recipient: str = RECIPIENT
+    app: Litestar,
+    client: AsyncTestClient[Litestar],
+    seed: int = 1,
+    recipient: str = RECIPIENT,
+    side: int = 512,
 ) -> dict[str, Any]:
     headers = await token_for(app, CLINICIAN, "clinician")
-    uploaded = await upload_pdf(client, headers, photo_pdf(seed), patient_ref=PATIENT_REF)
+    uploaded = await upload_pdf(client, headers, photo_pdf(seed, side), patient_ref=PATIENT_REF)
     assert uploaded.status_code == 201, uploaded.text
     shared = await create_share(client, headers, [uploaded.json()["id"]], recipient_name=recipient)
     assert shared.status_code == 201, shared.text
@@ -214,6 +220,44 @@ async def test_swapped_blobs_never_served(
     async with portal_of(app).transaction() as db:
         with pytest.raises(BlobIntegrityError):
             await portal_of(app).blobs.read_all(db, await copy_blob_id(app, second["id"]))
+
+
+@pytest.mark.parametrize("settings", ["filesystem"], indirect=True)
+async def test_damage_past_first_mib_cuts_the_download(
+    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings
+) -> None:
+    share = await share_photo(app, client, side=1400)
+    path = blob_path(settings, await copy_blob_id(app, share["id"]))
+    damaged_segment = STREAM_SEGMENTS + 4
+    assert path.stat().st_size > HEADER_SIZE + (damaged_segment + 2) * SEALED_SEGMENT_SIZE
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE + damaged_segment * SEALED_SEGMENT_SIZE + 77] ^= 0x04
+    path.write_bytes(bytes(data))
+    assert (await redeem(client, share["access_code"])).status_code == 200
+
+    # The response has started when the damaged segment is reached: the server raises out of the body,
+    # which cuts the connection, and only the whole steps before it were sent.
+    with pytest.raises(LitestarException, match="after response started") as caught:
+        await client.get("/access/download")
+    cause = caught.value.__cause__
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    # anyio's task group wraps the error raised out of the body.
+    assert isinstance(cause, ExceptionGroup)
+    [integrity_error] = cause.exceptions
+    assert isinstance(integrity_error, BlobIntegrityError)
+    assert f"segment {damaged_segment} failed authentication" in str(integrity_error)
+
+    async with portal_of(app).transaction() as db:
+        aborted = (
+            await db.scalars(select(AccessEvent).where(AccessEvent.event_type == "access.download.aborted"))
+        ).all()
+        stored = await db.get(Share, uuid.UUID(share["id"]))
+    assert len(aborted) == 1
+    assert '"integrity_check_failed"' in aborted[0].details
+    assert f'"bytes":{STREAM_SEGMENTS * SEGMENT_SIZE},' in aborted[0].details
+    # The recipient gets the attempt back, as with damage found before the first byte.
+    assert stored is not None and stored.downloads_started == 0
 
 
 async def assert_download_rejected(

@@ -124,3 +124,71 @@ async def test_read_path_missing_blob(tmp_path: Path) -> None:
         await service.authenticate(new_blob_id(), data_key)
     with pytest.raises(BlobNotFound):
         [chunk async for chunk in service.plaintext(new_blob_id(), data_key)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_single_pass_round_trip(tmp_path: Path, size: int) -> None:
+    service, blob_id, data_key, plaintext, _path = await stored_blob(tmp_path, size)
+
+    copy = await service.open_plaintext(blob_id, data_key)
+    chunks = [chunk async for chunk in copy.chunks]
+
+    assert copy.size == size
+    assert b"".join(chunks) == plaintext
+    assert all(type(chunk) is bytes and chunk for chunk in chunks)
+
+
+def flip_bit_in_first_step(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE + 3 * SEALED_SEGMENT_SIZE + 9] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+def flip_bit_in_last_segment(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+# Damage that ``open_plaintext`` finds before the first byte would be sent.
+REFUSED_BEFORE_SENDING = {
+    **{
+        name: DAMAGE[name]
+        for name in ("cut-at-boundary", "cut-inside-tag", "appended", "swapped", "cut-header")
+    },
+    "flipped-bit-first-step": flip_bit_in_first_step,
+    "flipped-bit-last-segment": flip_bit_in_last_segment,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(REFUSED_BEFORE_SENDING))
+async def test_single_pass_refuses_before_first_byte(tmp_path: Path, damage: str) -> None:
+    service, blob_id, data_key, _plaintext, path = await stored_blob(tmp_path, 40 * SEGMENT_SIZE + 3)
+    REFUSED_BEFORE_SENDING[damage](path)
+
+    with pytest.raises(BlobIntegrityError):
+        await service.open_plaintext(blob_id, data_key)
+
+
+async def test_single_pass_stops_before_damaged_segment(tmp_path: Path) -> None:
+    service, blob_id, data_key, plaintext, path = await stored_blob(tmp_path, 40 * SEGMENT_SIZE + 3)
+    # Segment 20 lies in the second step (segments 16 to 31), past what is checked before sending.
+    flip_bit(path)
+
+    copy = await service.open_plaintext(blob_id, data_key)
+    received = bytearray()
+    with pytest.raises(BlobIntegrityError, match="segment 20 failed authentication"):
+        async for chunk in copy.chunks:
+            received += chunk
+
+    # Only whole steps before the damaged one were handed on, all authentic.
+    assert bytes(received) == plaintext[: STREAM_SEGMENTS * SEGMENT_SIZE]
+
+
+async def test_single_pass_wrong_key_and_missing_blob(tmp_path: Path) -> None:
+    service, blob_id, data_key, _plaintext, _path = await stored_blob(tmp_path, 3 * SEGMENT_SIZE)
+
+    with pytest.raises(BlobIntegrityError, match="segment 2, the last one stored, failed authentication"):
+        await service.open_plaintext(blob_id, new_data_key())
+    with pytest.raises(BlobNotFound):
+        await service.open_plaintext(new_blob_id(), data_key)
