@@ -208,6 +208,8 @@ class Share(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    # The lifetime chosen at creation, so a reissued code gets the same window; None: the profile's.
+    lifetime_days: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     expired_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # Four-eyes release: a share that needs approval has no usable code until a second clinician approves.

@@ -241,6 +241,7 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             created_at=now,
             not_before=form.not_before,
             expires_at=starts_at + dt.timedelta(days=lifetime_days),
+            lifetime_days=lifetime_days,
             max_redemptions=profile.max_redemptions,
             allow_view=profile.allow_view,
             allow_download=profile.allow_download,
@@ -426,8 +427,9 @@ async def shares_for_document(db: AsyncSession, document_id: uuid.UUID) -> list[
 async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> IssuedShare:
     """Replace a share's code and copy; the old code and copy stop working at once.
 
-    The counters start again (a locked share is unlocked), the expiry restarts from now, and open recipient
-    sessions end. The old copy's data key is destroyed in the same transaction.
+    The counters start again (a locked share is unlocked), and open recipient sessions end. The expiry
+    restarts from now with the lifetime chosen at creation, capped by the profile's current one. The old
+    copy's data key is destroyed in the same transaction.
     """
     share = await load_share(portal, share_id)
     if share.revoked_at is not None:
@@ -445,8 +447,7 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
 
     code = await _unused_code(portal)
     now = utcnow()
-    # NOTE: the new lifetime is the profile's full expiry_days, even when the clinician chose a shorter one
-    # at creation, because the share row does not store the chosen number of days. max_downloads is kept.
+    lifetime_days = min(share.lifetime_days or profile.expiry_days, profile.expiry_days)
     copy_bytes = await _prepare_copy(
         portal, documents, profile, share.recipient_name, share.id, share.reference, code, now.date()
     )
@@ -456,9 +457,7 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     old_blob_id = share.copy_blob_id
     try:
         staged = await portal.blobs.stage("copy", copy_bytes)
-        await _swap_code(
-            portal, who, share, staged, code, code_hash, now + dt.timedelta(days=profile.expiry_days)
-        )
+        await _swap_code(portal, who, share, staged, code, code_hash, now + dt.timedelta(days=lifetime_days))
     except BaseException:
         await portal.blobs.discard(staged)
         raise

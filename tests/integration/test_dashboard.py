@@ -322,3 +322,21 @@ async def test_reissue_needs_confirmation(app: Litestar, client: AsyncTestClient
     new_code = CODE_PATTERN.search(reissued.text)
     assert new_code and new_code.group(1) != old_code.group(1)
     assert (await only_share(app)).reissue_count == 1
+
+
+async def test_reissue_keeps_the_chosen_lifetime(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    document_id = await signed_in_upload(app, client)
+    await share_from_page(client, document_id, expiry_days="3")
+    share = await only_share(app)
+    assert share.lifetime_days == 3
+
+    confirm = await client.get(f"/staff/shares/{share.id}/reissue")
+    before = utcnow()
+    reissued = await client.post(
+        f"/staff/shares/{share.id}/reissue", data={"_csrf_token": csrf_from(confirm.text)}
+    )
+    assert reissued.status_code == 200
+
+    # The patient profile allows 14 days; the clinician chose 3, and the new code gets 3 again.
+    expires_at = (await only_share(app)).expires_at
+    assert before + dt.timedelta(days=3) <= expires_at <= utcnow() + dt.timedelta(days=3)
