@@ -46,7 +46,7 @@ from portal.shares.service import (
     share_status,
     shares_for_document,
 )
-from portal.shares.slip import access_link, qr_svg, slip_pdf
+from portal.shares.slip import access_link, copy_note, qr_svg, slip_pdf
 from portal.web import actor_for, portal_of, require_staff
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -292,6 +292,10 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
             "code": issued.printed_code,
             "profile": portal.policies.profiles.get(issued.share.profile),
             "access_url": f"{portal.settings.public_url}/access",
+            "copy_note": copy_note(
+                allows_download=issued.share.allow_download,
+                password_is_code=issued.share.copy_password_is_code,
+            ),
             "qr_svg": Markup(qr_svg(link)),  # noqa: S704 - segno's SVG markup, built from the server's own URL
         },
         status_code=status_code,
@@ -385,6 +389,9 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
             printed_code=codes.display(code),
             expires=share.expires_at.strftime("%Y-%m-%d %H:%M"),
             needs_birth_date=share.second_factor_hash is not None,
+            copy_note=copy_note(
+                allows_download=share.allow_download, password_is_code=share.copy_password_is_code
+            ),
             reference=share.reference,
             contact=portal.settings.clinic_contact,
         )

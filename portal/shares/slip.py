@@ -15,6 +15,15 @@ from portal.i18n import _
 from portal.pdf import fonts
 
 
+def copy_note(*, allows_download: bool, password_is_code: bool) -> str:
+    """Tell the recipient what to expect of the copy: a PDF that opens with the code, or a view only."""
+    if not allows_download:
+        return _("You can read the report in the web browser. It cannot be downloaded.")
+    if password_is_code:
+        return _("The downloaded PDF opens with the same code, typed exactly as printed.")
+    return ""
+
+
 def access_link(public_url: str, printed_code: str) -> str:
     return f"{public_url}/access#code={printed_code}"
 
@@ -32,6 +41,7 @@ def slip_pdf(
     printed_code: str,
     expires: str,
     needs_birth_date: bool,
+    copy_note: str,
     reference: str,
     contact: str,
 ) -> bytes:
@@ -43,7 +53,7 @@ def slip_pdf(
         (13, f"{public_url}/access"),
         (12, _("and enter this access code:")),
         (22, printed_code),
-        (11, _("The downloaded PDF opens with the same code, typed exactly as printed.")),
+        (11, copy_note),
         (11, _("You will also be asked for your date of birth.") if needs_birth_date else ""),
         (11, _("The code works once and expires on {date} (UTC).").format(date=expires)),
         (10, _("Reference: {reference}").format(reference=reference)),

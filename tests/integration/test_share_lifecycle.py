@@ -7,6 +7,7 @@ import re
 
 import pikepdf
 import pypdfium2
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
@@ -128,8 +129,15 @@ async def test_reissue_kills_old_code_and_copy(app: Litestar, client: AsyncTestC
     assert types.count("share.reissued") == 1
 
 
+COPY_NOTES = {
+    "patient": "The downloaded PDF opens with the same code, typed exactly as printed.",
+    "insurer": "You can read the report in the web browser. It cannot be downloaded.",
+}
+
+
+@pytest.mark.parametrize("profile", sorted(COPY_NOTES))
 async def test_slip_page_and_pdf(
-    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings
+    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings, profile: str
 ) -> None:
     await token_for(app, CLINICIAN, "clinician")
     await sign_in(client, CLINICIAN)
@@ -144,7 +152,7 @@ async def test_slip_page_and_pdf(
         f"{uploaded.url.path}/shares",
         data={
             "_csrf_token": csrf_from(uploaded.text),
-            "profile": "patient",
+            "profile": profile,
             "recipient_name": "Jan Nowak",
             "purpose": "Results",
         },
@@ -152,6 +160,8 @@ async def test_slip_page_and_pdf(
     code = re.search(r'data-testid="access-code">([0-9A-Z-]+)<', created.text)
     assert code
     assert "<svg" in created.text  # the QR code, inline
+    # Only the note for this profile's copy: a view-only slip promises no PDF.
+    assert [note for note in COPY_NOTES.values() if note in created.text] == [COPY_NOTES[profile]]
 
     slip_form = re.search(r'action="(/staff/shares/[0-9a-f-]+/slip)"', created.text)
     assert slip_form
@@ -164,6 +174,7 @@ async def test_slip_page_and_pdf(
     assert code.group(1) in text
     assert "Jan Nowak" in text
     assert f"{settings.public_url}/access" in text
+    assert [note for note in COPY_NOTES.values() if note in text] == [COPY_NOTES[profile]]
 
     forged = await client.post(
         slip_form.group(1),
