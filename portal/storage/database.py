@@ -6,14 +6,16 @@ the last holding ``ROW_SIZE`` bytes. An empty blob is one empty row, so every st
 A write first spools the incoming chunks to a local temporary file and then inserts all rows in one short
 transaction. The transaction is therefore never held open while a slow client uploads, which matters on
 SQLite, where a write transaction blocks every other writer. A read fetches a few rows per query on a short
-connection, so a slow download keeps no connection or snapshot open.
+connection, so a slow download keeps no connection or snapshot open. On PostgreSQL the rows are fetched in
+binary format: psycopg sends ``bytea`` as hex text by default, which is about four times slower to transfer
+and decode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import BinaryIO
 
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, delete, func, insert, select
@@ -140,7 +142,11 @@ class DatabaseBlobStore:
                 .order_by(self.table.c.seq)
             )
             async with self.engine.connect() as connection:
-                rows = (await connection.execute(query)).scalars().all()
+                rows: Sequence[bytes]
+                if connection.dialect.name == "postgresql":
+                    rows = await self._fetch_binary(connection, blob_id, start, end)
+                else:
+                    rows = (await connection.execute(query)).scalars().all()
 
             if len(rows) != end - start:
                 raise BlobNotFound(
@@ -148,6 +154,19 @@ class DatabaseBlobStore:
                 )
             for data in rows:
                 yield bytes(data)
+
+    async def _fetch_binary(
+        self, connection: AsyncConnection, blob_id: str, start: int, end: int
+    ) -> list[bytes]:
+        """Fetch rows ``start`` to ``end - 1`` through psycopg's binary result format."""
+        table = connection.dialect.identifier_preparer.format_table(self.table)
+        raw = await connection.get_raw_connection()
+        async with raw.driver_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+            await cursor.execute(
+                f"SELECT data FROM {table} WHERE blob_id = %s AND seq >= %s AND seq < %s ORDER BY seq",  # noqa: S608
+                (blob_id, start, end),
+            )
+            return [row[0] for row in await cursor.fetchall()]
 
 
 async def _spool(chunks: AsyncIterable[bytes] | Iterable[bytes], spool: BinaryIO) -> int:
