@@ -9,7 +9,7 @@ sealed segments into a reused buffer with ``os.preadv`` and decrypts them straig
 go through ``BlobStore.read`` and ``decrypt_async``.
 
 A download reads the copy once (``open_plaintext``): before the response starts, it checks the header and
-the file size, authenticates the final segment and decrypts the first step, so a truncated copy, a copy
+the blob size, authenticates the final segment and decrypts the first MiB, so a truncated copy, a copy
 under another blob's key or id, and damage in the first MiB are refused before any byte is sent. Damage
 further in stops the stream before the damaged segment.
 """
@@ -116,18 +116,16 @@ class BlobService:
     async def open_plaintext(self, blob_id: str, data_key: bytes) -> PlaintextCopy:
         """Open a blob for a single streaming pass, after the checks that can run before the first byte.
 
-        From the filesystem store: the header, a size that some plaintext encrypts to, the final segment
-        and the first step (1 MiB) are authenticated here; later segments are authenticated as they are
-        read, each before its plaintext is handed on. Other stores cannot read the final segment on its own,
-        so the whole blob is authenticated first and then read a second time.
+        The header, a size that some plaintext encrypts to, the final segment and the first chunk are
+        checked here: 1 MiB from the filesystem store, the segments of the first row from the database
+        store. Later segments are authenticated as they are read, each before its plaintext is handed on.
 
         Raises:
             BlobIntegrityError: one of those checks fails.
             BlobNotFound: no blob is stored under ``blob_id``.
         """
         if not isinstance(self.store, FileBlobStore):
-            size = await self.authenticate(blob_id, data_key)
-            return PlaintextCopy(size, decrypt_async(data_key, blob_id, self.store.read(blob_id)))
+            return await self._open_from_store(blob_id, data_key)
 
         decryption = await asyncio.to_thread(_FileDecryption, self.store, blob_id, data_key, STREAM_SEGMENTS)
         try:
@@ -139,6 +137,38 @@ class BlobService:
             decryption.close()
             raise
         return PlaintextCopy(size, _stream_rest(decryption, buffer, first))
+
+    async def _open_from_store(self, blob_id: str, data_key: bytes) -> PlaintextCopy:
+        total = await self.store.size(blob_id)
+        size = plaintext_size(total)
+        decryptor = SegmentDecryptor(data_key, blob_id)
+        decryptor.start(await self._read_range(blob_id, 0, HEADER_SIZE))
+        count = max(1, -(-(total - HEADER_SIZE) // SEALED_SEGMENT_SIZE))
+        last = HEADER_SIZE + (count - 1) * SEALED_SEGMENT_SIZE
+        decryptor.check_final(await self._read_range(blob_id, last, total - last), index=count - 1)
+
+        chunks = _joined(decrypt_async(data_key, blob_id, self.store.read(blob_id)))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return PlaintextCopy(size, _prepend(first, chunks))
+
+    async def _read_range(self, blob_id: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes from ``offset``, or fewer when the blob ends first."""
+        collected = bytearray()
+        reader = self.store.read(blob_id, offset)
+        try:
+            async for chunk in reader:
+                collected += chunk
+                if len(collected) >= length:
+                    break
+        finally:
+            await reader.aclose()  # type: ignore[attr-defined]
+        return bytes(collected[:length])
 
     async def authenticate(self, blob_id: str, data_key: bytes) -> int:
         """Authenticate every segment of a blob and return its plaintext size; nothing is kept.
@@ -193,6 +223,33 @@ class BlobService:
 
     async def known_ids(self, db: AsyncSession) -> set[str]:
         return set((await db.scalars(select(Blob.id))).all())
+
+
+async def _joined(plaintexts: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """Join the plaintext into chunks of about 1 MiB, so the HTTP layer sends fewer pieces."""
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        async for plaintext in plaintexts:
+            pending.append(plaintext)
+            pending_size += len(plaintext)
+            if pending_size >= _CHUNK:
+                yield b"".join(pending)
+                pending, pending_size = [], 0
+        if pending:
+            yield b"".join(pending)
+    finally:
+        await plaintexts.aclose()
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
 
 
 async def _stream_rest(

@@ -69,11 +69,19 @@ class BlobStore(Protocol):
         """
         ...
 
-    def read(self, blob_id: str) -> AsyncIterator[bytes]:
-        """Stream a blob's bytes in chunks.
+    def read(self, blob_id: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes in chunks, from byte ``offset`` to the end.
 
         Raises:
             BlobNotFound: at the first ``anext``, when no blob is stored under ``blob_id``.
+        """
+        ...
+
+    async def size(self, blob_id: str) -> int:
+        """Return the blob's size in bytes.
+
+        Raises:
+            BlobNotFound: no blob is stored under ``blob_id``.
         """
         ...
 

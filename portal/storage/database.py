@@ -80,15 +80,32 @@ class DatabaseBlobStore:
 
         return size
 
-    def read(self, blob_id: str) -> AsyncIterator[bytes]:
-        """Stream a blob row by row.
+    def read(self, blob_id: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Stream a blob row by row, from byte ``offset``.
 
         Raises:
             InvalidBlobId: at the call, when ``blob_id`` is not of the generated form.
             BlobNotFound: at the first ``anext`` when no blob is stored under ``blob_id``, or later when the
                 blob is deleted while being read.
         """
-        return self._read(check_blob_id(blob_id))
+        return self._read(check_blob_id(blob_id), offset)
+
+    async def size(self, blob_id: str) -> int:
+        """Return the blob's size in bytes.
+
+        Raises:
+            InvalidBlobId: ``blob_id`` is not of the generated form.
+            BlobNotFound: no blob is stored under ``blob_id``.
+        """
+        check_blob_id(blob_id)
+        query = select(func.count(), func.coalesce(func.sum(func.length(self.table.c.data)), 0)).where(
+            self.table.c.blob_id == blob_id
+        )
+        async with self.engine.connect() as connection:
+            rows, size = (await connection.execute(query)).one()
+        if rows == 0:
+            raise BlobNotFound(f"No blob is stored under id {blob_id}.")
+        return int(size)
 
     async def delete(self, blob_id: str) -> None:
         """Delete a blob's rows. Deleting a missing blob succeeds."""
@@ -127,14 +144,15 @@ class DatabaseBlobStore:
             if last:
                 return
 
-    async def _read(self, blob_id: str) -> AsyncIterator[bytes]:
+    async def _read(self, blob_id: str, offset: int) -> AsyncIterator[bytes]:
         count_query = select(func.count()).select_from(self.table).where(self.table.c.blob_id == blob_id)
         async with self.engine.connect() as connection:
             row_count = (await connection.execute(count_query)).scalar_one()
         if row_count == 0:
             raise BlobNotFound(f"No blob is stored under id {blob_id}.")
 
-        for start in range(0, row_count, ROWS_PER_BATCH):
+        first_row, skip = divmod(offset, ROW_SIZE)
+        for start in range(min(first_row, row_count), row_count, ROWS_PER_BATCH):
             end = min(start + ROWS_PER_BATCH, row_count)
             query = (
                 select(self.table.c.data)
@@ -153,6 +171,8 @@ class DatabaseBlobStore:
                     f"Blob {blob_id} was deleted while being read (rows {start} to {end - 1} missing)."
                 )
             for data in rows:
+                if skip:
+                    data, skip = data[skip:], 0
                 yield bytes(data)
 
     async def _fetch_binary(

@@ -65,14 +65,25 @@ class FileBlobStore:
 
         return temporary.size
 
-    def read(self, blob_id: str) -> AsyncIterator[bytes]:
-        """Stream a blob in chunks of up to 1 MiB.
+    def read(self, blob_id: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Stream a blob from byte ``offset`` in chunks of up to 1 MiB.
 
         Raises:
             InvalidBlobId: at the call, when ``blob_id`` is not of the generated form.
             BlobNotFound: at the first ``anext``, when no blob is stored under ``blob_id``.
         """
-        return self._read(self._path(check_blob_id(blob_id)))
+        return self._read(self._path(check_blob_id(blob_id)), offset)
+
+    async def size(self, blob_id: str) -> int:
+        """Return the blob's size in bytes.
+
+        Raises:
+            InvalidBlobId: ``blob_id`` is not of the generated form.
+            BlobNotFound: no blob is stored under ``blob_id``.
+        """
+        file = await asyncio.to_thread(BlobFile, self._path(check_blob_id(blob_id)))
+        file.close()
+        return file.size
 
     def open_file(self, blob_id: str) -> BlobFile:
         """Open a blob for positional reads. Blocking: call it from a worker thread.
@@ -111,10 +122,9 @@ class FileBlobStore:
     def _path(self, blob_id: str) -> Path:
         return self.root / blob_id[0:2] / blob_id[2:4] / blob_id
 
-    async def _read(self, path: Path) -> AsyncIterator[bytes]:
+    async def _read(self, path: Path, offset: int) -> AsyncIterator[bytes]:
         file = await asyncio.to_thread(BlobFile, path)
         try:
-            offset = 0
             while chunk := await asyncio.to_thread(os.pread, file.descriptor, READ_CHUNK_SIZE, offset):
                 offset += len(chunk)
                 yield chunk

@@ -15,13 +15,13 @@ import pytest
 from litestar import Litestar
 from litestar.exceptions import LitestarException
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from portal.blobs import STREAM_SEGMENTS
 from portal.config import Settings
 from portal.crypto.envelope import HEADER_SIZE, SEALED_SEGMENT_SIZE, SEGMENT_SIZE
 from portal.crypto.errors import BlobIntegrityError
-from portal.models import AccessEvent, Base, Share
+from portal.models import BLOB_CHUNK_TABLE, AccessEvent, Base, Share
 from tests.conftest import BASE_URL
 from tests.helpers import CLINICIAN, create_share, portal_of, redeem, token_for, upload_pdf
 
@@ -201,6 +201,32 @@ async def test_damaged_copy_never_served(
     async with portal_of(app).transaction() as db:
         with pytest.raises(BlobIntegrityError):
             await portal_of(app).blobs.read_all(db, blob_id)
+
+
+@pytest.mark.parametrize("settings", ["database"], indirect=True)
+@pytest.mark.parametrize("damage", ["flipped_bit", "last_row_deleted"])
+async def test_damaged_copy_in_database_never_served(
+    app: Litestar, client: AsyncTestClient[Litestar], damage: str
+) -> None:
+    share = await share_photo(app, client)
+    blob_id = await copy_blob_id(app, share["id"])
+    chunks = BLOB_CHUNK_TABLE
+    async with portal_of(app).transaction() as db:
+        rows = (
+            await db.execute(select(chunks.c.seq, chunks.c.data).where(chunks.c.blob_id == blob_id))
+        ).all()
+        assert len(rows) >= 2
+        if damage == "flipped_bit":
+            data = bytearray(rows[0].data)
+            data[HEADER_SIZE + SEALED_SEGMENT_SIZE + 100] ^= 0x01
+            change = (
+                update(chunks).where(chunks.c.blob_id == blob_id, chunks.c.seq == 0).values(data=bytes(data))
+            )
+        else:
+            change = delete(chunks).where(chunks.c.blob_id == blob_id, chunks.c.seq == len(rows) - 1)
+        await db.execute(change)
+
+    await assert_download_rejected(app, client, share)
 
 
 @pytest.mark.parametrize("settings", ["filesystem"], indirect=True)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from portal.crypto.envelope import decrypt_async, encrypt_stream, new_data_key
+from portal.blobs import BlobService
+from portal.crypto.envelope import SEGMENT_SIZE, decrypt_async, encrypt_stream, new_data_key
+from portal.crypto.errors import BlobIntegrityError
 from portal.storage.base import BlobExists, BlobNotFound, BlobStore, InvalidBlobId, new_blob_id
 from portal.storage.filesystem import FileBlobStore
 
@@ -59,6 +61,21 @@ async def test_store_write_read(store_under_test: StoreUnderTest, size: int) -> 
 
     assert written == size
     assert await read_all(store, blob_id) == data
+
+
+@pytest.mark.parametrize(
+    "offset", [0, 1, 256 * 1024 - 1, 256 * 1024, 1_100_000, 2_299_999, 2_300_000, 2_400_000]
+)
+async def test_store_size_and_offset_reads(store_under_test: StoreUnderTest, offset: int) -> None:
+    store = store_under_test.store
+    blob_id = new_blob_id()
+    data = os.urandom(2_300_000)
+    await store.write(blob_id, [data])
+
+    assert await store.size(blob_id) == len(data)
+    assert b"".join([chunk async for chunk in store.read(blob_id, offset)]) == data[offset:]
+    with pytest.raises(BlobNotFound):
+        await store.size(new_blob_id())
 
 
 async def test_store_async_source(store_under_test: StoreUnderTest) -> None:
@@ -177,6 +194,23 @@ async def test_store_encrypted_round_trip(store_under_test: StoreUnderTest) -> N
     decrypted = b"".join([chunk async for chunk in decrypt_async(dek, blob_id, store.read(blob_id))])
 
     assert decrypted == plaintext
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * SEGMENT_SIZE + 5, 2_300_000])
+async def test_single_pass_read_on_every_store(store_under_test: StoreUnderTest, size: int) -> None:
+    service = BlobService(store_under_test.store, None)  # type: ignore[arg-type]  # reads need no key ring
+    blob_id, dek, plaintext = new_blob_id(), new_data_key(), os.urandom(size)
+    await store_under_test.store.write(blob_id, encrypt_stream(dek, blob_id, [plaintext]))
+
+    copy = await service.open_plaintext(blob_id, dek)
+    assert copy.size == size
+    assert b"".join([chunk async for chunk in copy.chunks]) == plaintext
+
+    # The final segment is checked before the first byte, so another key fails at the open.
+    with pytest.raises(BlobIntegrityError, match="the last one stored"):
+        await service.open_plaintext(blob_id, new_data_key())
+    with pytest.raises(BlobNotFound):
+        await service.open_plaintext(new_blob_id(), dek)
 
 
 async def test_store_is_blob_store(store_under_test: StoreUnderTest) -> None:
