@@ -21,6 +21,9 @@ on the machine falls on all methods alike. The table gives medians.
 The stamp page ``wm.pdf`` carries the portal's own watermark (the same text and embedded font, drawn for
 an A4 page), so all three tools draw the same glyphs.
 
+The table also gives "share" time: ``prepare_copy`` alone, the job that runs each time a copy is shared,
+measured inside the portal's child, with its ratios to the same peers' work time.
+
 Timing: "work" is measured inside the child around the job alone: imports and the portal's per-process
 warm-up (``pipeline.warm_up``, which the worker pool runs once per worker before its first job) happen
 before the clock starts, as in a warm worker. For the qpdf CLI, starting the qpdf process is part of the
@@ -143,7 +146,11 @@ def prepare(method: str) -> Callable[[Path, Path, Path], None]:
             request = CopyRequest(
                 [stored.pdf], RECIPIENT, REFERENCE, ISSUED_ON, os.urandom(16), PORTAL_PASSWORD
             )
-            output.write_bytes(prepare_copy(request, budgets))
+            started = time.perf_counter()
+            copy = prepare_copy(request, budgets)
+            # The parent reads this line: the share-time job alone, without the upload-time sanitising.
+            print(f"share-seconds {time.perf_counter() - started:.4f}", flush=True)
+            output.write_bytes(copy)
 
         return portal_job
 
@@ -194,8 +201,12 @@ def run_method(method: str, source: Path, stamp: Path, output: Path) -> None:
     print(f"work-seconds {time.perf_counter() - started:.4f}", flush=True)
 
 
-def measure(method: str, source: Path, stamp: Path, output: Path) -> tuple[float, float, float]:
-    """Run one method in a child process; return wall seconds, work seconds and peak RSS in MiB."""
+def measure(method: str, source: Path, stamp: Path, output: Path) -> tuple[float, float, float, float]:
+    """Run one method in a child process; return wall, work and share-time seconds and peak RSS in MiB.
+
+    Share-time seconds are those of ``prepare_copy`` alone for the portal, and the work seconds for the
+    other methods, which have no upload-time step.
+    """
     started = time.perf_counter()
     command = [sys.executable, __file__, "--run", method, str(source), str(stamp), str(output)]
     child = subprocess.Popen(
@@ -213,16 +224,17 @@ def measure(method: str, source: Path, stamp: Path, output: Path) -> tuple[float
         if time.perf_counter() > deadline:
             child.kill()
             child.wait()
-            return float("nan"), float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan"), float("nan")
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
     assert child.stdout is not None
     report = child.stdout.read()
     child.stdout.close()
     if os.waitstatus_to_exitcode(status) != 0 or "work-seconds" not in report:
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan"), float("nan")
     work = float(report.split("work-seconds")[1].split()[0])
-    return elapsed, work, usage.ru_maxrss / 1024
+    share = float(report.split("share-seconds")[1].split()[0]) if "share-seconds" in report else work
+    return elapsed, work, share, usage.ru_maxrss / 1024
 
 
 def verify(method: str, copy: Path) -> str:
@@ -295,10 +307,11 @@ def main() -> None:
         inputs.append((f"photos, {PHOTO_PAGES} pages of 12 MP", workdir / "photos-10.pdf"))
 
         header = " | ".join(f"{method} wall / work s, MiB" for method in methods)
-        print(f"| input | size | {header} | portal/floor | qpdf/portal | pypdf/portal | checks |")
-        print("|---|---|" + "---|" * len(methods) + "---|---|---|---|")
+        shares = "share s: portal | share/floor | qpdf/share | pypdf/share"
+        print(f"| input | size | {header} | portal/floor | qpdf/portal | pypdf/portal | {shares} | checks |")
+        print("|---|---|" + "---|" * len(methods) + "---|---|---|---|---|---|---|---|")
         for label, path in inputs:
-            samples: dict[str, list[tuple[float, float, float]]] = {method: [] for method in methods}
+            samples: dict[str, list[tuple[float, float, float, float]]] = {method: [] for method in methods}
             failures: dict[str, str] = {}
             for _ in range(runs):
                 for method in methods:
@@ -328,22 +341,33 @@ def _verify_in_child(method: str, copy: Path) -> str:
 
 
 def _row(
-    label: str, path: Path, samples: dict[str, list[tuple[float, float, float]]], failures: dict[str, str]
+    label: str,
+    path: Path,
+    samples: dict[str, list[tuple[float, float, float, float]]],
+    failures: dict[str, str],
 ) -> str:
     medians = {
         method: tuple(statistics.median(values) for values in zip(*runs, strict=True))
         for method, runs in samples.items()
     }
-    cells = [f"{wall:.2f} / {work:.3f}, {peak:.0f}" for wall, work, peak in medians.values()]
+    cells = [f"{wall:.2f} / {work:.3f}, {peak:.0f}" for wall, work, _, peak in medians.values()]
     portal = medians["portal"][1]
     ratios = [
         f"{portal / medians['floor'][1]:.1f}x",
         f"{medians['qpdf'][1] / portal:.2f}x",
         f"{medians['pypdf'][1] / portal:.1f}x",
     ]
+    # The share-time job alone: prepare_copy, against the same peers (which have no upload step).
+    share = medians["portal"][2]
+    shares = [
+        f"{share:.3f}",
+        f"{share / medians['floor'][1]:.1f}x",
+        f"{medians['qpdf'][1] / share:.2f}x",
+        f"{medians['pypdf'][1] / share:.1f}x",
+    ]
     checks = "all ok" if not failures else "; ".join(f"{name}: {why}" for name, why in failures.items())
     size = path.stat().st_size / 2**20
-    return f"| {label} | {size:.1f} MiB | " + " | ".join(cells + ratios) + f" | {checks} |"
+    return f"| {label} | {size:.1f} MiB | " + " | ".join(cells + ratios + shares) + f" | {checks} |"
 
 
 if __name__ == "__main__":

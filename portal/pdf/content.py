@@ -27,6 +27,7 @@ _ESCAPED_STRING = re.compile(rb"\((?:[^()\\]|\\.)*\)", re.DOTALL)
 _HEX_STRING = re.compile(rb"<[0-9A-Fa-f\x00\t\n\x0c\r ]*>")
 _INLINE_IMAGE = re.compile(rb"BI" + _TOKEN_END)
 _SAVE_OPERATOR = re.compile(rb"[qQ]" + _TOKEN_END)
+_NOT_PARENTHESIS = bytes(byte for byte in range(256) if byte not in b"()")
 
 
 def scan(data: bytes) -> int | None:
@@ -89,6 +90,16 @@ def damaged_content(page_number: int) -> PdfRejected:
 
 def _strip_strings(data: bytes) -> bytes | None:
     """Replace every literal string with a space; ``None`` when nesting is too deep or unbalanced."""
+    if b"(" not in data:
+        return data
+    if b"\\" not in data:
+        # Without backslashes a parenthesis cannot be escaped. When the parentheses alternate ( ) ( ),
+        # no string is nested, so every ( opens a string and the next ) closes it. Splitting at both
+        # then leaves operators and string contents at alternate positions, with no per-string loop.
+        parentheses = data.translate(None, _NOT_PARENTHESIS)
+        half = len(parentheses) // 2
+        if parentheses == b"()" * half:
+            return b" ".join(data.replace(b")", b"(").split(b"(")[0::2])
     pattern = _ESCAPED_STRING if b"\\" in data else _PLAIN_STRING
     operators = data
 

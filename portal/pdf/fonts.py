@@ -77,6 +77,7 @@ def preload() -> None:
     _template(european_subset())
 
 
+@functools.cache
 def european_subset() -> FontSubset:
     """Return the subset for the European blocks, built on first use and kept for the process."""
     characters = {chr(code) for first, last in EUROPEAN_BLOCKS for code in range(first, last + 1)}

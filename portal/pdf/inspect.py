@@ -5,7 +5,7 @@ ceiling, image sizes come from dictionaries and JBIG2 headers, and the object wa
 structure cannot exhaust the Python stack.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -120,7 +120,10 @@ def open_pdf(data: bytes) -> Iterator[OpenedPdf]:
 
 
 def check_budgets(
-    pdf: pikepdf.Pdf, budgets: Budgets, keep: frozenset[tuple[int, int]] = frozenset()
+    pdf: pikepdf.Pdf,
+    budgets: Budgets,
+    keep: frozenset[tuple[int, int]] = frozenset(),
+    visit: Callable[[pikepdf.Object, bytes], None] | None = None,
 ) -> dict[tuple[int, int], bytes]:
     """Check object count, nesting depth, image sizes and the decoded size of all streams.
 
@@ -128,6 +131,8 @@ def check_budgets(
         pdf: The opened document.
         budgets: The limits to enforce.
         keep: Object ids of streams (page content) whose decoded bytes the caller wants back.
+        visit: Called with each array, dictionary and stream and its serialised form (for a stream, its
+            dictionary's), so that a caller that needs the same walk does not serialise everything again.
 
     Returns:
         The decoded bytes of the ``keep`` streams that are unfiltered or Flate-encoded, decode cleanly and
@@ -153,6 +158,8 @@ def check_budgets(
             continue
 
         text = top.unparse(resolved=True)
+        if visit is not None:
+            visit(obj, text)
         # A path cannot nest deeper than the number of openers in the whole object.
         if text.count(b"[") + text.count(b"<<") > budgets.max_nesting:
             check_nesting(top, budgets.max_nesting)

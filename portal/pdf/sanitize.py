@@ -67,8 +67,39 @@ _ACTIVE_HINT = re.compile(
 _SIGNATURE_HINT = re.compile(_value_pattern(rb"/FT", ["/Sig"]))
 
 
-def remove_active_content(pdf: pikepdf.Pdf) -> tuple[list[str], bool]:
+class Hints:
+    """The objects whose serialised form matches a hint pattern, gathered during one walk over all objects.
+
+    ``check_budgets`` already serialises every object, so ``sanitize`` hands this collector to it
+    and the removal below need not serialise the document a second time.
+    """
+
+    def __init__(self) -> None:
+        self.active: list[pikepdf.Object] = []
+        self.signatures: list[pikepdf.Object] = []
+
+    def visit(self, obj: pikepdf.Object, text: bytes) -> None:
+        """Record ``obj`` if its serialised form ``text`` matches a hint."""
+        if _ACTIVE_HINT.search(text):
+            self.active.append(obj)
+        if _SIGNATURE_HINT.search(text):
+            self.signatures.append(obj)
+
+    @classmethod
+    def of(cls, pdf: pikepdf.Pdf) -> "Hints":
+        """Walk every object of ``pdf`` and collect the hinted ones."""
+        hints = cls()
+        for obj, text in _serialised_objects(pdf):
+            hints.visit(obj, text)
+        return hints
+
+
+def remove_active_content(pdf: pikepdf.Pdf, hints: Hints | None = None) -> tuple[list[str], bool]:
     """Remove scripts, actions, embedded files, XFA and metadata.
+
+    Args:
+        pdf: The document, edited in place.
+        hints: The hinted objects of ``pdf``, when a walk over all its objects has already found them.
 
     Returns:
         The kinds of content removed, in order, and whether the document carried a digital signature
@@ -82,18 +113,37 @@ def remove_active_content(pdf: pikepdf.Pdf) -> tuple[list[str], bool]:
     _reject_dynamic_xfa(pdf)
     _clean_document(pdf, removed)
 
-    for obj, text in _serialised_objects(pdf):
-        if not signed and _SIGNATURE_HINT.search(text):
-            signed = _is_signature(obj)
-        if _ACTIVE_HINT.search(text):
-            for dictionary in _dictionaries(obj):
-                _clean_dictionary(dictionary, removed)
+    if hints is None:
+        hints = Hints.of(pdf)
+    signed = signed or any(_is_signature(obj) for obj in hints.signatures)
+    for obj in hints.active:
+        for dictionary in _dictionaries(obj):
+            _clean_dictionary(dictionary, removed)
 
     return list(dict.fromkeys(removed)), signed
 
 
-def find_active_content(pdf: pikepdf.Pdf) -> list[str]:
-    """List active content still present in ``pdf`` (empty when clean); used to verify saved files."""
+def find_active_content(pdf: pikepdf.Pdf, hints: Hints | None = None) -> list[str]:
+    """List active content still present in ``pdf`` (empty when clean); used to verify saved files.
+
+    Args:
+        pdf: The document to check.
+        hints: The objects that matched a hint before ``remove_active_content`` edited ``pdf``. The
+            removal only deletes entries and array items, and empties dictionaries, so an object that
+            matched no hint before matches none after, and checking the hinted ones again is enough.
+            Without ``hints`` every object is serialised and checked.
+    """
+    found = find_document_level(pdf)
+    if hints is None:
+        hints = Hints.of(pdf)
+    for obj in hints.active:
+        for dictionary in _dictionaries(obj):
+            found.extend(_active_in(dictionary))
+    return found
+
+
+def find_document_level(pdf: pikepdf.Pdf) -> list[str]:
+    """List the active content that the catalog, its name tree and form, and the trailer refer to."""
     found: list[str] = []
     root = pdf.Root
     for key in ("/OpenAction", "/AA", "/Perms"):
@@ -109,11 +159,6 @@ def find_active_content(pdf: pikepdf.Pdf) -> list[str]:
         found.append("XFA form")
     if "/Info" in pdf.trailer:
         found.append("document information dictionary")
-
-    for obj, text in _serialised_objects(pdf):
-        if _ACTIVE_HINT.search(text):
-            for dictionary in _dictionaries(obj):
-                found.extend(_active_in(dictionary))
     return found
 
 

@@ -126,6 +126,53 @@ def page_geometry(
     return PageGeometry(box=box, rotate=rotate, user_unit=user_unit)
 
 
+class GeometryCache:
+    """Page geometries of one document, computed once per distinct set of box values.
+
+    A page's geometry depends only on its own /MediaBox, /CropBox, /Rotate and /UserUnit entries and,
+    for those it lacks, on its /Parent chain. The cache key holds the serialised form of each entry the
+    page has (an indirect value serialises as its object number, which names one value) and the /Parent
+    object number when any entry is missing, so equal keys give equal geometries. Pages of a 2,000-page
+    report then cost one key lookup each instead of about ten pikepdf calls.
+    """
+
+    def __init__(self) -> None:
+        self._geometries: dict[tuple[object, ...], PageGeometry] = {}
+        self._ancestors: dict[tuple[tuple[int, int], str], pikepdf.Object | None] = {}
+
+    def get(self, page: pikepdf.Dictionary, page_number: int) -> PageGeometry:
+        """Return the page's geometry, computing it with ``page_geometry`` on the first page of its kind.
+
+        Raises:
+            PdfRejected: ``no_visible_area``, as ``page_geometry``.
+        """
+        present = page.keys()
+        values = [_key_value(page[key]) if key in present else _MISSING for key in _GEOMETRY_KEYS]
+        if _MISSING in values:
+            parent = page["/Parent"] if "/Parent" in present else None
+            if not isinstance(parent, pikepdf.Dictionary) or not parent.is_indirect:
+                # A direct /Parent has no object number to name it by.
+                return page_geometry(page, page_number, self._ancestors)
+            values.append(parent.objgen)
+
+        key = tuple(values)
+        geometry = self._geometries.get(key)
+        if geometry is None:
+            geometry = page_geometry(page, page_number, self._ancestors)
+            self._geometries[key] = geometry
+        return geometry
+
+
+_GEOMETRY_KEYS = ("/MediaBox", "/CropBox", "/Rotate", "/UserUnit")
+_MISSING = object()
+
+
+def _key_value(value: object) -> object:
+    # pikepdf returns numbers, booleans and null as Python values, which are hashable as they are.
+    # Values that compare equal (1, 1.0, True) also convert to the same float in ``page_geometry``.
+    return value.unparse() if isinstance(value, pikepdf.Object) else value
+
+
 def _lookup(
     page: pikepdf.Dictionary,
     key: str,
@@ -143,6 +190,74 @@ def _lookup(
     if cache_key not in ancestors:
         ancestors[cache_key] = inherited(parent, key)
     return ancestors[cache_key]
+
+
+class PageStamper:
+    """Watermarks the pages of one copy, sharing every object that pages of one kind can share.
+
+    Pages with equal geometry and resource names draw the same operators, so they share one watermark
+    stream: each page's /Contents array still ends with it, as its own content. A resources dictionary
+    shared by several pages is extended once. A resources dictionary without /Font or /ExtGState gets
+    one indirect dictionary, shared by all such pages, instead of a new dictionary per page.
+    """
+
+    def __init__(self, pdf: pikepdf.Pdf, text: WatermarkText, font: FontSubset, font_object: pikepdf.Object):
+        self._pdf = pdf
+        self._text = text
+        self._font = font
+        self._shared = shared_resources(pdf, font_object)
+        self._opening = pdf.make_stream(b"q\n")
+        self._font_group = pdf.make_indirect(pikepdf.Dictionary(WmFont=font_object))
+        self._state_group = pdf.make_indirect(
+            pikepdf.Dictionary(WmDiagonal=self._shared.diagonal_state, WmFooter=self._shared.footer_state)
+        )
+        self._geometries = GeometryCache()
+        self._names: dict[tuple[int, int], tuple[str, str, str]] = {}
+        self._closings: dict[tuple[PageGeometry, tuple[str, str, str]], pikepdf.Stream] = {}
+
+    def stamp(self, page: pikepdf.Dictionary, page_number: int) -> None:
+        """Add the watermark to one page.
+
+        Raises:
+            PdfRejected: ``no_visible_area`` when the page has no visible area.
+        """
+        geometry = self._geometries.get(page, page_number)
+        names = self._add_resources(page)
+
+        key = (geometry, names)
+        closing = self._closings.get(key)
+        if closing is None:
+            operators = watermark_content(geometry, self._text, self._font, names)
+            closing = self._pdf.make_stream(b"\nQ\n" + operators)
+            self._closings[key] = closing
+        wrap_page(self._pdf, page, self._opening, closing)
+
+    def _add_resources(self, page: pikepdf.Dictionary) -> tuple[str, str, str]:
+        resources = entry(page, "/Resources")
+        if not isinstance(resources, pikepdf.Dictionary):
+            return add_resources(self._pdf, page, self._shared)
+
+        # Every page that names this indirect dictionary sees what the first one added.
+        shared = resources.is_indirect
+        if shared and resources.objgen in self._names:
+            return self._names[resources.objgen]
+
+        if "/Font" in resources:
+            font_name = _add_named(resources, "/Font", "/WmFont", self._shared.font)
+        else:
+            resources["/Font"] = self._font_group
+            font_name = "/WmFont"
+        if "/ExtGState" in resources:
+            diagonal_name = _add_named(resources, "/ExtGState", "/WmDiagonal", self._shared.diagonal_state)
+            footer_name = _add_named(resources, "/ExtGState", "/WmFooter", self._shared.footer_state)
+        else:
+            resources["/ExtGState"] = self._state_group
+            diagonal_name, footer_name = "/WmDiagonal", "/WmFooter"
+
+        names = (font_name, diagonal_name, footer_name)
+        if shared:
+            self._names[resources.objgen] = names
+        return names
 
 
 def add_resources(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, shared: PageResources) -> tuple[str, str, str]:
@@ -216,21 +331,24 @@ def watermark_content(
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, opening: pikepdf.Stream, watermark: bytes) -> None:
+def wrap_page(
+    pdf: pikepdf.Pdf, page: pikepdf.Dictionary, opening: pikepdf.Stream, watermark: bytes | pikepdf.Stream
+) -> None:
     """Wrap the page content in ``q ... Q`` and append the watermark, without touching the original.
 
-    ``opening`` is one shared stream holding ``q``. The original content must close every ``q`` it opens
-    (``sanitize`` stores it so), or the watermark would inherit its transform.
+    ``opening`` is one shared stream holding ``q``. ``watermark`` is either the watermark operators or a
+    stream that already holds ``Q`` followed by them. The original content must close every ``q`` it
+    opens (``sanitize`` stores it so), or the watermark would inherit its transform.
     """
-    closing = pdf.make_stream(b"\nQ\n" + watermark)
+    closing = watermark if isinstance(watermark, pikepdf.Stream) else pdf.make_stream(b"\nQ\n" + watermark)
 
     contents = entry(page, "/Contents")
     if isinstance(contents, pikepdf.Array):
-        page.Contents = pikepdf.Array([opening, *contents, closing])
+        page["/Contents"] = pikepdf.Array([opening, *contents, closing])
     elif isinstance(contents, pikepdf.Stream):
-        page.Contents = pikepdf.Array([opening, contents, closing])
+        page["/Contents"] = pikepdf.Array([opening, contents, closing])
     else:
-        page.Contents = pikepdf.Array([opening, closing])
+        page["/Contents"] = pikepdf.Array([opening, closing])
 
 
 def _diagonal_layout(

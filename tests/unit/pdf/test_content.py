@@ -58,3 +58,20 @@ def test_memory_file_round_trip() -> None:
     with buffers.open_bytes(data) as reopened:
         assert len(reopened.pages) == 1
         assert [float(value) for value in reopened.pages[0].obj.MediaBox] == [0, 0, 200, 300]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"q BT (Q) Tj (q q) Tj ET", 1),
+        (b"q BT (a) Tj ET Q q", 1),
+        (b"BT (a) Tj (b) Tj ET Q", 0),
+    ],
+)
+def test_scan_plain_strings(data: bytes, expected: int) -> None:
+    assert content.scan(data) == expected
+
+
+@pytest.mark.parametrize("data", [b"q BT (a) Tj ) (b Tj ET", b"q BT (a) Tj (b Tj ET", b"q ) (a) Tj ("])
+def test_scan_defers_misordered_parentheses(data: bytes) -> None:
+    assert content.scan(data) is None

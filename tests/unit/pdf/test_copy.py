@@ -8,7 +8,9 @@ import pikepdf
 import pytest
 
 from portal.pdf import Budgets, PdfRejected, prepare_copy, read_marker, render_page, sanitize
+from portal.pdf.pipeline import _verify_copy
 from portal.pdf.protect import WeakEncryptionError, build_encryption, check_encryption, save_encrypted
+from portal.pdf.watermark import GeometryCache, page_geometry
 from tests.unit.pdf import helpers
 from tests.unit.pdf.conftest import corpus_file
 
@@ -172,3 +174,25 @@ def test_render_page_png(stored: bytes) -> None:
     with pytest.raises(PdfRejected) as caught:
         render_page(copy, helpers.PASSWORD, 99)
     assert caught.value.code == "page_not_found"
+
+
+@pytest.mark.parametrize("name", ROTATION_FILES)
+def test_geometry_cache_matches(name: str) -> None:
+    with pikepdf.open(io.BytesIO(corpus_file(name)), inherit_page_attributes=False) as pdf:
+        cache = GeometryCache()
+        for number, page in enumerate(pdf.pages, start=1):
+            assert cache.get(page.obj, number) == page_geometry(page.obj, number)
+
+
+def test_verify_copy_refuses_copy_without_password(stored: bytes) -> None:
+    with pikepdf.open(io.BytesIO(stored)) as pdf:
+        open_copy = save_encrypted(pdf, build_encryption(None, allow_print=True, allow_copy=False))
+
+    with pytest.raises((WeakEncryptionError, pikepdf.PasswordError)):
+        _verify_copy(open_copy, helpers.PASSWORD)
+    _verify_copy(open_copy, None)
+
+
+def test_verify_copy_refuses_unencrypted(stored: bytes) -> None:
+    with pytest.raises(WeakEncryptionError):
+        _verify_copy(stored, None)
