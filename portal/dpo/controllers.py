@@ -2,14 +2,19 @@
 
 Every page and partial is for the dpo and admin roles. A route renders the whole page, or for an htmx
 request (`HX-Request: true`) only the partial that the page itself includes, with `Vary: HX-Request`.
+
+Filters travel in POST bodies with the CSRF token, never in an address: a patient reference or a recipient
+name in a URL would reach proxy access logs and browser history. The GET pages take no filter except a
+share id, which names no one by itself and lets other pages link to a share's events.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from litestar import Request, get
-from litestar.params import FromPath
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
 from litestar.response import Stream, Template
 
 from portal.audit.export import bundle_stream, export_stream
@@ -17,13 +22,41 @@ from portal.audit.query import FILTER_KEYS, EventFilter, parse_filter, search
 from portal.audit.recorder import EVENT_TYPES
 from portal.dpo.service import breach_scope, disclosure_report, event_detail, parse_breach_filter
 from portal.errors import InvalidInput
+from portal.i18n import _
 from portal.web import actor_for, portal_of, require_staff
 
 PAGE_SIZE = 50
+BREACH_KEYS = ("recipient", "share_id", "ip_prefix", "since", "until")
+# Query parameters that a DPO page rejects: every filter but the share id, and the position in the results.
+ADDRESS_REJECTED = (*(key for key in FILTER_KEYS if key != "share_id"), "before")
+
+FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+Params = dict[str, str | None]
 
 
-def _filter_params(request: Request[Any, Any, Any]) -> dict[str, str | None]:
-    return {key: request.query_params.get(key) for key in FILTER_KEYS}
+def _form_params(data: dict[str, str], keys: tuple[str, ...] = FILTER_KEYS) -> Params:
+    return {key: data.get(key) for key in keys}
+
+
+def _address_params(request: Request[Any, Any, Any], *, share_id: bool) -> Params:
+    """Return the one filter an address may carry, the share id, or nothing for pages that take none.
+
+    Raises:
+        InvalidInput: the address carries a filter that belongs in the form; the message names the
+            parameter but not its value.
+    """
+    rejected = [key for key in ADDRESS_REJECTED if key in request.query_params]
+    if not share_id and "share_id" in request.query_params:
+        rejected.append("share_id")
+    if rejected:
+        # The summary links to the filter form, which every DPO page with filters has as #filters.
+        raise InvalidInput(
+            _(
+                "Filters in the address are not used ({names}). Enter them in the form and search again."
+            ).format(names=", ".join(rejected)),
+            field="filters",
+        )
+    return {"share_id": request.query_params.get("share_id")} if share_id else {}
 
 
 def _before_seq(value: str | None) -> int | None:
@@ -31,7 +64,7 @@ def _before_seq(value: str | None) -> int | None:
         return None
     if not value.isdigit() or len(value) > 18:
         raise InvalidInput(
-            f"before='{value[:20]}' is not an event number. Use the link under the results.", field="before"
+            f"before='{value[:20]}' is not an event number. Use the button under the results.", field="before"
         )
     return int(value)
 
@@ -49,28 +82,48 @@ def _errors(problem: InvalidInput) -> dict[str, str]:
     return {problem.field or "search": problem.message}
 
 
-@get("/dpo/events", include_in_schema=False)
-async def events_page(request: Request[Any, Any, Any]) -> Template:
+# Access log
+
+
+async def _events_response(
+    request: Request[Any, Any, Any], params: Params, before: str | None, problem: InvalidInput | None = None
+) -> Template:
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
-    params = _filter_params(request)
-    errors: dict[str, str] = {}
+    errors = _errors(problem) if problem else {}
     events = []
-    try:
-        filters = parse_filter(params)
-        events = await search(portal, filters, _before_seq(request.query_params.get("before")), PAGE_SIZE)
-    except InvalidInput as problem:
-        errors = _errors(problem)
+    if not errors:
+        try:
+            filters = parse_filter(params)
+            events = await search(portal, filters, _before_seq(before), PAGE_SIZE)
+        except InvalidInput as invalid:
+            errors = _errors(invalid)
 
     context = {
         "user": user,
         "events": events,
-        "params": {key: value or "" for key, value in params.items()},
+        "params": {key: params.get(key) or "" for key in FILTER_KEYS},
         "event_types": sorted(EVENT_TYPES),
         "errors": errors,
         "next_before": events[-1].seq if len(events) == PAGE_SIZE else None,
     }
     return _render(request, "dpo/events.html", "dpo/_results.html", context, bool(errors))
+
+
+@get("/dpo/events", include_in_schema=False)
+async def events_page(request: Request[Any, Any, Any]) -> Template:
+    """Render the newest events, or those of the share named in the address (other DPO pages link here)."""
+    try:
+        params = _address_params(request, share_id=True)
+    except InvalidInput as problem:
+        return await _events_response(request, {}, None, problem)
+    return await _events_response(request, params, None)
+
+
+@post("/dpo/events", include_in_schema=False, status_code=200)
+async def events_search(request: Request[Any, Any, Any], data: FormData) -> Template:
+    """Search the access log with the filters and position (the "Older events" button) from the POST body."""
+    return await _events_response(request, _form_params(data), data.get("before"))
 
 
 @get("/dpo/events/{seq:int}", include_in_schema=False)
@@ -82,22 +135,25 @@ async def event_page(request: Request[Any, Any, Any], seq: FromPath[int]) -> Tem
     return Template("dpo/event.html", context={"user": user, "detail": detail, "profile": profile})
 
 
-@get("/dpo/disclosures", include_in_schema=False)
-async def disclosures_page(request: Request[Any, Any, Any]) -> Template:
+# Disclosures per patient
+
+
+async def _disclosures_response(
+    request: Request[Any, Any, Any], patient_ref: str | None, problem: InvalidInput | None = None
+) -> Template:
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
-    patient_ref = (request.query_params.get("patient_ref") or "").strip()
-    errors: dict[str, str] = {}
+    errors = _errors(problem) if problem else {}
     disclosures = None
-    if patient_ref:
+    if patient_ref is not None and not errors:
         try:
             disclosures = await disclosure_report(portal, patient_ref)
-        except InvalidInput as problem:
-            errors = _errors(problem)
+        except InvalidInput as invalid:
+            errors = _errors(invalid)
 
     context = {
         "user": user,
-        "patient_ref": patient_ref,
+        "patient_ref": (patient_ref or "").strip(),
         "disclosures": disclosures,
         "profiles": portal.policies.profiles,
         "errors": errors,
@@ -105,26 +161,40 @@ async def disclosures_page(request: Request[Any, Any, Any]) -> Template:
     return _render(request, "dpo/disclosures.html", "dpo/_disclosures.html", context, bool(errors))
 
 
-@get("/dpo/breach", include_in_schema=False)
-async def breach_page(request: Request[Any, Any, Any]) -> Template:
+@get("/dpo/disclosures", include_in_schema=False)
+async def disclosures_page(request: Request[Any, Any, Any]) -> Template:
+    try:
+        _address_params(request, share_id=False)
+    except InvalidInput as problem:
+        return await _disclosures_response(request, None, problem)
+    return await _disclosures_response(request, None)
+
+
+@post("/dpo/disclosures", include_in_schema=False, status_code=200)
+async def disclosures_search(request: Request[Any, Any, Any], data: FormData) -> Template:
+    return await _disclosures_response(request, data.get("patient_ref") or "")
+
+
+# Breach scope
+
+
+async def _breach_response(
+    request: Request[Any, Any, Any], params: Params, problem: InvalidInput | None = None
+) -> Template:
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
-    params = {
-        key: request.query_params.get(key) for key in ("recipient", "share_id", "ip_prefix", "since", "until")
-    }
-    errors: dict[str, str] = {}
+    errors = _errors(problem) if problem else {}
     scope = None
-    filters: EventFilter | None = None
-    if any(params.values()):
+    if any(params.values()) and not errors:
         try:
-            filters = parse_breach_filter(parse_filter(params))
+            filters: EventFilter = parse_breach_filter(parse_filter(params))
             scope = await breach_scope(portal, filters)
-        except InvalidInput as problem:
-            errors = _errors(problem)
+        except InvalidInput as invalid:
+            errors = _errors(invalid)
 
     context = {
         "user": user,
-        "params": {key: value or "" for key, value in params.items()},
+        "params": {key: params.get(key) or "" for key in BREACH_KEYS},
         "scope": scope,
         "profiles": portal.policies.profiles,
         "errors": errors,
@@ -132,21 +202,48 @@ async def breach_page(request: Request[Any, Any, Any]) -> Template:
     return _render(request, "dpo/breach.html", "dpo/_breach.html", context, bool(errors))
 
 
-@get("/dpo/export", include_in_schema=False)
-async def export(request: Request[Any, Any, Any]) -> Stream:
+@get("/dpo/breach", include_in_schema=False)
+async def breach_page(request: Request[Any, Any, Any]) -> Template:
+    try:
+        _address_params(request, share_id=False)
+    except InvalidInput as problem:
+        return await _breach_response(request, {}, problem)
+    return await _breach_response(request, {})
+
+
+@post("/dpo/breach", include_in_schema=False, status_code=200)
+async def breach_search(request: Request[Any, Any, Any], data: FormData) -> Template:
+    return await _breach_response(request, _form_params(data, BREACH_KEYS))
+
+
+# Exports: a POST returns a streamed attachment, recorded in the access log before the first line is sent.
+
+
+@post("/dpo/export", include_in_schema=False, status_code=200)
+async def export(request: Request[Any, Any, Any], data: FormData) -> Stream:
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
-    filters = parse_filter(_filter_params(request))
-    export_format = request.query_params.get("format") or "jsonl"
+    filters = parse_filter(_form_params(data))
+    export_format = data.get("format") or "jsonl"
     return await export_stream(portal, actor_for(request, f"staff:{user.id}"), filters, export_format)
 
 
-@get("/dpo/bundle", include_in_schema=False)
-async def bundle(request: Request[Any, Any, Any]) -> Stream:
+@post("/dpo/bundle", include_in_schema=False, status_code=200)
+async def bundle(request: Request[Any, Any, Any], data: FormData) -> Stream:
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
-    filters = parse_filter(_filter_params(request))
+    filters = parse_filter(_form_params(data))
     return await bundle_stream(portal, actor_for(request, f"staff:{user.id}"), filters)
 
 
-dpo_routes = [events_page, event_page, disclosures_page, breach_page, export, bundle]
+dpo_routes = [
+    events_page,
+    events_search,
+    event_page,
+    disclosures_page,
+    disclosures_search,
+    breach_page,
+    breach_search,
+    export,
+    bundle,
+]

@@ -1,7 +1,9 @@
 """The DPO workspace in a real Chromium, after a share was created, opened and downloaded.
 
 The DPO filters the access log, opens one event, reads the disclosure report of the share's patient
-reference, scopes a breach of that share, and exports the share's events as CSV and JSON Lines.
+reference, scopes a breach of that share, and exports the share's events as CSV and JSON Lines. Then the
+DPO searches by patient reference, pages to older events and exports both formats, and no address the
+browser requested, nor the server's log, holds that reference.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from portal.audit.canonical import EVENT_FIELDS
-from tests.browser.conftest import Visitor
+from tests.browser.conftest import PortalServer, Visitor
 from tests.browser.test_flows import (
     PATIENT_REF,
     RECIPIENT,
@@ -40,10 +43,15 @@ PROFILE_LABEL = "Patient"
 SHARE_EVENTS = {"share.created", "code.redeemed", "access.download.completed"}
 MINUTE_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
 SHARE_PATH = re.compile(r"/staff/shares/([0-9a-f-]+)$")
+# Rows on one page of the DPO's results, as in portal.dpo.controllers.PAGE_SIZE.
+PAGE_SIZE = 50
+# Each view of the share page records one event per page image, so this many more views push the
+# patient's events past one page of results.
+EXTRA_VIEWS = 7
 
 
-def share_once_downloaded(open_visitor: OpenVisitor, tmp_path: Path) -> str:
-    """Upload a report, share it with the patient, redeem and download it, and return the share id."""
+def share_once_downloaded(open_visitor: OpenVisitor, tmp_path: Path) -> tuple[str, Visitor]:
+    """Upload a report, share it with the patient, redeem and download it; return the share id and recipient."""
     clinician = open_visitor("clinician")
     sign_in(clinician, CLINICIAN)
     upload_report(clinician, REPORT_TITLE)
@@ -63,7 +71,7 @@ def share_once_downloaded(open_visitor: OpenVisitor, tmp_path: Path) -> str:
     assert status == "downloaded", "the download was recorded before the DPO looks at the log"
     clinician.assert_console_clean()
     recipient.assert_console_clean()
-    return share_id.group(1)
+    return share_id.group(1), recipient
 
 
 def table_row(table: Locator, row: Locator) -> dict[str, str]:
@@ -80,7 +88,9 @@ def summary_value(page: Page, term: str) -> Locator:
 
 def swap_with_htmx(page: Page, path: str, submit: Locator) -> None:
     """Click a filter form's submit button and check that htmx fetched only the partial."""
-    with page.expect_response(lambda response: f"{path}?" in response.url) as swap:
+    with page.expect_response(
+        lambda response: response.url.endswith(path) and response.request.method == "POST"
+    ) as swap:
         submit.click()
     assert swap.value.request.headers.get("hx-request") == "true", f"{path} was not requested by htmx"
     assert swap.value.status == 200, f"{swap.value.url} answered {swap.value.status}"
@@ -88,10 +98,12 @@ def swap_with_htmx(page: Page, path: str, submit: Locator) -> None:
     expect(page.get_by_role("heading", level=1)).to_have_count(1)
 
 
-def test_dpo_workspace_walk(open_visitor: OpenVisitor, tmp_path: Path) -> None:
-    share_id = share_once_downloaded(open_visitor, tmp_path)
+def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServer, tmp_path: Path) -> None:
+    share_id, recipient = share_once_downloaded(open_visitor, tmp_path)
 
     dpo = open_visitor("dpo")
+    requested: list[str] = []
+    dpo.page.on("request", lambda request: requested.append(request.url))
     sign_in(dpo, DPO)
     page = dpo.page
     assert page.url.endswith("/dpo/events")
@@ -192,4 +204,38 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, tmp_path: Path) -> None:
     exported_types = {event["event_type"] for event in events}
     assert exported_types >= SHARE_EVENTS, f"the JSONL export lacks {sorted(SHARE_EVENTS - exported_types)}"
 
+    # More views of the share page, so the patient's events fill more than one page of results.
+    for _view in range(EXTRA_VIEWS):
+        recipient.page.reload()
+        wait_for_page_images(recipient, REPORT_PAGES)
+
+    # Search by patient reference, page to the older events, and export both formats from there.
+    page.get_by_role("link", name="Search events").click()
+    page.wait_for_url("**/dpo/events")
+    page.get_by_label("Patient reference").fill(PATIENT_REF)
+    swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Search"))
+    expect(rows).to_have_count(PAGE_SIZE)
+    newest = [int(seq) for seq in page.locator("#results tbody td:first-child").all_inner_texts()]
+    dpo.shot("events-of-patient")
+    swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Older events"))
+    expect(rows.first.locator("td:first-child")).not_to_have_text(str(newest[0]))
+    older = [int(seq) for seq in page.locator("#results tbody td:first-child").all_inner_texts()]
+    dpo.shot("older-events-of-patient")
+    assert older, "the second page lists events"
+    assert max(older) < min(newest), f"the second page repeats events: {older} after {newest}"
+    expect(page.get_by_label("Patient reference")).to_have_value(PATIENT_REF)
+
+    csv_path, _csv_name = download(dpo, page.get_by_role("button", name="Export CSV"), tmp_path)
+    jsonl_path, _jsonl_name = download(dpo, page.get_by_role("button", name="Export JSONL"), tmp_path)
+    patient_events = [json.loads(line) for line in jsonl_path.read_text(encoding="utf-8").splitlines()]
+    assert sorted((event["seq"] for event in patient_events), reverse=True) == newest + older
+    assert len(csv_path.read_text(encoding="utf-8").splitlines()) == len(patient_events) + 1
+
+    leaked = [url for url in requested if PATIENT_REF in url or quote(PATIENT_REF) in url]
+    assert not leaked, f"the patient reference is in requested addresses: {leaked}"
+    assert any(url.endswith("/dpo/export") for url in requested), "the exports were requested"
+    server_log = portal_server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert PATIENT_REF not in server_log, "the patient reference is in the server's log"
+
     dpo.assert_console_clean()
+    recipient.assert_console_clean()

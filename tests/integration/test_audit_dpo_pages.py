@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import re
+import uuid
+from urllib.parse import quote
 
+import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from portal.dpo import controllers
+from tests.conftest import csrf_from
 from tests.helpers import (
     CLINICIAN,
     DPO,
@@ -21,46 +29,100 @@ from tests.helpers import (
     upload_pdf,
 )
 
+# Plain pages: no filter, or only a share id, which names no one by itself.
 DPO_PAGES = [
     "/dpo/events",
-    "/dpo/events?patient_ref=PAT-0042",
+    f"/dpo/events?share_id={uuid.UUID(int=7)}",
     "/dpo/events/1",
     "/dpo/disclosures",
-    "/dpo/disclosures?patient_ref=PAT-0042",
     "/dpo/breach",
-    "/dpo/breach?ip_prefix=127.0.0.1&since=2020-01-01",
-    "/dpo/export?format=csv",
-    "/dpo/bundle",
 ]
-PARTIAL_PAGES = [
-    path for path in DPO_PAGES if not path.startswith(("/dpo/export", "/dpo/bundle", "/dpo/events/"))
+# Filter submissions: the filters travel in the POST body.
+DPO_FORMS = [
+    ("/dpo/events", {"patient_ref": "PAT-0042"}),
+    ("/dpo/events", {"patient_ref": "PAT-0042", "before": "5"}),
+    ("/dpo/disclosures", {"patient_ref": "PAT-0042"}),
+    ("/dpo/breach", {"ip_prefix": "127.0.0.1", "since": "2020-01-01"}),
+    ("/dpo/export", {"patient_ref": "PAT-0042", "format": "csv"}),
+    ("/dpo/bundle", {"patient_ref": "PAT-0042"}),
 ]
+HTMX = {"HX-Request": "true"}
+PARTIAL_FORMS = [(path, fields) for path, fields in DPO_FORMS if path not in ("/dpo/export", "/dpo/bundle")]
+
+
+def hidden_fields(html: str, action: str) -> dict[str, str]:
+    """Return the hidden fields of the POST form with ``action``, as a browser would send them."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}"[^>]*>(.*?)</form>', html, re.DOTALL)
+    assert form, f"no POST form for {action}"
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(1)))
 
 
 async def test_dpo_pages_roles(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, CLINICIAN, "clinician")
     await add_staff(app, DPO, "dpo")
 
+    token = csrf_from((await client.get("/staff/login")).text)
     for path in DPO_PAGES:
         anonymous = await client.get(path, follow_redirects=False)
         assert anonymous.status_code == 303, path
         assert anonymous.headers["location"] == "/staff/login"
+    for path, fields in DPO_FORMS:
+        anonymous = await client.post(path, data={"_csrf_token": token, **fields}, follow_redirects=False)
+        assert anonymous.status_code == 303, path
+        assert anonymous.headers["location"] == "/staff/login"
 
     await sign_in(client, CLINICIAN)
+    token = csrf_from((await client.get("/staff")).text)
     for path in DPO_PAGES:
         assert (await client.get(path)).status_code == 403, path
-        assert (await client.get(path, headers={"HX-Request": "true"})).status_code == 403, path
+        assert (await client.get(path, headers=HTMX)).status_code == 403, path
+    for path, fields in DPO_FORMS:
+        assert (await client.post(path, data={"_csrf_token": token, **fields})).status_code == 403, path
 
     client.cookies.clear()
     await sign_in(client, DPO)
+    page = await client.get("/dpo/events")
+    token = csrf_from(page.text)
     for path in DPO_PAGES:
-        page = await client.get(path)
-        assert page.status_code == 200, (path, page.text[:300])
-    for path in PARTIAL_PAGES:
-        partial = await client.get(path, headers={"HX-Request": "true"})
+        answer = await client.get(path)
+        assert answer.status_code == 200, (path, answer.text[:300])
+    for path, fields in DPO_FORMS:
+        answer = await client.post(path, data={"_csrf_token": token, **fields})
+        assert answer.status_code == 200, (path, answer.text[:300])
+    for path, fields in PARTIAL_FORMS:
+        partial = await client.post(path, data={"_csrf_token": token, **fields}, headers=HTMX)
         assert partial.status_code == 200, path
         assert "<html" not in partial.text
         assert partial.headers["vary"] == "HX-Request"
+
+    for path, fields in DPO_FORMS:
+        unsigned = await client.post(path, data=fields)
+        assert unsigned.status_code == 403, path
+        assert "Reload the page" in unsigned.text
+        cross_site = await client.post(
+            path, data={"_csrf_token": token, **fields}, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert cross_site.status_code == 403, path
+
+
+async def test_filters_in_address_refused(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, DPO)
+
+    for path in ("/dpo/events", "/dpo/disclosures", "/dpo/breach"):
+        refused = await client.get(f"{path}?patient_ref=PAT-0042")
+        assert refused.status_code == 400, path
+        assert "Filters in the address are not used (patient_ref)" in refused.text
+        assert 'href="#filters"' in refused.text
+        assert 'id="filters"' in refused.text
+    older = await client.get("/dpo/events?before=10", headers={"HX-Request": "true"})
+    assert older.status_code == 400
+    assert "(before)" in older.text
+    breach = await client.get("/dpo/breach?share_id=00000000-0000-0000-0000-000000000007")
+    assert breach.status_code == 400
+
+    for path in ("/dpo/export?format=csv&patient_ref=PAT-0042", "/dpo/bundle?patient_ref=PAT-0042"):
+        assert (await client.get(path)).status_code == 405, path
 
 
 async def test_event_detail_page(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -98,7 +160,8 @@ async def test_disclosure_report(app: Litestar, client: AsyncTestClient[Litestar
 
     await add_staff(app, DPO, "dpo")
     await sign_in(client, DPO)
-    page = await client.get("/dpo/disclosures?patient_ref=PAT-7001")
+    token = csrf_from((await client.get("/dpo/disclosures")).text)
+    page = await client.post("/dpo/disclosures", data={"_csrf_token": token, "patient_ref": "PAT-7001"})
     assert page.status_code == 200
     assert "2 shares of this patient" in page.text
     assert "Dr. Ada Nwosu" in page.text
@@ -108,8 +171,18 @@ async def test_disclosure_report(app: Litestar, client: AsyncTestClient[Litestar
     assert "not opened" in page.text
     assert dt.datetime.now(dt.UTC).strftime("%Y-%m-%d") in page.text
 
-    nothing = await client.get("/dpo/disclosures?patient_ref=PAT-7002", headers={"HX-Request": "true"})
+    nothing = await client.post(
+        "/dpo/disclosures",
+        data={"_csrf_token": token, "patient_ref": "PAT-7002"},
+        headers={"HX-Request": "true"},
+    )
     assert "was shared" in nothing.text
+    assert "<html" not in nothing.text
+
+    empty = await client.post("/dpo/disclosures", data={"_csrf_token": token, "patient_ref": " "})
+    assert empty.status_code == 400
+    assert "Enter a patient reference." in empty.text
+    assert "<html" in empty.text
 
 
 async def test_breach_scope(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -121,14 +194,18 @@ async def test_breach_scope(app: Litestar, client: AsyncTestClient[Litestar]) ->
     await sign_in(client, DPO)
 
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    page = await client.get(f"/dpo/breach?recipient=northside&since={today}&until={today}")
+    token = csrf_from((await client.get("/dpo/breach")).text)
+    fields = {"_csrf_token": token, "recipient": "northside", "since": today, "until": today}
+    page = await client.post("/dpo/breach", data=fields)
     assert page.status_code == 200
     assert "code.redeemed" in page.text
     assert "Northside Insurance Claims" in page.text
     assert "Dr. Other Person" not in page.text
     assert re.search(r"Patients affected</dt><dd>1<", page.text)
 
-    missing = await client.get(f"/dpo/breach?since={today}", headers={"HX-Request": "true"})
+    missing = await client.post(
+        "/dpo/breach", data={"_csrf_token": token, "since": today}, headers={"HX-Request": "true"}
+    )
     assert missing.status_code == 400
     assert 'href="#recipient"' in missing.text
 
@@ -155,3 +232,84 @@ async def test_patient_page_lists_other_shares(app: Litestar, client: AsyncTestC
     assert "Referring GP" in page.text
     assert "Dr. Kwame Mensah" not in page.text
     assert "not opened" not in page.text  # the GP opened it, so the time is shown
+
+
+SECRET_REF = "PAT-LEAK-9031"
+
+
+async def test_patient_ref_stays_out_of_addresses_and_logs(
+    app: Litestar,
+    client: AsyncTestClient[Litestar],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sent: list[str] = []
+
+    async def remember(request: httpx.Request) -> None:
+        sent.append(str(request.url))
+
+    client.event_hooks["request"].append(remember)
+    # Two events a page, so the patient's events span several pages.
+    monkeypatch.setattr(controllers, "PAGE_SIZE", 2)
+
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf(), patient_ref=SECRET_REF)
+    document_id = uploaded.json()["id"]
+    first = await create_share(
+        client, headers, [document_id], profile="referrer", recipient_name="Dr. Ada Nwosu"
+    )
+    await create_share(client, headers, [document_id], recipient_name="Maren Solberg")
+    await upload_pdf(client, headers, simple_pdf(), patient_ref="PAT-OTHER-1")
+    assert (await redeem(client, first.json()["access_code"])).status_code == 200
+    client.cookies.clear()
+
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, DPO)
+    token = csrf_from((await client.get("/dpo/events")).text)
+
+    # The search without JavaScript returns the whole page, then htmx pages through the older events.
+    page = await client.post("/dpo/events", data={"_csrf_token": token, "patient_ref": SECRET_REF})
+    assert page.status_code == 200
+    assert "<html" in page.text
+    assert f'value="{SECRET_REF}"' in page.text, "the search form keeps the reference it searched for"
+    seen = [int(seq) for seq in re.findall(r'href="/dpo/events/(\d+)"', page.text)]
+    assert len(seen) == 2
+    html = page.text
+    for _page in range(10):
+        if "Older events" not in html:
+            break
+        older = await client.post("/dpo/events", data=hidden_fields(html, "/dpo/events"), headers=HTMX)
+        assert older.status_code == 200
+        assert "<html" not in older.text
+        html = older.text
+        seen += [int(seq) for seq in re.findall(r'href="/dpo/events/(\d+)"', html)]
+    assert "Older events" not in html, "the pages end"
+    assert seen == sorted(seen, reverse=True), "newest first, no event twice"
+    assert len(seen) == 4, f"an upload, two shares and a redemption, not {seen}"
+
+    # Both exports and the bundle are sent from the export form's hidden fields.
+    fields = hidden_fields(page.text, "/dpo/export")
+    assert fields["patient_ref"] == SECRET_REF
+    csv_export = await client.post("/dpo/export", data={**fields, "format": "csv"})
+    assert csv_export.headers["content-disposition"] == 'attachment; filename="access-log.csv"'
+    jsonl_export = await client.post("/dpo/export", data={**fields, "format": "jsonl"})
+    assert jsonl_export.headers["content-disposition"] == 'attachment; filename="access-log.jsonl"'
+    exported = [json.loads(line)["seq"] for line in jsonl_export.text.splitlines()]
+    assert sorted(exported, reverse=True) == seen, "the export holds exactly the events the pages showed"
+    assert len(csv_export.text.splitlines()) == len(seen) + 1
+    bundle = await client.post("/dpo/bundle", data=fields)
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"] == "application/zip"
+
+    recorded = await client.post(
+        "/dpo/events", data={"_csrf_token": token, "event_type": "export.created"}, headers=HTMX
+    )
+    assert recorded.text.count("export.created") >= 2
+    assert SECRET_REF not in recorded.text, "the export record says only that a reference was given"
+
+    leaked = [url for url in sent if SECRET_REF in url or quote(SECRET_REF) in url]
+    assert not leaked, f"patient reference in request addresses: {leaked}"
+    assert any(url.endswith("/dpo/export") for url in sent)
+    application_log = caplog.text + json.dumps([record.__dict__ for record in caplog.records], default=str)
+    assert SECRET_REF not in application_log

@@ -45,6 +45,20 @@ ROLE_RULES = [
     ("/staff", "session", {"clinician", "admin"}),
 ]
 
+# The DPO workspace's routes. Exports and every search take their filters in a POST body, so a patient
+# reference or a recipient name never reaches an address; a GET route there accepts at most a share id.
+DPO_ROUTES = {
+    ("GET", "/dpo/events"),
+    ("POST", "/dpo/events"),
+    ("GET", "/dpo/events/{seq:int}"),
+    ("GET", "/dpo/disclosures"),
+    ("POST", "/dpo/disclosures"),
+    ("GET", "/dpo/breach"),
+    ("POST", "/dpo/breach"),
+    ("POST", "/dpo/export"),
+    ("POST", "/dpo/bundle"),
+}
+
 
 def concrete(path: str) -> str:
     path = re.sub(r"\{[a-z_]+:int\}", "1", path)
@@ -75,6 +89,10 @@ async def test_every_route_is_classified(app: Litestar, client: AsyncTestClient[
         if (method, path) not in PUBLIC and rule_for(path) is None
     ]
     assert not unclassified, f"routes without an access rule: {unclassified}"
+
+
+async def test_dpo_filters_only_by_post(app: Litestar) -> None:
+    assert {route for route in inventory(app) if route[1].startswith("/dpo/")} == DPO_ROUTES
 
 
 async def test_anonymous_gets_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

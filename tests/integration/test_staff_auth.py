@@ -75,7 +75,7 @@ async def test_logout_kills_session(app: Litestar, client: AsyncTestClient[Lites
 
 
 async def test_staff_pages_need_sign_in(client: AsyncTestClient[Litestar]) -> None:
-    for path in ("/staff", "/dpo/events", "/dpo/export"):
+    for path in ("/staff", "/dpo/events", "/dpo/disclosures"):
         answer = await client.get(path, follow_redirects=False)
         assert answer.status_code == 303, path
         assert answer.headers["location"] == "/staff/login"

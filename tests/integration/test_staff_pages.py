@@ -108,8 +108,11 @@ async def test_dpo_filters_with_htmx(app: Litestar, client: AsyncTestClient[Lite
     assert "staff.created" in page.text
     assert "<html" in page.text
 
-    partial = await client.get(
-        "/dpo/events", params={"event_type": "staff.login"}, headers={"HX-Request": "true"}
+    token = csrf_from(page.text)
+    partial = await client.post(
+        "/dpo/events",
+        data={"_csrf_token": token, "event_type": "staff.login"},
+        headers={"HX-Request": "true"},
     )
     assert partial.status_code == 200
     assert "<html" not in partial.text
@@ -117,11 +120,13 @@ async def test_dpo_filters_with_htmx(app: Litestar, client: AsyncTestClient[Lite
     assert "staff.created" not in partial.text
     assert partial.headers["vary"] == "HX-Request"
 
-    invalid = await client.get("/dpo/events", params={"event_type": "nope"}, headers={"HX-Request": "true"})
+    invalid = await client.post(
+        "/dpo/events", data={"_csrf_token": token, "event_type": "nope"}, headers={"HX-Request": "true"}
+    )
     assert invalid.status_code == 400
     assert "event_type=&#39;nope&#39; is unknown" in invalid.text
 
-    export = await client.get("/dpo/export", params={"format": "csv"})
+    export = await client.post("/dpo/export", data={"_csrf_token": token, "format": "csv"})
     assert export.status_code == 200
     assert export.text.startswith("seq,time,event_type")
 
