@@ -94,6 +94,18 @@
     focusErrorSummary();
   }
 
+  // htmx keeps the old content when an answer is an error status. A region marked data-swap-errors
+  // gets a 400 that carries the form's error summary, shown instead of results that no longer match.
+  function swapValidationErrors(event) {
+    var target = event.detail.target;
+    if (target && target.hasAttribute("data-swap-errors") && event.detail.xhr.status === 400) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  }
+
+  document.addEventListener("htmx:beforeSwap", swapValidationErrors);
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();

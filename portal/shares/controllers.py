@@ -41,6 +41,7 @@ from portal.shares.service import (
     parse_dashboard_filter,
     parse_share_form,
     patient_documents,
+    reissue_lifetime_days,
     reissue_share,
     revoke_share,
     share_status,
@@ -344,7 +345,15 @@ async def _confirm_page(request: Request[Any, Any, Any], share_id: str, action: 
         )
     return Template(
         "staff/share_confirm.html",
-        context={"user": user, "share": share, "status": share_status(share), "action": action},
+        context={
+            "user": user,
+            "share": share,
+            "status": share_status(share),
+            "action": action,
+            "lifetime_days": reissue_lifetime_days(
+                share, portal_of(request).policies.profiles.get(share.profile)
+            ),
+        },
     )
 
 

@@ -447,7 +447,7 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
 
     code = await _unused_code(portal)
     now = utcnow()
-    lifetime_days = min(share.lifetime_days or profile.expiry_days, profile.expiry_days)
+    lifetime_days = reissue_lifetime_days(share, profile)
     copy_bytes = await _prepare_copy(
         portal, documents, profile, share.recipient_name, share.id, share.reference, code, now.date()
     )
@@ -465,6 +465,13 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     if old_blob_id:
         await portal.blobs.delete_bytes(old_blob_id)
     return IssuedShare(share=await load_share(portal, share.id), code=code)
+
+
+def reissue_lifetime_days(share: Share, profile: Profile | None) -> int:
+    """Return the days a reissued code works: the share's chosen lifetime, capped by the profile's current one."""
+    if profile is None:
+        return share.lifetime_days or 0
+    return min(share.lifetime_days or profile.expiry_days, profile.expiry_days)
 
 
 async def _swap_code(

@@ -86,14 +86,14 @@ def summary_value(page: Page, term: str) -> Locator:
     return page.locator(f"dl.summary dt:text-is('{term}') + dd")
 
 
-def swap_with_htmx(page: Page, path: str, submit: Locator) -> None:
+def swap_with_htmx(page: Page, path: str, submit: Locator, status: int = 200) -> None:
     """Click a filter form's submit button and check that htmx fetched only the partial."""
     with page.expect_response(
         lambda response: response.url.endswith(path) and response.request.method == "POST"
     ) as swap:
         submit.click()
     assert swap.value.request.headers.get("hx-request") == "true", f"{path} was not requested by htmx"
-    assert swap.value.status == 200, f"{swap.value.url} answered {swap.value.status}"
+    assert swap.value.status == status, f"{swap.value.url} answered {swap.value.status}"
     assert page.url.endswith(path), "the filter swaps the results without changing the address"
     expect(page.get_by_role("heading", level=1)).to_have_count(1)
 
@@ -137,6 +137,20 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     expect(share_panel).to_contain_text(RECIPIENT)
     expect(share_panel).to_contain_text(PURPOSE)
     expect(page.get_by_role("listitem").filter(has_text=REPORT_TITLE)).to_have_count(1)
+
+    # Back to the list: the page loads afresh, so the form must not show the old filter above unfiltered
+    # results (an export from there would hold every event).
+    page.go_back()
+    page.wait_for_url(re.compile(r"/dpo/events$"))
+    expect(page.get_by_label("Share id")).to_have_value("")
+
+    # A share reference is not a share id: the error summary replaces the results instead of stale rows.
+    dpo.allowed_errors.append(re.compile(r"status of 400 .*/dpo/events\]$"))
+    page.get_by_label("Share id").fill("S-NOTANID")
+    swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Search"), status=400)
+    expect(page.locator("#results")).to_contain_text("is not a share id")
+    expect(page.locator("#results tbody tr")).to_have_count(0)
+    dpo.shot("events-invalid-filter")
 
     # Disclosure report for the patient reference: who received which report, why, and when.
     page.get_by_role("link", name="Disclosures per patient").click()

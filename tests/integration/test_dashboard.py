@@ -246,6 +246,10 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
 
     share_page = await client.get(f"/staff/shares/{share.id}")
     assert "Approve and release the code" not in share_page.text, "the creator sees no approve button"
+    assert (
+        '<span class="status status-awaiting_approval" data-status="awaiting_approval">awaiting approval</span>'
+        in (share_page.text)
+    )
     own = await client.post(
         f"/staff/shares/{share.id}/approve", data={"_csrf_token": csrf_from(share_page.text)}
     )
@@ -331,11 +335,13 @@ async def test_reissue_keeps_the_chosen_lifetime(app: Litestar, client: AsyncTes
     assert share.lifetime_days == 3
 
     confirm = await client.get(f"/staff/shares/{share.id}/reissue")
+    assert "The new code works for 3 days from now." in confirm.text
     before = utcnow()
     reissued = await client.post(
         f"/staff/shares/{share.id}/reissue", data={"_csrf_token": csrf_from(confirm.text)}
     )
     assert reissued.status_code == 200
+    assert "New code issued" in reissued.text
 
     # The patient profile allows 14 days; the clinician chose 3, and the new code gets 3 again.
     expires_at = (await only_share(app)).expires_at
