@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -128,6 +129,113 @@ class WrkResult:
     @property
     def requests_per_second(self) -> float:
         return self.requests / self.seconds
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds used during a run, split by who used them, read from /proc (Linux only)."""
+
+    portal_main: float  # main threads of the server's processes: the event loops of the uvicorn workers
+    portal_threads: float  # every other thread under the server, e.g. the argon2 verifications
+    postgres: float  # PostgreSQL backends connected to the bench database
+    children: float  # children of this process that exited during the run, e.g. wrk
+    machine_busy: float  # every process on the machine, including the ones above
+    machine_total: float  # busy plus idle, over all cores
+
+    @property
+    def portal(self) -> float:
+        return self.portal_main + self.portal_threads
+
+    @property
+    def others(self) -> float:
+        """CPU seconds used by processes outside the benchmark: other work on a shared machine."""
+        return max(self.machine_busy - self.portal - self.postgres - self.children, 0.0)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    threads: dict[tuple[int, int], float]  # (pid, thread id) -> CPU seconds, for the server's process tree
+    backends: dict[int, float]  # pid -> CPU seconds, for PostgreSQL backends of the bench database
+    children: float
+    machine_busy: float
+    machine_total: float
+
+    def until(self, later: CpuSnapshot) -> CpuUse:
+        """Return the CPU used between this snapshot and ``later``.
+
+        Threads and backends count from zero if they started in between; one that ended in between is
+        missed, so PostgreSQL backends that the connection pool closed during the run are undercounted.
+        """
+        main = other = 0.0
+        for (pid, thread), seconds in later.threads.items():
+            used = seconds - self.threads.get((pid, thread), 0.0)
+            if pid == thread:
+                main += used
+            else:
+                other += used
+        postgres = sum(seconds - self.backends.get(pid, 0.0) for pid, seconds in later.backends.items())
+        return CpuUse(
+            portal_main=main,
+            portal_threads=other,
+            postgres=postgres,
+            children=later.children - self.children,
+            machine_busy=later.machine_busy - self.machine_busy,
+            machine_total=later.machine_total - self.machine_total,
+        )
+
+
+def _cpu_seconds(stat: str) -> tuple[int, float]:
+    """Return (parent pid, user + system CPU seconds) from the text of a /proc stat file."""
+    # The command name in parentheses may contain spaces; the fields after it are fixed.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return None  # the process or thread ended while it was read
+
+
+def cpu_snapshot(server_pid: int, database_name: str) -> CpuSnapshot:
+    """Read the CPU time of the portal's threads, its PostgreSQL backends, waited children and the machine."""
+    parents: dict[int, int] = {}
+    backends: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        stat = _read(f"/proc/{entry}/stat") if entry.isdigit() else None
+        if stat is None:
+            continue
+        parents[int(entry)], seconds = _cpu_seconds(stat)
+        # A backend's command line is "postgres: <user> <database> <client> <state>".
+        if f" {database_name} " in (_read(f"/proc/{entry}/cmdline") or ""):
+            backends[int(entry)] = seconds
+
+    tree = {server_pid}
+    while added := {pid for pid, parent in parents.items() if parent in tree} - tree:
+        tree |= added
+    threads = {}
+    for pid in tree:
+        for thread in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
+            stat = _read(f"/proc/{pid}/task/{thread}/stat")
+            if stat is not None:
+                threads[(pid, int(thread))] = _cpu_seconds(stat)[1]
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open("/proc/stat", encoding="utf-8") as handle:
+        counters = [int(value) for value in handle.readline().split()[1:8]]
+    idle = counters[3] + counters[4]  # idle and iowait
+    return CpuSnapshot(
+        threads=threads,
+        backends=backends,
+        children=children.ru_utime + children.ru_stime,
+        machine_busy=(sum(counters) - idle) / _CLOCK_TICKS,
+        machine_total=sum(counters) / _CLOCK_TICKS,
+    )
 
 
 # A Lua ``done`` hook that prints the summary as one JSON line, so the script need not parse wrk's text.

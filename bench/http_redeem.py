@@ -5,10 +5,16 @@ Usage (from the repository root):
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 The argon2 ceiling is the number of CPU cores divided by the time of one ``CODE_HASHER.verify`` in this
-process: no server can redeem codes faster than it can check their hashes. wrk posts valid codes with
-their CSRF token and cookie; each request carries its own ``X-Forwarded-For`` address (the portal runs
-with PORTAL_TRUSTED_PROXY_HOPS=1) so the per-address attempt throttle does not cap the run. Every share
-allows 10 redemptions; each wrk thread moves to its next code after 10 requests.
+process: no server can redeem codes faster than it can check their hashes. The verification is timed before
+and after the run, in wall time and in CPU time; the two differ when other work shares the machine.
+
+wrk posts valid codes with their CSRF token and cookie; each request carries its own ``X-Forwarded-For``
+address (the portal runs with PORTAL_TRUSTED_PROXY_HOPS=1) so the per-address attempt throttle does not cap
+the run. Every share allows 10 redemptions; each wrk thread moves to its next code after 10 requests.
+
+During the redemption run the script reads the CPU time of the portal's processes, of the PostgreSQL
+backends of the bench database, of wrk and of the whole machine from /proc. CPU milliseconds per redemption
+show where the time goes; CPU used by other processes shows whether the run had the machine to itself.
 
 The second part runs ``wrk --latency`` with 64 connections against GET /access and GET /access/share
 (with one recipient session cookie) and reports p50 and p99.
@@ -23,6 +29,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,6 +38,7 @@ import httpx
 from bench._server import (
     BENCH_MAX_REDEMPTIONS,
     DEFAULT_ADMIN_URL,
+    cpu_snapshot,
     portal_deployment,
     run_wrk,
     session_for,
@@ -82,15 +90,22 @@ end
 """
 
 
-def verification_seconds() -> float:
-    """Return the median time of one access-code verification with the portal's argon2 parameters."""
+@dataclass(frozen=True)
+class VerifyTiming:
+    wall: float  # median seconds of one verification, as a client of the portal would wait for it
+    cpu: float  # median CPU seconds of the same verifications; lower than wall when other work took the core
+
+
+def verification_timing() -> VerifyTiming:
+    """Time one access-code verification with the portal's argon2 parameters, VERIFY_RUNS times."""
     encoded = CODE_HASHER.hash("K7M29QDX4HTVB8NRW3EA")
-    timings = []
+    walls, cpus = [], []
     for _run in range(VERIFY_RUNS):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         CODE_HASHER.verify(encoded, "K7M29QDX4HTVB8NRW3EA")
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.thread_time() - started_cpu)
+    return VerifyTiming(wall=statistics.median(walls), cpu=statistics.median(cpus))
 
 
 async def _codes(http: httpx.AsyncClient, base_url: str, headers: dict[str, str], count: int) -> list[str]:
@@ -105,12 +120,13 @@ async def _codes(http: httpx.AsyncClient, base_url: str, headers: dict[str, str]
 
 
 async def _measure(arguments: argparse.Namespace, root: Path) -> None:
-    verify = verification_seconds()
+    verify = verification_timing()
     cores = os.cpu_count() or 1
-    ceiling = cores / verify
+    ceiling = cores / verify.wall
     print(
-        f"argon2id verify (19 MiB, t=2, p=1): median {verify * 1000:.1f} ms over {VERIFY_RUNS} runs; "
-        f"ceiling {cores} cores / {verify * 1000:.1f} ms = {ceiling:.1f} redemptions/s",
+        f"argon2id verify (19 MiB, t=2, p=1): median {verify.wall * 1000:.1f} ms "
+        f"({verify.cpu * 1000:.1f} ms CPU) over {VERIFY_RUNS} runs; "
+        f"ceiling {cores} cores / {verify.wall * 1000:.1f} ms = {ceiling:.1f} redemptions/s",
         flush=True,
     )
 
@@ -129,6 +145,9 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> None:
         code_file = root / "codes.txt"
         code_file.write_text("\n".join(quote(code) for code in codes[:-1]) + "\n")
 
+        database_name = deployment.database_url.rsplit("/", 1)[1]
+        server_pid = server.process.pid if server.process else 0
+        cpu_before = cpu_snapshot(server_pid, database_name)
         result = run_wrk(
             server.url + "/access",
             connections=arguments.connections,
@@ -143,10 +162,18 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> None:
                 "BENCH_CSRF_COOKIE": csrf_cookie or "",
             },
         )
+        cpu = cpu_before.until(cpu_snapshot(server_pid, database_name))
+        verify_after = verification_timing()
+
         redeemed = result.requests - result.errors
         rate = redeemed / result.seconds
+        per_redemption = 1000 / max(redeemed, 1)
         print("\n| measure | value |\n|---|---|")
-        print(f"| argon2id verify, median | {verify * 1000:.1f} ms |")
+        print(
+            f"| argon2id verify, median (before / after the run) | {verify.wall * 1000:.1f} / "
+            f"{verify_after.wall * 1000:.1f} ms "
+            f"(CPU {verify.cpu * 1000:.1f} / {verify_after.cpu * 1000:.1f} ms) |"
+        )
         print(f"| ceiling ({cores} cores) | {ceiling:.1f} /s |")
         print(
             f"| redemptions ({arguments.connections} connections, {arguments.workers} workers, "
@@ -155,6 +182,15 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> None:
         print(f"| refused or failed requests | {result.errors} |")
         print(
             f"| redemption latency p50 / p99 | {result.latency_p50_ms:.0f} / {result.latency_p99_ms:.0f} ms |"
+        )
+        print(
+            f"| CPU per redemption: portal event loops + other threads / PostgreSQL / wrk | "
+            f"{cpu.portal_main * per_redemption:.1f} + {cpu.portal_threads * per_redemption:.1f} / "
+            f"{cpu.postgres * per_redemption:.1f} / {cpu.children * per_redemption:.1f} ms |"
+        )
+        print(
+            f"| machine CPU busy; used by other processes | {cpu.machine_busy / cpu.machine_total:.0%}; "
+            f"{cpu.others / cpu.machine_total:.0%} |"
         )
 
         heading = f"page ({PAGE_CONNECTIONS} connections, {arguments.seconds} s)"

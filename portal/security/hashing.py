@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -19,6 +22,23 @@ CODE_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, 
 _dummy_hashes: dict[int, str] = {}
 
 
+# Hashing runs in threads because argon2 releases the GIL, so one process can use every core. In each process
+# at most one hash per core runs at a time, and further requests wait in FIFO order. With anyio's shared default of 40
+# threads, a burst of attempts would hold 40 x 19 MiB per process, and each hash would run slower.
+_HASH_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_hash_limiter: RunVar[CapacityLimiter] = RunVar("argon2_hash_limiter")
+
+
+def _limiter() -> CapacityLimiter:
+    """Return this event loop's limiter, created on first use because a limiter belongs to one loop."""
+    try:
+        return _hash_limiter.get()
+    except LookupError:
+        limiter = CapacityLimiter(_HASH_SLOTS)
+        _hash_limiter.set(limiter)
+        return limiter
+
+
 def _dummy_hash(hasher: PasswordHasher) -> str:
     if id(hasher) not in _dummy_hashes:
         _dummy_hashes[id(hasher)] = hasher.hash("not a real secret")
@@ -26,7 +46,7 @@ def _dummy_hash(hasher: PasswordHasher) -> str:
 
 
 async def hash_secret(hasher: PasswordHasher, secret: str) -> str:
-    return await anyio.to_thread.run_sync(hasher.hash, secret)
+    return await anyio.to_thread.run_sync(hasher.hash, secret, limiter=_limiter())
 
 
 def _verify(hasher: PasswordHasher, encoded: str, secret: str) -> bool:
@@ -39,9 +59,9 @@ def _verify(hasher: PasswordHasher, encoded: str, secret: str) -> bool:
 async def verify_secret(hasher: PasswordHasher, encoded: str | None, secret: str) -> bool:
     """Check ``secret`` against ``encoded``; with ``encoded=None`` spend the same time and return False."""
     if encoded is None:
-        await anyio.to_thread.run_sync(_verify, hasher, _dummy_hash(hasher), secret)
+        await anyio.to_thread.run_sync(_verify, hasher, _dummy_hash(hasher), secret, limiter=_limiter())
         return False
-    return await anyio.to_thread.run_sync(_verify, hasher, encoded, secret)
+    return await anyio.to_thread.run_sync(_verify, hasher, encoded, secret, limiter=_limiter())
 
 
 def needs_rehash(hasher: PasswordHasher, encoded: str) -> bool:

@@ -17,7 +17,7 @@ import uuid
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar.datastructures import Cookie
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.models import AuthSession, utcnow
@@ -29,6 +29,9 @@ COOKIE_FOR_KIND = {"staff": STAFF_COOKIE, "recipient": RECIPIENT_COOKIE}
 
 # last_seen_at is written at most this often, so page views do not each cost a write.
 _TOUCH_INTERVAL = dt.timedelta(seconds=30)
+
+_SESSIONS: Table = AuthSession.__table__  # type: ignore[assignment]  # a declarative class maps one Table
+_INSERT_SESSION = insert(_SESSIONS)
 
 
 async def start_session(
@@ -48,18 +51,21 @@ async def start_session(
 
     raw_id = secrets.token_urlsafe(32)
     now = utcnow()
-    db.add(
-        AuthSession(
-            id_hash=sha256_hex(raw_id),
-            kind=kind,
-            subject_id=subject_id,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + absolute,
-            idle_seconds=int(idle.total_seconds()),
-            ip_prefix=ip_prefix,
-            sealed_secret=_seal(raw_id, secret) if secret else None,
-        )
+    # A plain INSERT, because nothing reads the row back in this transaction: skipping the session's unit
+    # of work saves CPU on every code redemption and sign-in.
+    await db.execute(
+        _INSERT_SESSION,
+        {
+            "id_hash": sha256_hex(raw_id),
+            "kind": kind,
+            "subject_id": subject_id,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + absolute,
+            "idle_seconds": int(idle.total_seconds()),
+            "ip_prefix": ip_prefix,
+            "sealed_secret": _seal(raw_id, secret) if secret else None,
+        },
     )
     return raw_id
 
