@@ -299,7 +299,12 @@ async def recipient_share(
     session = await load_session(db, kind="recipient", raw_id=raw_session_id)
     share = await db.get(Share, session.subject_id) if session else None
     if session is None or share is None:
-        raise ShareUnavailable(_("Your session has ended. Enter your access code again to continue."))
+        raise ShareUnavailable(
+            _(
+                "Your session has ended. If your access code can be used again, enter it; "
+                "if not, ask the clinic for a new code."
+            )
+        )
     if share.revoked_at is not None or share.expires_at <= utcnow():
         raise ShareUnavailable(
             _("This report is no longer available. Contact the clinic if you still need it.")
