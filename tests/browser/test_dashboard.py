@@ -217,7 +217,7 @@ def test_live_status_revoke_reissue(open_visitor: OpenVisitor, tmp_path: Path) -
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Reissue share {reference}?")
     clinician.shot("reissue-confirm")
     page.get_by_role("button", name=f"Yes, reissue share {reference}").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Share created")
+    expect(page.get_by_role("heading", level=1)).to_have_text("New code issued")
     new_code = page.get_by_test_id("access-code").inner_text().strip()
     assert new_code != code
 
