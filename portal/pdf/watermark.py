@@ -195,9 +195,10 @@ def _lookup(
 class PageStamper:
     """Watermarks the pages of one copy, sharing every object that pages of one kind can share.
 
-    Pages with equal geometry and resource names draw the same operators, so they share one watermark
-    stream: each page's /Contents array still ends with it, as its own content. A resources dictionary
-    shared by several pages is extended once. A resources dictionary without /Font or /ExtGState gets
+    Pages with equal geometry and resource names draw the same operators, which are laid out once. Each
+    page still gets its own watermark stream at the end of its /Contents: a stream shared by all pages
+    would let one deleted object remove the watermark from every page. A resources dictionary shared by
+    several pages is extended once. A resources dictionary without /Font or /ExtGState gets
     one indirect dictionary, shared by all such pages, instead of a new dictionary per page.
     """
 
@@ -213,7 +214,7 @@ class PageStamper:
         )
         self._geometries = GeometryCache()
         self._names: dict[tuple[int, int], tuple[str, str, str]] = {}
-        self._closings: dict[tuple[PageGeometry, tuple[str, str, str]], pikepdf.Stream] = {}
+        self._operators: dict[tuple[PageGeometry, tuple[str, str, str]], bytes] = {}
 
     def stamp(self, page: pikepdf.Dictionary, page_number: int) -> None:
         """Add the watermark to one page.
@@ -225,12 +226,11 @@ class PageStamper:
         names = self._add_resources(page)
 
         key = (geometry, names)
-        closing = self._closings.get(key)
-        if closing is None:
+        operators = self._operators.get(key)
+        if operators is None:
             operators = watermark_content(geometry, self._text, self._font, names)
-            closing = self._pdf.make_stream(b"\nQ\n" + operators)
-            self._closings[key] = closing
-        wrap_page(self._pdf, page, self._opening, closing)
+            self._operators[key] = operators
+        wrap_page(self._pdf, page, self._opening, operators)
 
     def _add_resources(self, page: pikepdf.Dictionary) -> tuple[str, str, str]:
         resources = entry(page, "/Resources")
@@ -331,16 +331,13 @@ def watermark_content(
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def wrap_page(
-    pdf: pikepdf.Pdf, page: pikepdf.Dictionary, opening: pikepdf.Stream, watermark: bytes | pikepdf.Stream
-) -> None:
-    """Wrap the page content in ``q ... Q`` and append the watermark, without touching the original.
+def wrap_page(pdf: pikepdf.Pdf, page: pikepdf.Dictionary, opening: pikepdf.Stream, watermark: bytes) -> None:
+    """Wrap the page content in ``q ... Q`` and append the watermark in a new stream of the page's own.
 
-    ``opening`` is one shared stream holding ``q``. ``watermark`` is either the watermark operators or a
-    stream that already holds ``Q`` followed by them. The original content must close every ``q`` it
-    opens (``sanitize`` stores it so), or the watermark would inherit its transform.
+    ``opening`` is one shared stream holding ``q``. The original content must close every ``q`` it opens
+    (``sanitize`` stores it so), or the watermark would inherit its transform.
     """
-    closing = watermark if isinstance(watermark, pikepdf.Stream) else pdf.make_stream(b"\nQ\n" + watermark)
+    closing = pdf.make_stream(b"\nQ\n" + watermark)
 
     contents = entry(page, "/Contents")
     if isinstance(contents, pikepdf.Array):

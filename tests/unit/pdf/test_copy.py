@@ -128,6 +128,18 @@ def test_documents_concatenated() -> None:
     assert all(len(lines) == 2 for lines in pages)
 
 
+def test_every_page_has_own_watermark_stream() -> None:
+    # Three pages of one size: one shared stream would let a single deleted object strip them all.
+    document = sanitize(corpus_file("inherited-mediabox-resources.pdf"), BUDGETS).pdf
+    copy = prepare_copy(helpers.copy_request([document]), BUDGETS)
+
+    with pikepdf.open(io.BytesIO(copy), password=helpers.PASSWORD) as pdf:
+        last_streams = [page.obj["/Contents"][-1] for page in pdf.pages]
+        assert len(last_streams) == 3
+        assert len({stream.objgen for stream in last_streams}) == len(last_streams)
+        assert all(b"Tj" in stream.read_bytes() for stream in last_streams)
+
+
 def test_copy_rejects_damaged_input() -> None:
     with pytest.raises(PdfRejected) as caught:
         prepare_copy(helpers.copy_request([b"not a pdf"]), BUDGETS)
