@@ -50,8 +50,8 @@ from tests.load.documents import photo_report
 from tests.load.recipient import ACCESS_COOKIE
 from tests.load.servers import PortalServer, client_address
 
-# Uploads are capped at 30 MB, and the PDF job that prepares a copy accepts at most 30 MB of input in
-# total; larger copies are written straight to the blob store (``CopyReplacement``).
+# Uploads and the PDF job's input are capped at 30 MB, so larger copies are written straight to the
+# blob store (``CopyReplacement``).
 MAX_DOCUMENT_BYTES = 25_000_000
 MAX_PREPARED_MB = 29
 SHARE_CONCURRENCY = 4

@@ -94,7 +94,7 @@
     focusErrorSummary();
   }
 
-  // htmx keeps the old content when an answer is an error status. A region marked data-swap-errors
+  // htmx keeps the old content when a response has an error status. A region marked data-swap-errors
   // gets a 400 that carries the form's error summary, shown instead of results that no longer match.
   function swapValidationErrors(event) {
     var target = event.detail.target;

@@ -130,9 +130,8 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
             # Reached only after the server took the last chunk, so "completed" means every byte was handed over.
             completed = True
         except (BlobIntegrityError, BlobNotFound):
-            # A segment past the first step failed authentication (or the file vanished). Nothing of it
-            # was sent; raising makes the server cut the connection, and the Content-Length shows the
-            # client an incomplete download rather than a short PDF.
+            # A segment past the first MiB failed authentication, or the file vanished. Nothing of it was
+            # sent. Raising cuts the connection, so the Content-Length shows an incomplete download.
             log.error(
                 "stored copy failed its integrity check while being sent", extra={"share_id": str(share.id)}
             )

@@ -223,7 +223,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _verify_clean(data: bytes) -> None:
-    """Reject the saved upload if it still holds active content, found by a walk over all its objects.
+    """Reject the saved upload if it still contains active content, found by a walk over all its objects.
 
     ``sanitize`` calls this only when the same check on the objects in memory found something. The
     objects in memory include leftovers that the removal left without references, such as embedded
@@ -247,7 +247,7 @@ def _check_copy_clean(pdf: pikepdf.Pdf) -> None:
     ``sanitize`` removed its active content, checked every object before saving it, and storage keeps it
     under authenticated encryption (AES-GCM), so its objects are still the checked ones. A copy adds
     only objects built here (the font, graphics states, watermark streams and XMP packet), none of which
-    holds an action, and the catalog and trailer, which this function checks. qpdf's writer adds no
+    contains an action, and the catalog and trailer, which this function checks. qpdf's writer adds no
     actions, so the saved file holds no more than these objects.
     """
     if active.find_document_level(pdf):

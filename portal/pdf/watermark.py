@@ -130,7 +130,7 @@ class GeometryCache:
     """Page geometries of one document, computed once per distinct set of box values.
 
     A page's geometry depends only on its own /MediaBox, /CropBox, /Rotate and /UserUnit entries and,
-    for those it lacks, on its /Parent chain. The cache key holds the serialised form of each entry the
+    for those it lacks, on its /Parent chain. The cache key contains the serialised form of each entry the
     page has (an indirect value serialises as its object number, which names one value) and the /Parent
     object number when any entry is missing, so equal keys give equal geometries. Pages of a 2,000-page
     report then cost one key lookup each instead of about ten pikepdf calls.
@@ -237,7 +237,7 @@ class PageStamper:
         if not isinstance(resources, pikepdf.Dictionary):
             return add_resources(self._pdf, page, self._shared)
 
-        # Every page that names this indirect dictionary sees what the first one added.
+        # Every page that refers to this indirect dictionary gets what the first one added.
         shared = resources.is_indirect
         if shared and resources.objgen in self._names:
             return self._names[resources.objgen]
