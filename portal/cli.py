@@ -56,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 10,
     }
     if args.workers > 1:
+        # Read by each worker process, so the worker processes together run at most one argon2 hash per core.
+        os.environ["PORTAL_SERVER_PROCESSES"] = str(args.workers)
         uvicorn.run("portal.app:app_factory", factory=True, workers=args.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)

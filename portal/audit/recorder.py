@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.canonical import (
@@ -77,10 +77,11 @@ MAX_REQUEST_ID = 64
 _ADVISORY_LOCK_KEY = 0x706F7274616C  # "portal"
 
 # Built once: every recorded event runs these, and building a statement costs more than running it.
-_LOCK_LOG = text("SELECT pg_advisory_xact_lock(:key)")
-_LAST_SEQ = select(func.max(AccessEvent.seq))
+LOCK_LOG = select(func.pg_advisory_xact_lock(bindparam("key")))
+LOCK_LOG_PARAMS = {"key": _ADVISORY_LOCK_KEY}
+LAST_SEQ = select(func.max(AccessEvent.seq))
 _EVENT_TABLE: Table = AccessEvent.__table__  # type: ignore[assignment]  # a declarative class maps one Table
-_INSERT_EVENT = insert(_EVENT_TABLE)
+INSERT_EVENT = insert(_EVENT_TABLE)
 _EVENT_COLUMNS = tuple(column.key for column in _EVENT_TABLE.columns)
 
 
@@ -129,17 +130,55 @@ async def record(
     details: dict[str, str | int | bool | None] | None = None,
 ) -> AccessEvent:
     """Append one event to the access log within the caller's transaction."""
+    check_event(event_type, outcome)
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(LOCK_LOG, LOCK_LOG_PARAMS)
+    last_seq = await db.scalar(LAST_SEQ)
+
+    row = build_event(
+        (last_seq or 0) + 1,
+        who,
+        event_type,
+        outcome=outcome,
+        share_id=share_id,
+        document_id=document_id,
+        patient_pseudonym=patient_pseudonym,
+        purpose=purpose,
+        details=details,
+    )
+    # A plain INSERT instead of the session's unit of work writes the event at once, in this transaction,
+    # for about a third less CPU. The returned row is a detached copy of what was written.
+    await db.execute(INSERT_EVENT, event_values(row))
+    return row
+
+
+def check_event(event_type: str, outcome: str) -> None:
+    """Raise ValueError for an event type or outcome the access log does not know."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown access-log event type {event_type!r}; add it to EVENT_TYPES first")
     if outcome not in ("success", "failure"):
         raise ValueError(f"outcome must be 'success' or 'failure', not {outcome!r}")
 
-    if db.get_bind().dialect.name == "postgresql":
-        await db.execute(_LOCK_LOG, {"key": _ADVISORY_LOCK_KEY})
-    last_seq = await db.scalar(_LAST_SEQ)
 
+def build_event(
+    seq: int,
+    who: Actor,
+    event_type: str,
+    *,
+    outcome: str = "success",
+    share_id: Any = None,
+    document_id: Any = None,
+    patient_pseudonym: str | None = None,
+    purpose: str | None = None,
+    details: dict[str, str | int | bool | None] | None = None,
+) -> AccessEvent:
+    """Return the event row numbered ``seq``, with its leaf hash; nothing is written.
+
+    The caller must hold the log's write lock from reading the last number until the row is inserted.
+    """
+    check_event(event_type, outcome)
     row = AccessEvent(
-        seq=(last_seq or 0) + 1,
+        seq=seq,
         time=utcnow(),
         event_type=event_type,
         outcome=outcome,
@@ -154,10 +193,12 @@ async def record(
         details=details_json(_clip_details(details or {})),
     )
     row.leaf_hash = leaf_hash(canonical_event_bytes(event_mapping(row)))
-    # A plain INSERT instead of the session's unit of work writes the event at once, in this transaction,
-    # for about a third less CPU. The returned row is a detached copy of what was written.
-    await db.execute(_INSERT_EVENT, {column: getattr(row, column) for column in _EVENT_COLUMNS})
     return row
+
+
+def event_values(row: AccessEvent) -> dict[str, Any]:
+    """Return the parameters of ``INSERT_EVENT`` for ``row``."""
+    return {column: getattr(row, column) for column in _EVENT_COLUMNS}
 
 
 def clip_text(value: str | None, limit: int) -> str | None:

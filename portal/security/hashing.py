@@ -22,10 +22,14 @@ CODE_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, 
 _dummy_hashes: dict[int, str] = {}
 
 
-# Hashing runs in threads because argon2 releases the GIL, so one process can use every core. In each process
-# at most one hash per core runs at a time, and further requests wait in FIFO order. With anyio's shared default of 40
-# threads, a burst of attempts would hold 40 x 19 MiB per process, and each hash would run slower.
-_HASH_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Hashing runs in threads because argon2 releases the GIL, so one process can use every core. The processes
+# of one server together run at most one hash per core (``portal serve --workers N`` sets
+# PORTAL_SERVER_PROCESSES), and further requests wait in FIFO order. With anyio's shared default of 40
+# threads, a burst of attempts would hold 40 x 19 MiB per process, and each hash would run slower; two
+# hashes per core cost about 5 % more CPU each than one.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_SERVER_PROCESSES = int(os.environ.get("PORTAL_SERVER_PROCESSES", "1") or 1)
+_HASH_SLOTS = max(1, _CORES // max(1, _SERVER_PROCESSES))
 _hash_limiter: RunVar[CapacityLimiter] = RunVar("argon2_hash_limiter")
 
 

@@ -17,7 +17,7 @@ import uuid
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar.datastructures import Cookie
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.models import AuthSession, utcnow
@@ -31,7 +31,8 @@ COOKIE_FOR_KIND = {"staff": STAFF_COOKIE, "recipient": RECIPIENT_COOKIE}
 _TOUCH_INTERVAL = dt.timedelta(seconds=30)
 
 _SESSIONS: Table = AuthSession.__table__  # type: ignore[assignment]  # a declarative class maps one Table
-_INSERT_SESSION = insert(_SESSIONS)
+INSERT_SESSION = insert(_SESSIONS)
+DELETE_SESSION = delete(_SESSIONS).where(_SESSIONS.c.id_hash == bindparam("id_hash"))
 
 
 async def start_session(
@@ -47,27 +48,40 @@ async def start_session(
 ) -> str:
     """Create a session and return its raw id for the cookie; the id the browser sent is deleted."""
     if previous_id:
-        await db.execute(delete(AuthSession).where(AuthSession.id_hash == sha256_hex(previous_id)))
+        await db.execute(DELETE_SESSION, {"id_hash": sha256_hex(previous_id)})
 
-    raw_id = secrets.token_urlsafe(32)
-    now = utcnow()
+    raw_id, values = new_session(
+        kind=kind, subject_id=subject_id, idle=idle, absolute=absolute, ip_prefix=ip_prefix, secret=secret
+    )
     # A plain INSERT, because nothing reads the row back in this transaction: skipping the session's unit
     # of work saves CPU on every code redemption and sign-in.
-    await db.execute(
-        _INSERT_SESSION,
-        {
-            "id_hash": sha256_hex(raw_id),
-            "kind": kind,
-            "subject_id": subject_id,
-            "created_at": now,
-            "last_seen_at": now,
-            "expires_at": now + absolute,
-            "idle_seconds": int(idle.total_seconds()),
-            "ip_prefix": ip_prefix,
-            "sealed_secret": _seal(raw_id, secret) if secret else None,
-        },
-    )
+    await db.execute(INSERT_SESSION, values)
     return raw_id
+
+
+def new_session(
+    *,
+    kind: str,
+    subject_id: uuid.UUID,
+    idle: dt.timedelta,
+    absolute: dt.timedelta,
+    ip_prefix: str | None,
+    secret: str | None = None,
+) -> tuple[str, dict[str, object]]:
+    """Return a new raw session id and the ``INSERT_SESSION`` parameters of its row; nothing is written."""
+    raw_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    return raw_id, {
+        "id_hash": sha256_hex(raw_id),
+        "kind": kind,
+        "subject_id": subject_id,
+        "created_at": now,
+        "last_seen_at": now,
+        "expires_at": now + absolute,
+        "idle_seconds": int(idle.total_seconds()),
+        "ip_prefix": ip_prefix,
+        "sealed_secret": _seal(raw_id, secret) if secret else None,
+    }
 
 
 def _sealing_key(raw_id: str) -> bytes:

@@ -39,10 +39,15 @@ def _upsert(insert: Any) -> ReturningInsert[Any]:
 _UPSERT = {"postgresql": _upsert(postgresql_insert), "sqlite": _upsert(sqlite_insert)}
 
 
+def upsert_statement(dialect_name: str) -> ReturningInsert[Any]:
+    """The counting upsert for ``dialect_name``; parameters ``bucket`` and ``window_start``."""
+    return _UPSERT[dialect_name]
+
+
 async def hit(db: AsyncSession, bucket: str, window: dt.timedelta, now: dt.datetime | None = None) -> int:
     """Count one request in ``bucket`` for the current window and return the window's count so far."""
     start = window_start(now or utcnow(), window)
-    statement = _UPSERT[db.get_bind().dialect.name]
+    statement = upsert_statement(db.get_bind().dialect.name)
     result = await db.execute(statement, {"bucket": bucket[:120], "window_start": start})
     return int(result.scalar_one())
 

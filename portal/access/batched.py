@@ -1,0 +1,140 @@
+"""The database steps of a code redemption on PostgreSQL, in three round trips.
+
+They write the same rows and events as the ``AsyncSession`` steps in ``portal.access.service``, which
+SQLite uses, with the same statements: finding the share counts the attempt against the client's address
+and reads the share in one round trip; spending takes two, one for BEGIN, the conditional UPDATE and the
+access log's lock and last number, one for the session, the event and COMMIT. Everything else about a redemption
+(the argon2 checks, what is refused and why) is shared code in the service module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portal.access.statements import SHARE_ROW_BY_LOCATOR, SPEND_ONE
+from portal.audit.recorder import (
+    INSERT_EVENT,
+    LAST_SEQ,
+    LOCK_LOG,
+    LOCK_LOG_PARAMS,
+    Actor,
+    build_event,
+    event_values,
+)
+from portal.models import Share
+from portal.pgbatch import Compiled, Step, positional_dialect, session
+from portal.security.hashing import sha256_hex
+from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, new_session
+from portal.security.throttle import upsert_statement
+
+
+@dataclass(frozen=True)
+class _Statements:
+    count_attempt: Compiled
+    share_by_locator: Compiled
+    spend_one: Compiled
+    delete_session: Compiled
+    insert_session: Compiled
+    lock_log: Compiled
+    last_seq: Compiled
+    insert_event: Compiled
+
+
+@functools.lru_cache(maxsize=16)
+def _statements(engine_dialect: Dialect) -> _Statements:
+    dialect = positional_dialect(engine_dialect)
+    return _Statements(
+        count_attempt=Compiled(upsert_statement("postgresql"), dialect),
+        share_by_locator=Compiled(SHARE_ROW_BY_LOCATOR, dialect),
+        spend_one=Compiled(SPEND_ONE, dialect),
+        delete_session=Compiled(DELETE_SESSION, dialect),
+        insert_session=Compiled(INSERT_SESSION, dialect),
+        lock_log=Compiled(LOCK_LOG, dialect),
+        last_seq=Compiled(LAST_SEQ, dialect),
+        insert_event=Compiled(INSERT_EVENT, dialect),
+    )
+
+
+def uses_batches(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+async def find_share(
+    engine: AsyncEngine,
+    locator: str,
+    bucket: str | None,
+    window_start: dt.datetime,
+) -> tuple[int, Share | None]:
+    """Count the attempt in ``bucket`` (unless None) and read the share; both commit in one round trip."""
+    statements = _statements(engine.dialect)
+    steps: list[Step] = [(statements.share_by_locator, {"locator": locator})]
+    if bucket is not None:
+        steps.append((statements.count_attempt, {"bucket": bucket, "window_start": window_start}))
+    async with session(engine) as database:
+        rows = await database.run(steps)
+    share = statements.share_by_locator.row(rows[0])
+    count = rows[1][0] if bucket is not None else 0
+    return int(count), Share(**share) if share is not None else None
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """The recipient session to start when the code is spent."""
+
+    previous_id: str | None
+    options: dict[str, Any]
+
+
+async def spend(
+    engine: AsyncEngine,
+    recipient: Actor,
+    share: Share,
+    now: dt.datetime,
+    session_request: SessionRequest,
+    failure_reason: str,
+) -> tuple[int | None, str | None]:
+    """Spend one redemption; return the new redemption count and session id, or (None, None) if refused.
+
+    A refusal records ``code.failed`` with ``failure_reason``; a redemption ends the previous session,
+    starts the new one and records ``code.redeemed``, all in one transaction.
+    """
+    statements = _statements(engine.dialect)
+    async with session(engine) as database:
+        spent_row, _locked, last_row = await database.run(
+            [
+                (statements.spend_one, {"share_id": share.id, "expected_hash": share.code_hash, "now": now}),
+                (statements.lock_log, LOCK_LOG_PARAMS),
+                (statements.last_seq, None),
+            ],
+            begin=True,
+        )
+        seq = (last_row[0] if last_row and last_row[0] is not None else 0) + 1
+
+        raw_id = None
+        steps: list[Step] = []
+        if spent_row is None:
+            event = build_event(
+                seq,
+                recipient,
+                "code.failed",
+                outcome="failure",
+                share_id=share.id,
+                details={"reason": failure_reason},
+            )
+        else:
+            if session_request.previous_id:
+                steps.append(
+                    (statements.delete_session, {"id_hash": sha256_hex(session_request.previous_id)})
+                )
+            raw_id, values = new_session(**session_request.options)
+            steps.append((statements.insert_session, values))
+            event = build_event(seq, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
+        steps.append((statements.insert_event, event_values(event)))
+        await database.run(steps, commit=True)
+    return (int(spent_row[0]), raw_id) if spent_row is not None else (None, None)
