@@ -23,6 +23,7 @@ from portal.core import Portal
 from portal.errors import (
     AccessDenied,
     CodeMistyped,
+    Forbidden,
     InvalidInput,
     SecondFactorNeeded,
     ShareUnavailable,
@@ -283,7 +284,8 @@ async def start_download(portal: Portal, who: Actor, raw_session_id: str | None)
     async with portal.transaction() as db:
         _session, share = await recipient_share(portal, db, raw_session_id)
         if not share.allow_download or share.copy_blob_id is None:
-            raise ShareUnavailable(_("This report can be viewed but not downloaded."))
+            # The session is valid; only this action is not, so the page says "Not allowed", not "gone".
+            raise Forbidden(_("This report can be viewed but not downloaded."), code="download_not_allowed")
 
         counted = await db.scalar(
             update(Share)

@@ -25,7 +25,7 @@ from portal.i18n import _
 from portal.models import Document, Share, StaffUser
 from portal.security import codes
 from portal.shares.service import IssuedShare, ShareForm, create_share, parse_share_form, revoke_share
-from portal.shares.slip import copy_note, slip_pdf
+from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +268,12 @@ def slips_document(portal: Portal, issued: list[IssuedShare]) -> bytes:
         share = item.share
         page = slip_pdf(
             clinic=settings.clinic_name,
-            recipient=share.recipient_name,
+            recipient=recipient_line(share.recipient_name, share.recipient_org),
             public_url=settings.public_url,
             printed_code=codes.display(item.code),
-            expires=share.expires_at.strftime("%Y-%m-%d %H:%M"),
+            validity=validity_note(
+                uses=share.max_redemptions, expires=share.expires_at.strftime("%Y-%m-%d %H:%M")
+            ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(
                 allows_download=share.allow_download, password_is_code=share.copy_password_is_code

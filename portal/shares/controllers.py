@@ -47,7 +47,7 @@ from portal.shares.service import (
     share_status,
     shares_for_document,
 )
-from portal.shares.slip import access_link, copy_note, qr_svg, slip_pdf
+from portal.shares.slip import access_link, copy_note, qr_svg, recipient_line, slip_pdf, validity_note
 from portal.web import actor_for, portal_of, require_staff
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -298,6 +298,11 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
                 password_is_code=issued.share.copy_password_is_code,
             ),
             "qr_svg": Markup(qr_svg(link)),  # noqa: S704 - segno's SVG markup, built from the server's own URL
+            "recipient": recipient_line(issued.share.recipient_name, issued.share.recipient_org),
+            "validity": validity_note(
+                uses=issued.share.max_redemptions,
+                expires=issued.share.expires_at.strftime("%Y-%m-%d %H:%M"),
+            ),
         },
         status_code=status_code,
     )
@@ -393,10 +398,12 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
     document = await anyio.to_thread.run_sync(
         lambda: slip_pdf(
             clinic=portal.settings.clinic_name,
-            recipient=share.recipient_name,
+            recipient=recipient_line(share.recipient_name, share.recipient_org),
             public_url=portal.settings.public_url,
             printed_code=codes.display(code),
-            expires=share.expires_at.strftime("%Y-%m-%d %H:%M"),
+            validity=validity_note(
+                uses=share.max_redemptions, expires=share.expires_at.strftime("%Y-%m-%d %H:%M")
+            ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(
                 allows_download=share.allow_download, password_is_code=share.copy_password_is_code

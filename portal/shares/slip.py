@@ -11,7 +11,7 @@ import io
 import pikepdf
 import segno
 
-from portal.i18n import _
+from portal.i18n import _, ngettext
 from portal.pdf import fonts
 
 
@@ -22,6 +22,22 @@ def copy_note(*, allows_download: bool, password_is_code: bool) -> str:
     if password_is_code:
         return _("The downloaded PDF opens with the same code, typed exactly as printed.")
     return ""
+
+
+def validity_note(*, uses: int, expires: str) -> str:
+    """Say how many times the code works and when it expires; ``expires`` is already formatted."""
+    return ngettext(
+        "The code works once and expires on {date} (UTC).",
+        "The code works {count} times and expires on {date} (UTC).",
+        uses,
+    ).format(count=uses, date=expires)
+
+
+def recipient_line(name: str, organisation: str | None) -> str:
+    """Return the slip's "For:" line, with the recipient's organisation where the share has one."""
+    if organisation:
+        return _("For: {name}, {organisation}").format(name=name, organisation=organisation)
+    return _("For: {name}").format(name=name)
 
 
 def access_link(public_url: str, printed_code: str) -> str:
@@ -39,7 +55,7 @@ def slip_pdf(
     recipient: str,
     public_url: str,
     printed_code: str,
-    expires: str,
+    validity: str,
     needs_birth_date: bool,
     copy_note: str,
     reference: str,
@@ -48,18 +64,19 @@ def slip_pdf(
     """Build a one-page A4 slip; text in embedded DejaVu Sans, the QR code drawn as filled squares."""
     lines = [
         (16, clinic),
-        (12, _("For: {name}").format(name=recipient)),
+        (12, recipient),
         (12, _("Open this address in a web browser:")),
         (13, f"{public_url}/access"),
         (12, _("and enter this access code:")),
         (22, printed_code),
         (11, copy_note),
         (11, _("You will also be asked for your date of birth.") if needs_birth_date else ""),
-        (11, _("The code works once and expires on {date} (UTC).").format(date=expires)),
+        (11, validity),
         (10, _("Reference: {reference}").format(reference=reference)),
         (10, _("Questions: {contact}").format(contact=contact) if contact else ""),
     ]
-    text = "".join(line for _size, line in lines)
+    caption = _("Or scan the QR code with a phone camera: it opens the page with the code filled in.")
+    text = "".join(line for _size, line in lines) + caption
     font = fonts.subset_for(text)
 
     pdf = pikepdf.new()
@@ -71,8 +88,12 @@ def slip_pdf(
             continue
         y -= size * 1.8
         commands.append(f"/F1 {size} Tf 1 0 0 1 56 {y:.1f} Tm <{font.encode(line).hex()}> Tj".encode())
+    qr_bottom = y - 200
+    commands.append(
+        f"/F1 10 Tf 1 0 0 1 56 {qr_bottom - 18:.1f} Tm <{font.encode(caption).hex()}> Tj".encode()
+    )
     commands.append(b"ET")
-    commands.append(_qr_commands(access_link(public_url, printed_code), x=56, y=y - 200, size=170))
+    commands.append(_qr_commands(access_link(public_url, printed_code), x=56, y=qr_bottom, size=170))
 
     page = pikepdf.Dictionary(
         Type=pikepdf.Name.Page,

@@ -10,10 +10,10 @@ import pypdfium2
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal.config import Settings
-from portal.models import AccessEvent, DataKey
+from portal.models import AccessEvent, DataKey, Share, utcnow
 from portal.security import codes
 from tests.conftest import csrf_from, make_settings
 from tests.helpers import (
@@ -154,6 +154,7 @@ async def test_slip_page_and_pdf(
             "_csrf_token": csrf_from(uploaded.text),
             "profile": profile,
             "recipient_name": "Jan Nowak",
+            "recipient_org": "Riverside GP Practice",
             "purpose": "Results",
         },
     )
@@ -172,9 +173,14 @@ async def test_slip_page_and_pdf(
     assert slip.headers["content-type"] == "application/pdf"
     text = pypdfium2.PdfDocument(slip.content)[0].get_textpage().get_text_range()
     assert code.group(1) in text
-    assert "Jan Nowak" in text
+    assert "For: Jan Nowak, Riverside GP Practice" in text
+    assert "For: Jan Nowak, Riverside GP Practice" in created.text
     assert f"{settings.public_url}/access" in text
     assert [note for note in COPY_NOTES.values() if note in text] == [COPY_NOTES[profile]]
+    # Every profile here allows one redemption, which both slips state; the PDF also explains the QR code.
+    for slip_text in (text, created.text):
+        assert "The code works once and expires on" in slip_text
+    assert "Or scan the QR code with a phone camera" in text
 
     forged = await client.post(
         slip_form.group(1),
@@ -210,3 +216,23 @@ async def test_flood_control_answers_429(tmp_path: object, database_url: str) ->
             headers={"X-Forwarded-For": "198.51.100.8"},
         )
         assert other.status_code == 400
+
+
+async def test_download_of_view_only_copy_not_allowed(
+    app: Litestar, client: AsyncTestClient[Litestar]
+) -> None:
+    _headers, shared = await issue_share(app, client, profile="insurer")
+    async with portal_of(app).transaction() as db:
+        # The insurer profile needs a second clinician's approval, which another test covers.
+        await db.execute(update(Share).values(approved_at=utcnow()))
+    assert (await redeem(client, shared["access_code"])).status_code == 200
+
+    refused = await client.get("/access/download")
+    assert refused.status_code == 403
+    assert "Not allowed" in refused.text
+    assert "This report can be viewed but not downloaded." in refused.text
+    # The report itself is still there for viewing.
+    assert (await client.get("/access/share")).status_code == 200
+    async with portal_of(app).transaction() as db:
+        events = (await db.scalars(select(AccessEvent.event_type))).all()
+    assert "access.download.started" not in events

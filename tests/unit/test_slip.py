@@ -1,0 +1,57 @@
+"""The slip's wording follows the share: redemptions allowed and the recipient's organisation."""
+
+from __future__ import annotations
+
+import pypdfium2
+
+from portal.i18n import language_var
+from portal.shares.slip import recipient_line, slip_pdf, validity_note
+
+
+def test_validity_counts_redemptions() -> None:
+    assert validity_note(uses=1, expires="2026-12-31 23:59") == (
+        "The code works once and expires on 2026-12-31 23:59 (UTC)."
+    )
+    assert validity_note(uses=3, expires="2026-12-31 23:59") == (
+        "The code works 3 times and expires on 2026-12-31 23:59 (UTC)."
+    )
+
+
+def test_validity_translated() -> None:
+    token = language_var.set("de")
+    try:
+        assert validity_note(uses=3, expires="2026-12-31") == (
+            "Der Code gilt 3-mal und läuft am 2026-12-31 (UTC) ab."
+        )
+        assert validity_note(uses=1, expires="2026-12-31") == (
+            "Der Code gilt nur einmal und läuft am 2026-12-31 (UTC) ab."
+        )
+    finally:
+        language_var.reset(token)
+
+
+def test_recipient_line_with_and_without_organisation() -> None:
+    assert recipient_line("Zoë Łukasiewicz", None) == "For: Zoë Łukasiewicz"
+    assert recipient_line("Dr Αλέξανδρος", "Riverside GP") == "For: Dr Αλέξανδρος, Riverside GP"
+
+
+def test_pdf_slip_has_every_line() -> None:
+    document = slip_pdf(
+        clinic="Riverside Dermatology",
+        recipient=recipient_line("Дмитрий", "Northside Insurance"),
+        public_url="https://portal.example",
+        printed_code="K7M29-QDX4H-TVB8N-RW3EA",
+        validity=validity_note(uses=2, expires="2026-12-31 23:59"),
+        needs_birth_date=False,
+        copy_note="",
+        reference="S-7K3M9Q",
+        contact="+44 20 7946 0000",
+    )
+    text = pypdfium2.PdfDocument(document)[0].get_textpage().get_text_range()
+    for line in (
+        "For: Дмитрий, Northside Insurance",
+        "K7M29-QDX4H-TVB8N-RW3EA",
+        "The code works 2 times and expires on 2026-12-31 23:59 (UTC).",
+        "Or scan the QR code with a phone camera",
+    ):
+        assert line in text
