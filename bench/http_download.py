@@ -55,6 +55,7 @@ from tests.load.servers import PortalServer, client_address
 MAX_DOCUMENT_BYTES = 25_000_000
 MAX_PREPARED_MB = 29
 SHARE_CONCURRENCY = 4
+SINGLE_DOWNLOADS = 3
 WRK_THREADS = 2
 
 DOWNLOAD_LUA = """
@@ -173,12 +174,16 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
                 address += 1
                 if replacement is not None:
                     await replacement.point_shares(document_ids)
-                started = time.perf_counter()
-                answer = await http.get(
-                    server.url + "/access/download", headers={"Cookie": f"{ACCESS_COOKIE}={cookie}"}
-                )
-                answer.raise_for_status()
-                single_rate = len(answer.content) / (time.perf_counter() - started)
+                # The best of a few downloads: the first one runs with cold caches and would size the pool
+                # too small, so wrk would spend the end of its run on refused requests.
+                single_rate = 0.0
+                for _attempt in range(SINGLE_DOWNLOADS):
+                    started = time.perf_counter()
+                    answer = await http.get(
+                        server.url + "/access/download", headers={"Cookie": f"{ACCESS_COOKIE}={cookie}"}
+                    )
+                    answer.raise_for_status()
+                    single_rate = max(single_rate, len(answer.content) / (time.perf_counter() - started))
                 (files / f"copy-{size_mb}.pdf").write_bytes(answer.content)
                 size = len(answer.content)
                 print(
@@ -187,9 +192,10 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
                 )
 
                 for connections in arguments.connections:
-                    # Allowance for twice the single-stream rate on every core, plus one share per wrk thread.
+                    # Allowance for three times the single-stream rate on every core, plus one share per wrk
+                    # thread.
                     expected = (
-                        arguments.seconds * single_rate * 2 * (os.cpu_count() or 1) / len(answer.content)
+                        arguments.seconds * single_rate * 3 * (os.cpu_count() or 1) / len(answer.content)
                     )
                     share_count = math.ceil(expected / BENCH_MAX_DOWNLOADS) + WRK_THREADS
                     cookies = await _sessions(http, server, headers, document_ids, share_count, address)
@@ -220,6 +226,12 @@ async def _measure(arguments: argparse.Namespace, root: Path) -> list[str]:
                         )
                     )
                     print(rows[-1], f"[{share_count} shares]", flush=True)
+                    if result.errors:
+                        print(
+                            f"warning: {result.errors} requests were refused or failed, so this row "
+                            "undercounts; if the download allowance ran out, rerun with fewer --seconds",
+                            flush=True,
+                        )
                 if replacement is not None:
                     await replacement.close()
         server.stop()
