@@ -14,7 +14,16 @@ from portal.models import AccessEvent, Share
 from portal.security import codes
 from portal.security.sessions import RECIPIENT_COOKIE
 from tests.conftest import BASE_URL, csrf_from
-from tests.helpers import issue_share, portal_of, redeem
+from tests.helpers import (
+    CLINICIAN,
+    create_share,
+    issue_share,
+    portal_of,
+    redeem,
+    simple_pdf,
+    token_for,
+    upload_pdf,
+)
 
 
 def wrong_code_for(code: str) -> str:
@@ -213,3 +222,24 @@ async def test_unknown_and_wrong_take_similar_time(app: Litestar, client: AsyncT
     assert difference_ms < 5, (
         f"median wrong {statistics.median(wrong_times):.4f}s, unknown {statistics.median(unknown_times):.4f}s"
     )
+
+
+HOSTILE_PURPOSE = "O'Brien \\ %s %(x)s $$ -- ;DROP TABLE share; 'Zoë' \"quoted\""
+
+
+async def test_redemption_stores_text_exactly(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    # On PostgreSQL a redemption's statements are quoted client-side; quotes, backslashes and parameter
+    # markers in a value must arrive as written, on every database.
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    shared = await create_share(client, headers, [uploaded.json()["id"]], purpose=HOSTILE_PURPOSE)
+    assert shared.status_code == 201, shared.text
+    assert (await redeem(client, shared.json()["access_code"])).status_code == 200
+
+    async with portal_of(app).transaction() as db:
+        purposes = (
+            await db.scalars(select(AccessEvent.purpose).where(AccessEvent.event_type == "code.redeemed"))
+        ).all()
+        share = await db.get(Share, uuid.UUID(shared.json()["id"]))
+    assert purposes == [HOSTILE_PURPOSE]
+    assert share is not None and share.redemptions == 1
