@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
@@ -107,6 +109,18 @@ def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> 
     if status == 400 and error.detail and "multipart" in str(error.detail).lower():
         message = _("The form has too many fields or parts. Send only the file and the listed fields.")
     return _error_response(request, status, f"http_{status}", message)
+
+
+def handle_database_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """Return 503 when the database cannot be reached; the transaction that failed was rolled back."""
+    # The exception's text can hold the database address; the type is enough to diagnose from the log.
+    log.error("database unavailable", extra={"path": request.url.path, "error": type(error).__name__})
+    message = _(
+        "The portal cannot reach its database at the moment. Nothing was changed; try again in a minute."
+    )
+    response = _error_response(request, 503, "database_unavailable", message)
+    response.headers["Retry-After"] = "30"
+    return response
 
 
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -214,6 +228,10 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
         exception_handlers={
             PortalError: handle_portal_error,
             HTTPException: handle_http_error,
+            # A lost connection or a database that refuses connections (restart, failover, outage).
+            sqlalchemy.exc.OperationalError: handle_database_unavailable,
+            sqlalchemy.exc.InterfaceError: handle_database_unavailable,
+            psycopg.OperationalError: handle_database_unavailable,
             Exception: handle_unexpected,
         },
         middleware=[RequestLogMiddleware],

@@ -1,0 +1,61 @@
+"""When PostgreSQL refuses connections, pages return 503 with a clear message, and recover after."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from portal.app import create_app
+from tests.conftest import BASE_URL, POSTGRES_URL, csrf_from, fresh_database, make_settings
+from tests.helpers import issue_share, redeem
+
+pytestmark = pytest.mark.skipif(POSTGRES_URL is None, reason="needs PORTAL_TEST_DATABASE_URL")
+
+
+def _refuse_connections(database_url: str, refuse: bool) -> None:
+    """Stop or allow new connections to the test database and end the open ones."""
+    assert POSTGRES_URL is not None
+    name = database_url.rsplit("/", 1)[1]
+    admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if refuse else "true"}')
+        if refuse:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+
+
+async def test_outage_answers_503_then_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with fresh_database("postgresql", tmp_path) as url:
+        app = create_app(make_settings(tmp_path / "data", url), pdf_workers=1)
+        async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+            headers, shared = await issue_share(app, client)
+            form = await client.get("/access")
+            try:
+                _refuse_connections(url, refuse=True)
+                with caplog.at_level(logging.ERROR):
+                    refused = await client.post(
+                        "/access", data={"code": shared["access_code"], "_csrf_token": csrf_from(form.text)}
+                    )
+                    api = await client.get(f"/api/v1/shares/{shared['id']}", headers=headers)
+            finally:
+                _refuse_connections(url, refuse=False)
+
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "30"
+            assert "cannot reach its database" in refused.text
+            assert "Traceback" not in refused.text
+            assert api.status_code == 503
+            assert api.json()["error"]["code"] == "database_unavailable"
+            # The log names the failure without the database's address or the code.
+            logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+            assert "database unavailable" in logged
+            assert shared["access_code"] not in logged
+            assert "127.0.0.1" not in logged
+
+            # The code was not spent: it works once the database is back.
+            assert (await redeem(client, shared["access_code"])).status_code == 200
