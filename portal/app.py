@@ -78,7 +78,7 @@ def _error_response(request: Request[Any, Any, Any], status: int, code: str, mes
         )
     return Template(
         "errors/error.html",
-        context={"status": status, "message": message, "request_id": request_id},
+        context={"status": status, "code": code, "message": message, "request_id": request_id},
         status_code=status,
     )
 

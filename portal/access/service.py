@@ -297,7 +297,8 @@ async def start_download(portal: Portal, who: Actor, raw_session_id: str | None)
             raise ShareUnavailable(
                 _(
                     "The download limit for this report is reached. Contact the clinic if you need another copy."
-                )
+                ),
+                code="download_limit_reached",
             )
         data_key = await portal.blobs.data_key(db, share.copy_blob_id)
         await record(

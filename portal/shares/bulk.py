@@ -276,7 +276,9 @@ def slips_document(portal: Portal, issued: list[IssuedShare]) -> bytes:
             ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(
-                allows_download=share.allow_download, password_is_code=share.copy_password_is_code
+                allows_download=share.allow_download,
+                password_is_code=share.copy_password_is_code,
+                downloads=share.max_downloads,
             ),
             reference=share.reference,
             contact=settings.clinic_contact,

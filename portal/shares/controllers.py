@@ -296,6 +296,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
             "copy_note": copy_note(
                 allows_download=issued.share.allow_download,
                 password_is_code=issued.share.copy_password_is_code,
+                downloads=issued.share.max_downloads,
             ),
             "qr_svg": Markup(qr_svg(link)),  # noqa: S704 - segno's SVG markup, built from the server's own URL
             "recipient": recipient_line(issued.share.recipient_name, issued.share.recipient_org),
@@ -406,7 +407,9 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
             ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(
-                allows_download=share.allow_download, password_is_code=share.copy_password_is_code
+                allows_download=share.allow_download,
+                password_is_code=share.copy_password_is_code,
+                downloads=share.max_downloads,
             ),
             reference=share.reference,
             contact=portal.settings.clinic_contact,

@@ -15,13 +15,16 @@ from portal.i18n import _, ngettext
 from portal.pdf import fonts
 
 
-def copy_note(*, allows_download: bool, password_is_code: bool) -> str:
-    """Tell the recipient what to expect of the copy: a PDF that opens with the code, or a view only."""
+def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1) -> str:
+    """Tell the recipient what to expect of the copy: how often it downloads and how it opens, or a view only."""
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")
+    count = ngettext(
+        "You can download the report once.", "You can download the report up to {count} times.", downloads
+    ).format(count=downloads)
     if password_is_code:
-        return _("The downloaded PDF opens with the same code, typed exactly as printed.")
-    return ""
+        return count + " " + _("The downloaded PDF opens with the same code, typed exactly as printed.")
+    return count
 
 
 def validity_note(*, uses: int, expires: str) -> str:

@@ -181,6 +181,16 @@ async def test_slip_page_and_pdf(
     for slip_text in (text, created.text):
         assert "The code works once and expires on" in slip_text
     assert "Or scan the QR code with a phone camera" in text
+    if profile == "patient":
+        # The patient profile allows three downloads, which both slips state.
+        for slip_text in (text, created.text):
+            assert "You can download the report up to 3 times." in slip_text
+
+    # The recipient's page names the organisation too (the insurer profile waits for approval first).
+    if profile == "patient":
+        recipient_page = await redeem(client, code.group(1))
+        assert recipient_page.status_code == 200
+        assert "Jan Nowak, Riverside GP Practice" in recipient_page.text
 
     forged = await client.post(
         slip_form.group(1),
@@ -231,8 +241,30 @@ async def test_download_of_view_only_copy_not_allowed(
     assert refused.status_code == 403
     assert "Not allowed" in refused.text
     assert "This report can be viewed but not downloaded." in refused.text
+    assert 'href="/access/share"' in refused.text, "the page leads back to the report"
     # The report itself is still there for viewing.
     assert (await client.get("/access/share")).status_code == 200
     async with portal_of(app).transaction() as db:
         events = (await db.scalars(select(AccessEvent.event_type))).all()
     assert "access.download.started" not in events
+
+
+async def test_download_limit_reached(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    _headers, shared = await issue_share(app, client)  # the patient profile allows three downloads
+    assert (await redeem(client, shared["access_code"])).status_code == 200
+    for _download in range(3):
+        answer = await client.get("/access/download")
+        assert answer.status_code == 200
+        assert answer.content.startswith(b"%PDF")
+
+    refused = await client.get("/access/download")
+    assert refused.status_code == 410
+    assert "The download limit for this report is reached." in refused.text
+    assert 'href="/access/share"' in refused.text, "the page leads back to the report"
+    page = await client.get("/access/share")
+    assert page.status_code == 200
+    assert "The download limit is reached." in page.text
+    async with portal_of(app).transaction() as db:
+        events = (await db.scalars(select(AccessEvent.event_type))).all()
+    assert events.count("access.download.started") == 3
+    assert events.count("access.download.completed") == 3

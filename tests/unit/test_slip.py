@@ -5,7 +5,7 @@ from __future__ import annotations
 import pypdfium2
 
 from portal.i18n import language_var
-from portal.shares.slip import recipient_line, slip_pdf, validity_note
+from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
 
 
 def test_validity_counts_redemptions() -> None:
@@ -55,3 +55,16 @@ def test_pdf_slip_has_every_line() -> None:
         "Or scan the QR code with a phone camera",
     ):
         assert line in text
+
+
+def test_copy_note_counts_downloads() -> None:
+    assert copy_note(allows_download=True, password_is_code=False, downloads=1) == (
+        "You can download the report once."
+    )
+    assert copy_note(allows_download=True, password_is_code=True, downloads=3) == (
+        "You can download the report up to 3 times. "
+        "The downloaded PDF opens with the same code, typed exactly as printed."
+    )
+    assert copy_note(allows_download=False, password_is_code=True, downloads=0) == (
+        "You can read the report in the web browser. It cannot be downloaded."
+    )
