@@ -48,9 +48,16 @@ DAMAGED_COPY = N_("The stored copy failed its integrity check; ask the clinic to
 
 
 @get("/access", include_in_schema=False)
-async def enter_code_page() -> Template:
+async def enter_code_page(request: Request[Any, Any, Any]) -> Template:
     # A GET never spends anything: link scanners and previews only ever see this form.
-    return Template("access/enter.html", context={"errors": {}, "code": "", "ask_birth_date": False})
+    context: dict[str, Any] = {
+        "errors": {},
+        "code": "",
+        "ask_birth_date": False,
+        # Set by the redirect after "Finish", which then confirms that the report was closed.
+        "finished": request.query_params.get("finished") == "1",
+    }
+    return Template("access/enter.html", context=context)
 
 
 @post("/access", include_in_schema=False)
@@ -224,7 +231,7 @@ async def end(request: Request[Any, Any, Any]) -> Redirect:
     async with portal.transaction() as db:
         await end_session(db, request.cookies.get(RECIPIENT_COOKIE))
     return Redirect(
-        "/access",
+        "/access?finished=1",
         status_code=303,
         cookies=[expired_cookie("recipient")],
         # "cookies" is left out so the recipient's language choice survives; the session cookie expires above.

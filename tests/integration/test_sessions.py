@@ -95,6 +95,8 @@ async def test_recipient_finish_ends_session(app: Litestar, client: AsyncTestCli
     )
     assert ended.status_code == 303
     assert '"storage"' in ended.headers["clear-site-data"]
+    closed = await client.get(ended.headers["location"])
+    assert "You have closed your report on this device." in closed.text
 
     client.cookies.clear()
     client.cookies.set(RECIPIENT_COOKIE, session_id or "", domain="portal.test")
