@@ -341,11 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUIET_COMMANDS = frozenset({"users", "tokens"})
+
+
 def main(argv: list[str] | None = None) -> int:
     # Files the portal creates (database, WAL, blobs, keys) are readable by its own user only.
     os.umask(0o077)
-    configure_logging()
     args = build_parser().parse_args(argv)
+    # Account and token commands print their one result; start-up lines would bury it. Warnings, such as
+    # where a newly created key file is, still show.
+    configure_logging("WARNING" if args.command in QUIET_COMMANDS else "INFO")
     try:
         return int(args.handler(args))
     except (ConfigError, PolicyError, CryptoError, PortalError) as error:

@@ -40,11 +40,13 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "data" / "portal.db").stat().st_mode & 0o777 == 0o600
     assert str(key_file) in added.stderr  # the first start says where the key file is
+    assert "portal ready" not in added.stderr, "start-up lines stay out of an account command's output"
 
     token = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--label", "exports"], env)
     assert token.returncode == 0, token.stderr
     assert token.stdout.strip().startswith("pt_")
     assert token.stdout.strip() not in token.stderr
+    assert token.stderr == "", "a second run has no warning to give"
 
     short = run_portal(
         ["users", "add", "x@riverside.test", "--role", "clinician", "--password-stdin"], env, "short\n"
