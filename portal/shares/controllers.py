@@ -19,6 +19,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 from markupsafe import Markup
+from sqlalchemy import select
 
 from portal.audit.recorder import Actor
 from portal.core import Portal
@@ -317,6 +318,11 @@ async def share_page(request: Request[Any, Any, Any], share_id: FromPath[str]) -
     user = await require_staff(request, "clinician", "admin")
     portal = portal_of(request)
     share = await load_share(portal, share_id)
+    # Who created and who approved: the four-eyes rule is only visible with both names.
+    staff_ids = [staff_id for staff_id in (share.created_by, share.approved_by) if staff_id is not None]
+    async with portal.transaction() as db:
+        rows = await db.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(staff_ids)))
+        emails = {staff_id: email for staff_id, email in rows}
     return Template(
         "staff/share.html",
         context={
@@ -324,6 +330,8 @@ async def share_page(request: Request[Any, Any, Any], share_id: FromPath[str]) -
             "share": share,
             "status": share_status(share),
             "profile": portal.policies.profiles.get(share.profile),
+            "created_by": emails.get(share.created_by, ""),
+            "approved_by": emails.get(share.approved_by, "") if share.approved_by else "",
         },
     )
 

@@ -268,6 +268,10 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
     stored = await only_share(app)
     assert stored.approved_at is not None
     assert stored.approved_by is not None and stored.approved_by != stored.created_by
+    # Both halves of the four-eyes rule are named on the share's page.
+    approved_page = await client.get(f"/staff/shares/{share.id}")
+    assert f"<dt>Created by</dt><dd>{CLINICIAN}</dd>" in approved_page.text
+    assert f"<dt>Approved by</dt><dd>{SECOND_CLINICIAN}</dd>" in approved_page.text
 
     opened = await redeem(client, code.group(1))
     assert opened.status_code == 200
