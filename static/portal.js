@@ -106,6 +106,19 @@
 
   document.addEventListener("htmx:beforeSwap", swapValidationErrors);
 
+  // The expiry and download fields may only shorten what the chosen recipient type allows, so their
+  // maximum follows the chosen type. The server checks the same limits.
+  function followProfileLimits(event) {
+    var choice = event.target;
+    if (!choice.matches || !choice.matches("input[name=profile][data-expiry-days]") || !choice.form) return;
+    var expiry = choice.form.querySelector("input[name=expiry_days]");
+    var downloads = choice.form.querySelector("input[name=max_downloads]");
+    if (expiry) expiry.max = choice.dataset.expiryDays;
+    if (downloads) downloads.max = choice.dataset.maxDownloads;
+  }
+
+  document.addEventListener("change", followProfileLimits);
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();

@@ -278,3 +278,21 @@ def test_four_eyes_approval(open_visitor: OpenVisitor, second_clinician: str) ->
     creator.assert_console_clean()
     colleague.assert_console_clean()
     recipient.assert_console_clean()
+
+
+def test_limits_follow_recipient_type(open_visitor: OpenVisitor) -> None:
+    clinician = open_visitor("clinician")
+    sign_in(clinician, CLINICIAN)
+    upload_report(clinician, "Limits report")
+    page = clinician.page
+    expiry, downloads = page.locator("#expiry_days"), page.locator("#max_downloads")
+    # The patient profile is chosen first: 14 days, 3 downloads.
+    expect(expiry).to_have_attribute("max", "14")
+    expect(downloads).to_have_attribute("max", "3")
+    page.get_by_label("Colleague (second opinion)", exact=True).check()
+    expect(expiry).to_have_attribute("max", "7")
+    expect(downloads).to_have_attribute("max", "1")
+    page.get_by_label("Insurer", exact=True).check()
+    expect(expiry).to_have_attribute("max", "30")
+    expect(downloads).to_have_attribute("max", "0")
+    clinician.assert_console_clean()
