@@ -108,8 +108,7 @@
 
   // The expiry and download fields may only shorten what the chosen recipient type allows, so their
   // maximum follows the chosen type. The server checks the same limits.
-  function followProfileLimits(event) {
-    var choice = event.target;
+  function applyProfileLimits(choice) {
     if (!choice.matches || !choice.matches("input[name=profile][data-expiry-days]") || !choice.form) return;
     var expiry = choice.form.querySelector("input[name=expiry_days]");
     var downloads = choice.form.querySelector("input[name=max_downloads]");
@@ -117,7 +116,7 @@
     if (downloads) downloads.max = choice.dataset.maxDownloads;
   }
 
-  document.addEventListener("change", followProfileLimits);
+  document.addEventListener("change", function (event) { applyProfileLimits(event.target); });
 
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
@@ -125,5 +124,6 @@
     wirePrintButtons();
     fillCodeFromFragment();
     wireUploadForms(document);
+    document.querySelectorAll("input[name=profile][data-expiry-days]:checked").forEach(applyProfileLimits);
   });
 })();

@@ -283,8 +283,13 @@ def test_four_eyes_approval(open_visitor: OpenVisitor, second_clinician: str) ->
 def test_limits_follow_recipient_type(open_visitor: OpenVisitor) -> None:
     clinician = open_visitor("clinician")
     sign_in(clinician, CLINICIAN)
-    upload_report(clinician, "Limits report")
+    document_url = upload_report(clinician, "Limits report")
     page = clinician.page
+    # As served, before the script runs, the fields accept the widest limits of any type. A browser
+    # without the script then never blocks a value the chosen type allows; the server checks that type.
+    served = page.request.get(document_url).text()
+    assert 'id="expiry_days" name="expiry_days" type="number" min="1" max="30"' in served
+    assert 'id="max_downloads" name="max_downloads" type="number" min="0" max="3"' in served
     expiry, downloads = page.locator("#expiry_days"), page.locator("#max_downloads")
     # The patient profile is chosen first: 14 days, 3 downloads.
     expect(expiry).to_have_attribute("max", "14")
