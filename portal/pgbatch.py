@@ -1,10 +1,11 @@
 """SQLAlchemy Core statements sent to PostgreSQL several at a time, for request paths made of round trips.
 
 Through an ``AsyncSession`` each statement costs about 0.18 ms of event-loop CPU, and BEGIN and COMMIT are
-round trips of their own. Here a batch of statements, BEGIN and COMMIT included, travels as one query
-string and comes back as one answer: a code redemption needs three round trips instead of thirteen. psycopg's
-client-side binding (``AsyncClientCursor``) quotes the parameters into the string; its pipeline mode would
-keep server-side binding but wakes the event loop once per statement, which cost twice the CPU here.
+round trips of their own. Here a batch of statements, BEGIN and COMMIT included, goes to the server as one
+query string and its results return in one reply, so a code redemption needs three round trips instead of
+thirteen. psycopg's client-side binding (``AsyncClientCursor``) quotes the parameters into the string. Its
+pipeline mode would keep server-side binding, but it wakes the event loop once per statement, which cost
+about twice the CPU in a measurement on a 2-core server.
 
 Statements stay SQLAlchemy Core constructs, compiled once with positional parameters, so column names and
 types have one source. Parameters and results pass through the column types' own bind and result
@@ -76,7 +77,7 @@ class Compiled:
 Step = tuple[Compiled, Mapping[str, Any] | None]
 
 
-class Session:
+class BatchConnection:
     """A pooled connection in autocommit mode; ``run`` sends a batch of statements in one round trip."""
 
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
@@ -86,7 +87,7 @@ class Session:
         """Run ``steps`` in order and return the first row of each (None for a statement without rows).
 
         Without ``begin`` and ``commit`` the batch is one implicit transaction of its own. ``begin`` opens
-        a transaction that a later batch ends with ``commit``; leaving the session without that commit
+        a transaction that a later batch ends with ``commit``; leaving ``batch_connection`` without that commit
         rolls it back.
         """
         sql = ";\n".join(statement.sql for statement, _values in steps)
@@ -108,18 +109,18 @@ class Session:
 
 
 @contextlib.asynccontextmanager
-async def session(engine: AsyncEngine) -> AsyncIterator[Session]:
+async def batch_connection(engine: AsyncEngine) -> AsyncIterator[BatchConnection]:
     """Check a connection out of the engine's pool and switch it to autocommit while it is used here.
 
-    A transaction left open, by an exception included, is rolled back before the connection goes back to
-    the pool; a connection that cannot be switched back is discarded.
+    A transaction left open, by an exception too, is rolled back before the connection returns to the pool.
+    A connection that cannot be switched back to transactions is discarded instead.
     """
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
         await driver.set_autocommit(True)
         try:
-            yield Session(driver)
+            yield BatchConnection(driver)
         finally:
             # Shielded: a connection must never go back to the pool in autocommit mode, and a cancelled
             # request would otherwise skip this step.

@@ -1,10 +1,10 @@
 """The database steps of a code redemption on PostgreSQL, in three round trips.
 
 They write the same rows and events as the ``AsyncSession`` steps in ``portal.access.service``, which
-SQLite uses, with the same statements: finding the share counts the attempt against the client's address
-and reads the share in one round trip; spending takes two, one for BEGIN, the conditional UPDATE and the
-access log's lock and last number, one for the session, the event and COMMIT. Everything else about a redemption
-(the argon2 checks, what is refused and why) is shared code in the service module.
+SQLite uses, with the same statements. Finding the share counts the attempt against the client's address
+and reads the share in one round trip. Spending takes two: one for BEGIN, the conditional UPDATE and the
+access log's lock and last number, then one for the session, the event and COMMIT. Everything else about
+a redemption (the argon2 checks, which codes are rejected and why, the events) lives in the service module.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from portal.audit.recorder import (
     event_values,
 )
 from portal.models import Share
-from portal.pgbatch import Compiled, Step, positional_dialect, session
+from portal.pgbatch import Compiled, Step, batch_connection, positional_dialect
 from portal.security.hashing import sha256_hex
 from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, new_session
 from portal.security.throttle import upsert_statement
@@ -76,7 +76,7 @@ async def find_share(
     steps: list[Step] = [(statements.share_by_locator, {"locator": locator})]
     if bucket is not None:
         steps.append((statements.count_attempt, {"bucket": bucket, "window_start": window_start}))
-    async with session(engine) as database:
+    async with batch_connection(engine) as database:
         rows = await database.run(steps)
     share = statements.share_by_locator.row(rows[0])
     count = rows[1][0] if bucket is not None else 0
@@ -91,21 +91,29 @@ class SessionRequest:
     options: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SpendEvents:
+    """The keyword arguments of ``record`` for the two outcomes of spending a code (event type included)."""
+
+    redeemed: dict[str, Any]
+    failed: dict[str, Any]
+
+
 async def spend(
     engine: AsyncEngine,
     recipient: Actor,
     share: Share,
     now: dt.datetime,
     session_request: SessionRequest,
-    failure_reason: str,
+    events: SpendEvents,
 ) -> tuple[int | None, str | None]:
-    """Spend one redemption; return the new redemption count and session id, or (None, None) if refused.
+    """Spend one redemption; return the new redemption count and session id, or (None, None) if rejected.
 
-    A refusal records ``code.failed`` with ``failure_reason``; a redemption ends the previous session,
-    starts the new one and records ``code.redeemed``, all in one transaction.
+    A rejection records ``events.failed``. A redemption ends the previous session, starts the new one and
+    records ``events.redeemed``, all in one transaction.
     """
     statements = _statements(engine.dialect)
-    async with session(engine) as database:
+    async with batch_connection(engine) as database:
         spent_row, _locked, last_row = await database.run(
             [
                 (statements.spend_one, {"share_id": share.id, "expected_hash": share.code_hash, "now": now}),
@@ -119,14 +127,7 @@ async def spend(
         raw_id = None
         steps: list[Step] = []
         if spent_row is None:
-            event = build_event(
-                seq,
-                recipient,
-                "code.failed",
-                outcome="failure",
-                share_id=share.id,
-                details={"reason": failure_reason},
-            )
+            event = build_event(seq, recipient, **events.failed)
         else:
             if session_request.previous_id:
                 steps.append(
@@ -134,7 +135,7 @@ async def spend(
                 )
             raw_id, values = new_session(**session_request.options)
             steps.append((statements.insert_session, values))
-            event = build_event(seq, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
+            event = build_event(seq, recipient, **events.redeemed)
         steps.append((statements.insert_event, event_values(event)))
         await database.run(steps, commit=True)
     return (int(spent_row[0]), raw_id) if spent_row is not None else (None, None)

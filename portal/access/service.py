@@ -158,7 +158,15 @@ async def _spend(
         "ip_prefix": who.ip_prefix,
         "secret": codes.display(code_text) if share.copy_password_is_code else None,
     }
-    failure_reason = _unavailable_reason(share, now)
+    events = batched.SpendEvents(
+        redeemed={"event_type": "code.redeemed", "share_id": share.id, "purpose": share.purpose},
+        failed={
+            "event_type": "code.failed",
+            "outcome": "failure",
+            "share_id": share.id,
+            "details": {"reason": _unavailable_reason(share, now)},
+        },
+    )
     session_id: str | None = None
     if batched.uses_batches(portal.engine):
         spent, session_id = await batched.spend(
@@ -167,7 +175,7 @@ async def _spend(
             share,
             now,
             batched.SessionRequest(previous_session_id, session_options),
-            failure_reason,
+            events,
         )
     else:
         async with portal.transaction() as db:
@@ -175,17 +183,10 @@ async def _spend(
                 SPEND_ONE, {"share_id": share.id, "expected_hash": share.code_hash, "now": now}
             )
             if spent is None:
-                await record(
-                    db,
-                    recipient,
-                    "code.failed",
-                    outcome="failure",
-                    share_id=share.id,
-                    details={"reason": failure_reason},
-                )
+                await record(db, recipient, **events.failed)
             else:
                 session_id = await start_session(db, previous_id=previous_session_id, **session_options)
-                await record(db, recipient, "code.redeemed", share_id=share.id, purpose=share.purpose)
+                await record(db, recipient, **events.redeemed)
     if spent is None or session_id is None:
         raise AccessDenied(_(GENERIC_DENIAL), field="code")
 
@@ -284,7 +285,7 @@ async def start_download(portal: Portal, who: Actor, raw_session_id: str | None)
     async with portal.transaction() as db:
         _session, share = await recipient_share(portal, db, raw_session_id)
         if not share.allow_download or share.copy_blob_id is None:
-            # The session is valid; only this action is not, so the page says "Not allowed", not "gone".
+            # The session is still valid and only this action is not, so the page is "Not allowed", not "gone".
             raise Forbidden(_("This report can be viewed but not downloaded."), code="download_not_allowed")
 
         counted = await db.scalar(

@@ -11,6 +11,8 @@ from anyio.lowlevel import RunVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from portal.config import ConfigError
+
 # Staff passwords: argon2-cffi's defaults (64 MiB, t=3, p=4), the RFC 9106 second recommendation.
 STAFF_PASSWORD_HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4, salt_len=16)
 
@@ -25,11 +27,23 @@ _dummy_hashes: dict[int, str] = {}
 # Hashing runs in threads because argon2 releases the GIL, so one process can use every core. The processes
 # of one server together run at most one hash per core (``portal serve --workers N`` sets
 # PORTAL_SERVER_PROCESSES), and further requests wait in FIFO order. With anyio's shared default of 40
-# threads, a burst of attempts would hold 40 x 19 MiB per process, and each hash would run slower; two
-# hashes per core cost about 5 % more CPU each than one.
+# threads, a burst of attempts would hold 40 x 19 MiB per process and each hash would run slower. Measured
+# on a 2-core server, two hashes per core cost about 5 % more CPU each than one.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_SERVER_PROCESSES = int(os.environ.get("PORTAL_SERVER_PROCESSES", "1") or 1)
-_HASH_SLOTS = max(1, _CORES // max(1, _SERVER_PROCESSES))
+
+
+def _server_processes() -> int:
+    """Return PORTAL_SERVER_PROCESSES, the number of portal processes on this host (1 when unset)."""
+    value = os.environ.get("PORTAL_SERVER_PROCESSES", "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"PORTAL_SERVER_PROCESSES={value!r} is invalid. Set it to the number of portal processes on this "
+            "host, a whole number of at least 1, or leave it unset for one process."
+        )
+    return int(value)
+
+
+_HASH_SLOTS = max(1, _CORES // _server_processes())
 _hash_limiter: RunVar[CapacityLimiter] = RunVar("argon2_hash_limiter")
 
 

@@ -40,7 +40,7 @@ _UPSERT = {"postgresql": _upsert(postgresql_insert), "sqlite": _upsert(sqlite_in
 
 
 def upsert_statement(dialect_name: str) -> ReturningInsert[Any]:
-    """The counting upsert for ``dialect_name``; parameters ``bucket`` and ``window_start``."""
+    """Return the counting upsert for ``dialect_name``; its parameters are ``bucket`` and ``window_start``."""
     return _UPSERT[dialect_name]
 
 

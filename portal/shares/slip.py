@@ -16,7 +16,7 @@ from portal.pdf import fonts
 
 
 def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1) -> str:
-    """Tell the recipient what to expect of the copy: how often it downloads and how it opens, or a view only."""
+    """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only."""
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")
     count = ngettext(
@@ -28,7 +28,7 @@ def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int =
 
 
 def validity_note(*, uses: int, expires: str) -> str:
-    """Say how many times the code works and when it expires; ``expires`` is already formatted."""
+    """Return the sentence on how many times the code works and when it expires (``expires`` is formatted)."""
     return ngettext(
         "The code works once and expires on {date} (UTC).",
         "The code works {count} times and expires on {date} (UTC).",

@@ -1,4 +1,4 @@
-"""When PostgreSQL refuses connections, pages return 503 with a clear message, and recover after."""
+"""While PostgreSQL rejects connections, pages return 503 with a clear message, and recover after."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from tests.helpers import issue_share, redeem
 pytestmark = pytest.mark.skipif(POSTGRES_URL is None, reason="needs PORTAL_TEST_DATABASE_URL")
 
 
-def _refuse_connections(database_url: str, refuse: bool) -> None:
+def _block_connections(database_url: str, blocked: bool) -> None:
     """Stop or allow new connections to the test database and end the open ones."""
     assert POSTGRES_URL is not None
     name = database_url.rsplit("/", 1)[1]
     admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if refuse else "true"}')
-        if refuse:
+        connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if blocked else "true"}')
+        if blocked:
             connection.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
@@ -36,19 +36,19 @@ async def test_outage_answers_503_then_recovers(tmp_path: Path, caplog: pytest.L
             headers, shared = await issue_share(app, client)
             form = await client.get("/access")
             try:
-                _refuse_connections(url, refuse=True)
+                _block_connections(url, blocked=True)
                 with caplog.at_level(logging.ERROR):
-                    refused = await client.post(
+                    rejected = await client.post(
                         "/access", data={"code": shared["access_code"], "_csrf_token": csrf_from(form.text)}
                     )
                     api = await client.get(f"/api/v1/shares/{shared['id']}", headers=headers)
             finally:
-                _refuse_connections(url, refuse=False)
+                _block_connections(url, blocked=False)
 
-            assert refused.status_code == 503
-            assert refused.headers["retry-after"] == "30"
-            assert "cannot reach its database" in refused.text
-            assert "Traceback" not in refused.text
+            assert rejected.status_code == 503
+            assert rejected.headers["retry-after"] == "30"
+            assert "cannot reach its database" in rejected.text
+            assert "Traceback" not in rejected.text
             assert api.status_code == 503
             assert api.json()["error"]["code"] == "database_unavailable"
             # The log names the failure without the database's address or the code.

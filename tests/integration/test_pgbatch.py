@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 
 from portal.db import create_engine
 from portal.models import Throttle
-from portal.pgbatch import Compiled, positional_dialect, session
+from portal.pgbatch import Compiled, batch_connection, positional_dialect
 from portal.schema import migrate
 from portal.security.throttle import upsert_statement
 from tests.conftest import POSTGRES_URL, fresh_database
@@ -36,7 +36,7 @@ async def _throttle_rows(engine: object) -> int:
 async def test_failed_and_unfinished_batches_leave_no_trace(tmp_path: Path) -> None:
     with fresh_database("postgresql", tmp_path) as url:
         await migrate(url)
-        # One pooled connection, so every check below sees the connection the batches used.
+        # One pooled connection, so every check below inspects the connection the batches used.
         engine = create_engine(url, pool_size=1, max_overflow=0)
         try:
             await _pooled_state(engine)
@@ -45,20 +45,20 @@ async def test_failed_and_unfinished_batches_leave_no_trace(tmp_path: Path) -> N
             broken = Compiled(text("SELECT * FROM no_such_table"), dialect)
 
             with pytest.raises(psycopg.errors.UndefinedTable):
-                async with session(engine) as database:
+                async with batch_connection(engine) as database:
                     await database.run([(count, {"bucket": "a", "window_start": WINDOW})], begin=True)
                     await database.run([(broken, None)], commit=True)
             assert await _pooled_state(engine) == (False, TransactionStatus.IDLE)
             assert await _throttle_rows(engine) == 0
 
             # A transaction begun and never committed is rolled back when the block ends.
-            async with session(engine) as database:
+            async with batch_connection(engine) as database:
                 await database.run([(count, {"bucket": "b", "window_start": WINDOW})], begin=True)
             assert await _pooled_state(engine) == (False, TransactionStatus.IDLE)
             assert await _throttle_rows(engine) == 0
 
             # Without begin, a batch commits on its own; results come back in statement order.
-            async with session(engine) as database:
+            async with batch_connection(engine) as database:
                 first, second = await database.run(
                     [
                         (count, {"bucket": "c", "window_start": WINDOW}),

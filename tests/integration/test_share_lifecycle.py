@@ -237,11 +237,11 @@ async def test_download_of_view_only_copy_not_allowed(
         await db.execute(update(Share).values(approved_at=utcnow()))
     assert (await redeem(client, shared["access_code"])).status_code == 200
 
-    refused = await client.get("/access/download")
-    assert refused.status_code == 403
-    assert "Not allowed" in refused.text
-    assert "This report can be viewed but not downloaded." in refused.text
-    assert 'href="/access/share"' in refused.text, "the page leads back to the report"
+    rejected = await client.get("/access/download")
+    assert rejected.status_code == 403
+    assert "Not allowed" in rejected.text
+    assert "This report can be viewed but not downloaded." in rejected.text
+    assert 'href="/access/share"' in rejected.text, "the page leads back to the report"
     # The report itself is still there for viewing.
     assert (await client.get("/access/share")).status_code == 200
     async with portal_of(app).transaction() as db:
@@ -257,10 +257,10 @@ async def test_download_limit_reached(app: Litestar, client: AsyncTestClient[Lit
         assert answer.status_code == 200
         assert answer.content.startswith(b"%PDF")
 
-    refused = await client.get("/access/download")
-    assert refused.status_code == 410
-    assert "The download limit for this report is reached." in refused.text
-    assert 'href="/access/share"' in refused.text, "the page leads back to the report"
+    rejected = await client.get("/access/download")
+    assert rejected.status_code == 410
+    assert "The download limit for this report is reached." in rejected.text
+    assert 'href="/access/share"' in rejected.text, "the page leads back to the report"
     page = await client.get("/access/share")
     assert page.status_code == 200
     assert "The download limit is reached." in page.text

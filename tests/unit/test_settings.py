@@ -86,3 +86,16 @@ def test_invalid_toml_names_file(tmp_path: Path) -> None:
     (folder / "security.toml").write_text("[access_code\nmax_failed_attempts = 5\n")
     with pytest.raises(PolicyError, match=r"security\.toml: invalid TOML"):
         load_policies(folder)
+
+
+def test_server_processes_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portal.config import ConfigError
+    from portal.security import hashing
+
+    monkeypatch.setenv("PORTAL_SERVER_PROCESSES", "two")
+    with pytest.raises(ConfigError, match="PORTAL_SERVER_PROCESSES='two' is invalid"):
+        hashing._server_processes()
+    monkeypatch.setenv("PORTAL_SERVER_PROCESSES", "2")
+    assert hashing._server_processes() == 2
+    monkeypatch.delenv("PORTAL_SERVER_PROCESSES")
+    assert hashing._server_processes() == 1
