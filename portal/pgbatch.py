@@ -101,10 +101,12 @@ class BatchConnection:
         rows: list[Any] = []
         if begin:
             cursor.nextset()
-        for index in range(len(steps)):
+        for index, (statement, _values) in enumerate(steps):
             if index:
                 cursor.nextset()
-            rows.append(await cursor.fetchone() if cursor.description is not None else None)
+            # The compiled statement's columns tell whether it returns rows. The cursor's ``description``
+            # would build a column list for every result.
+            rows.append(await cursor.fetchone() if statement.keys else None)
         return rows
 
 

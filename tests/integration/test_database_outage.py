@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from portal import db
 from portal.app import create_app
 from tests.conftest import BASE_URL, POSTGRES_URL, csrf_from, fresh_database, make_settings
 from tests.helpers import issue_share, redeem
@@ -59,3 +61,20 @@ async def test_outage_answers_503_then_recovers(tmp_path: Path, caplog: pytest.L
 
             # The code was not spent: it works once the database is back.
             assert (await redeem(client, shared["access_code"])).status_code == 200
+
+
+async def test_idle_pool_reconnects_after_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short idle window keeps the test fast. The pool pings every connection idle for longer.
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.05)
+    with fresh_database("postgresql", tmp_path) as url:
+        app = create_app(make_settings(tmp_path / "data", url), pdf_workers=1)
+        async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+            headers, shared = await issue_share(app, client)
+            # Ending every server process of the database leaves the pool with dead connections, as a
+            # database restart does.
+            _block_connections(url, blocked=True)
+            _block_connections(url, blocked=False)
+            await asyncio.sleep(0.2)
+
+            assert (await redeem(client, shared["access_code"])).status_code == 200
+            assert (await client.get(f"/api/v1/shares/{shared['id']}", headers=headers)).status_code == 200
