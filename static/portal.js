@@ -118,6 +118,14 @@
 
   document.addEventListener("change", function (event) { applyProfileLimits(event.target); });
 
+  // A click on a download link marked data-download-started dispatches "download-started" on the body,
+  // and the download count (hx-trigger="download-started from:body") reloads. htmx listening on the link itself would
+  // cancel the click, and with it the download.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-download-started]");
+    if (link) document.body.dispatchEvent(new CustomEvent("download-started"));
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();

@@ -109,11 +109,36 @@ async def share_page(request: Request[Any, Any, Any]) -> Template:
             "documents": documents,
             "pages": pages,
             "profile": portal.policies.profiles.get(share.profile),
-            "downloads_left": max(share.max_downloads - share.downloads_started, 0),
+            "downloads_left": _downloads_left(share),
             "other_disclosures": disclosures,
             "show_disclosures": share.profile == PATIENT_PROFILE,
         },
     )
+
+
+@get("/access/share/downloads", include_in_schema=False)
+async def downloads_left(request: Request[Any, Any, Any]) -> Template:
+    """Return the share page's download count, which the page reloads after each download starts.
+
+    An ended session or share gives its reason in place of the count, not an error page.
+    """
+    portal = portal_of(request)
+    try:
+        async with portal.transaction() as db:
+            _session, share = await recipient_share(portal, db, request.cookies.get(RECIPIENT_COOKIE))
+    except ShareUnavailable as error:
+        return Template(
+            "access/_downloads_left.html",
+            context={"downloads_left": 0, "ended": error.message, "update_action": True},
+        )
+    return Template(
+        "access/_downloads_left.html",
+        context={"downloads_left": _downloads_left(share), "ended": None, "update_action": True},
+    )
+
+
+def _downloads_left(share: Share) -> int:
+    return max(share.max_downloads - share.downloads_started, 0)
 
 
 @get("/access/download", include_in_schema=False)
@@ -239,4 +264,4 @@ async def end(request: Request[Any, Any, Any]) -> Redirect:
     )
 
 
-access_routes = [enter_code_page, enter_code, share_page, download, view_page, end]
+access_routes = [enter_code_page, enter_code, share_page, downloads_left, download, view_page, end]

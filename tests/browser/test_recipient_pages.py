@@ -474,3 +474,25 @@ def test_birth_date_flow_by_keyboard(issuer: Issuer, open_reader: Callable[[str]
     page.keyboard.press("Enter")
     page.wait_for_url("**/access/share")
     expect(page.get_by_role("heading", level=1)).to_have_text(HEADINGS["share"]["de"])
+
+
+def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
+    reader = open_reader("en")
+    page = reader.page
+    submit_code(page, issuer.share("patient"))  # the patient profile allows three downloads
+    count = page.locator("#downloads-left")
+    expect(count).to_have_text("3 downloads left.")
+
+    for left in ("2 downloads left.", "1 download left."):
+        with page.expect_download() as started:
+            page.locator("#download-link").click()
+        assert started.value.failure() is None
+        expect(count).to_have_text(left)
+
+    # The last download removes the button, so the page offers nothing the server would reject.
+    with page.expect_download() as started:
+        page.locator("#download-link").click()
+    assert started.value.failure() is None
+    expect(count).to_have_text("The download limit is reached. Contact the clinic if you need another copy.")
+    expect(page.locator("#download-link")).to_have_count(0)
+    assert reader.problems() == []

@@ -268,3 +268,41 @@ async def test_download_limit_reached(app: Litestar, client: AsyncTestClient[Lit
         events = (await db.scalars(select(AccessEvent.event_type))).all()
     assert events.count("access.download.started") == 3
     assert events.count("access.download.completed") == 3
+
+
+async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    _headers, shared = await issue_share(app, client)  # the patient profile allows three downloads
+    assert (await redeem(client, shared["access_code"])).status_code == 200
+    page = await client.get("/access/share")
+    assert 'id="download-link"' in page.text
+    assert "3 downloads left." in page.text
+
+    counts = []
+    for _download in range(3):
+        assert (await client.get("/access/download")).status_code == 200
+        fragment = await client.get("/access/share/downloads")
+        assert fragment.status_code == 200
+        assert "<html" not in fragment.text, "a fragment for the share page, not a whole page"
+        counts.append(fragment.text)
+    assert "2 downloads left." in counts[0]
+    assert "1 download left." in counts[1]
+    assert 'hx-get="/access/share/downloads"' in counts[1], "the count reloads after the next download"
+
+    # At the limit the fragment shows the limit message and removes the download button from the page.
+    assert "The download limit is reached." in counts[2]
+    assert 'id="download-action" hx-swap-oob="true" hidden' in counts[2]
+    assert "hx-get" not in counts[2]
+
+    # Reading the count records nothing in the access log.
+    async with portal_of(app).transaction() as db:
+        before = len((await db.scalars(select(AccessEvent.seq))).all())
+    await client.get("/access/share/downloads")
+    async with portal_of(app).transaction() as db:
+        after = len((await db.scalars(select(AccessEvent.seq))).all())
+    assert after == before
+
+    # After "Finish" the fragment gives the reason instead of an error page.
+    await client.post("/access/end", data={"_csrf_token": csrf_from(page.text)})
+    ended = await client.get("/access/share/downloads")
+    assert ended.status_code == 200
+    assert "Your session has ended." in ended.text
