@@ -238,7 +238,7 @@ async def issue_all(portal: Portal, who: Actor, creator: StaffUser, rows: list[B
             issued.append(await create_share(portal, who, creator, row.form))
         except Exception as error:
             await _withdraw(portal, who, [item.share for item in issued])
-            reason = error.message if isinstance(error, PortalError) else _("an unexpected error")
+            reason = error.message if isinstance(error, PortalError) else _("An unexpected error occurred.")
             raise BulkIssueFailed(
                 _(
                     "Creating the share for line {line} failed: {reason} The {count} share(s) created before it "
