@@ -126,6 +126,22 @@
     if (link) document.body.dispatchEvent(new CustomEvent("download-started"));
   });
 
+  // Filters travel in POST bodies, so a language link (a GET) would reload the page without them. When a
+  // filter is set, the link's GET only stores the language, and the filter form is posted again.
+  function hasFilterValue(form) {
+    return Array.prototype.some.call(form.elements, function (field) {
+      return field.name && field.name !== "_csrf_token" && field.type !== "hidden" && field.type !== "submit" && field.value !== "";
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest(".language-switcher a[hreflang]");
+    var form = document.querySelector("form[data-language-resubmit]");
+    if (!link || !form || !hasFilterValue(form)) return;
+    event.preventDefault();
+    fetch(link.href, { credentials: "same-origin" }).then(function () { form.submit(); });
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();
