@@ -14,6 +14,11 @@ import segno
 from portal.i18n import _, ngettext
 from portal.pdf import fonts
 
+PAGE_WIDTH = 595.0
+MARGIN = 56.0
+LINE_SPACING = 1.8
+WRAPPED_LINE_SPACING = 1.3
+
 
 def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1) -> str:
     """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only."""
@@ -84,19 +89,22 @@ def slip_pdf(
 
     pdf = pikepdf.new()
     font_object = fonts.embed(pdf, font)
+    width = PAGE_WIDTH - 2 * MARGIN
     commands = [b"BT"]
     y = 780.0
     for size, line in lines:
         if not line:
             continue
-        y -= size * 1.8
-        commands.append(f"/F1 {size} Tf 1 0 0 1 56 {y:.1f} Tm <{font.encode(line).hex()}> Tj".encode())
+        for number, (part_size, part) in enumerate(wrap(line, size, font, width)):
+            y -= part_size * (WRAPPED_LINE_SPACING if number else LINE_SPACING)
+            commands.append(_text_command(font, part_size, y, part))
     qr_bottom = y - 200
-    commands.append(
-        f"/F1 10 Tf 1 0 0 1 56 {qr_bottom - 18:.1f} Tm <{font.encode(caption).hex()}> Tj".encode()
-    )
+    y = qr_bottom - 5
+    for number, (part_size, part) in enumerate(wrap(caption, 10, font, width)):
+        y -= part_size * (WRAPPED_LINE_SPACING if number else LINE_SPACING)
+        commands.append(_text_command(font, part_size, y, part))
     commands.append(b"ET")
-    commands.append(_qr_commands(access_link(public_url, printed_code), x=56, y=qr_bottom, size=170))
+    commands.append(_qr_commands(access_link(public_url, printed_code), x=MARGIN, y=qr_bottom, size=170))
 
     page = pikepdf.Dictionary(
         Type=pikepdf.Name.Page,
@@ -108,6 +116,29 @@ def slip_pdf(
     buffer = io.BytesIO()
     pdf.save(buffer)
     return buffer.getvalue()
+
+
+def wrap(text: str, size: float, font: fonts.FontSubset, width: float) -> list[tuple[float, str]]:
+    """Break ``text`` at spaces into lines no wider than ``width`` points at ``size``, as (size, line) pairs.
+
+    A single word wider than ``width`` (a long address) is set in a smaller size that fits instead.
+    """
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if current and font.width(candidate) * size > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return [(min(size, width / max(font.width(line), 1e-6)), line) for line in lines]
+
+
+def _text_command(font: fonts.FontSubset, size: float, y: float, text: str) -> bytes:
+    return f"/F1 {size:.2f} Tf 1 0 0 1 {MARGIN:.0f} {y:.1f} Tm <{font.encode(text).hex()}> Tj".encode()
 
 
 def _qr_commands(link: str, *, x: float, y: float, size: float) -> bytes:

@@ -68,3 +68,32 @@ def test_copy_note_counts_downloads() -> None:
     assert copy_note(allows_download=False, password_is_code=True, downloads=0) == (
         "You can read the report in the web browser. It cannot be downloaded."
     )
+
+
+def test_pdf_slip_lines_stay_on_page() -> None:
+    token = language_var.set("fr")
+    try:
+        note = copy_note(allows_download=True, password_is_code=True, downloads=3)
+        document = slip_pdf(
+            clinic="Centre de dermatologie de la Rive-Gauche",
+            recipient=recipient_line(
+                "Zoë Łukasiewicz", "Assurance mutuelle de Bretagne et des Pays de la Loire"
+            ),
+            public_url="https://portail-des-comptes-rendus.dermatologie-rive-gauche.example",
+            printed_code="K7M29-QDX4H-TVB8N-RW3EA",
+            validity=validity_note(uses=2, expires="2026-12-31 23:59"),
+            needs_birth_date=True,
+            copy_note=note,
+            reference="S-7K3M9Q",
+            contact="+33 1 23 45 67 89",
+        )
+    finally:
+        language_var.reset(token)
+
+    page = pypdfium2.PdfDocument(document)[0]
+    textpage = page.get_textpage()
+    right_edges = [textpage.get_charbox(index)[2] for index in range(textpage.count_chars())]
+    assert max(right_edges) <= 595 - 56 + 1, "every character lies inside the right margin"
+    text = textpage.get_text_range().replace("\r\n", " ").replace("\n", " ")
+    assert "PDF" in text
+    assert note.split()[-1] in text, "the copy note's last word is on the page"
