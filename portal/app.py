@@ -35,7 +35,7 @@ from portal.errors import NotAuthenticated, PortalError
 from portal.health import health_routes
 from portal.i18n import _
 from portal.logs import configure_logging, quiet_libraries
-from portal.policies import load_policies
+from portal.policies import Policies, load_policies, profile_label
 from portal.retention.controllers import retention_routes
 from portal.security.headers import SecurityHeadersMiddleware
 from portal.shares.controllers import share_routes
@@ -48,7 +48,7 @@ STATIC_DIR = REPOSITORY_ROOT / "static"
 CSRF_COOKIE = "__Host-csrftoken"
 
 
-def _build_jinja(settings: Settings) -> Environment:
+def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     environment = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR),
         autoescape=select_autoescape(["html"]),
@@ -63,6 +63,10 @@ def _build_jinja(settings: Settings) -> Environment:
     environment.globals["clinic_contact"] = settings.clinic_contact
     environment.globals["public_url"] = settings.public_url
     environment.globals["current_language"] = i18n.language_var.get
+    # Profile labels and descriptions come from policies/profiles.toml. The shipped ones are in the
+    # catalogue (portal.policies.SHIPPED_PROFILE_TEXTS). A clinic's own text is shown as written.
+    environment.globals["policy_text"] = i18n.gettext
+    environment.globals["profile_label"] = lambda name: profile_label(policies, name)
     return environment
 
 
@@ -214,7 +218,7 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
         ],
         lifespan=[lifespan],
         template_config=TemplateConfig(
-            engine=JinjaTemplateEngine.from_environment(_build_jinja(settings)),
+            engine=JinjaTemplateEngine.from_environment(_build_jinja(settings, policies)),
         ),
         csrf_config=CSRFConfig(
             secret=csrf_secret,

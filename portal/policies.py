@@ -12,7 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portal.i18n import N_, gettext
+
 MAX_EXPIRY_DAYS = 30
+
+# The labels and descriptions of the profiles in the shipped policies/profiles.toml, so that the catalogue
+# carries their translations. A unit test keeps this list equal to the file.
+SHIPPED_PROFILE_TEXTS = (
+    N_("Patient"),
+    N_("The patient receives their own report at home."),
+    N_("Referring GP"),
+    N_("The referring doctor downloads the report for the patient's record."),
+    N_("Colleague (second opinion)"),
+    N_("A colleague looks at the report for a second opinion."),
+    N_("Insurer"),
+    N_("An insurer views the report to answer a claim; it cannot be downloaded."),
+    N_("Patient, with date-of-birth check"),
+    N_("The patient receives their report at home and also enters their date of birth."),
+)
 
 
 class PolicyError(Exception):
@@ -210,3 +227,12 @@ def load_policies(policy_dir: Path) -> Policies:
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
     return Policies(profiles=profiles, security=security, digest=digest.hexdigest())
+
+
+def profile_label(policies: Policies, name: str) -> str:
+    """Return the label of profile ``name`` in the request's language, or ``name`` for a removed profile.
+
+    A shipped label comes from the catalogue; a label a clinic wrote itself is returned as written.
+    """
+    profile = policies.profiles.get(name)
+    return gettext(profile.label) if profile is not None else name

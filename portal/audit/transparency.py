@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.models import Share, ShareDocument
-from portal.policies import Policies
+from portal.policies import Policies, profile_label
 
 PATIENT_PROFILE = "patient"
 
@@ -43,10 +43,9 @@ async def other_disclosures(db: AsyncSession, policies: Policies, share: Share) 
     query = select(Share).where(Share.id.in_(others), Share.id != share.id).order_by(Share.created_at)
     result = []
     for other in (await db.scalars(query)).all():
-        profile = policies.profiles.get(other.profile)
         result.append(
             OtherDisclosure(
-                profile_label=profile.label if profile else other.profile,
+                profile_label=profile_label(policies, other.profile),
                 created_at=other.created_at,
                 first_opened_at=other.first_opened_at,
                 revoked=other.revoked_at is not None,

@@ -155,7 +155,6 @@ async def _disclosures_response(
         "user": user,
         "patient_ref": (patient_ref or "").strip(),
         "disclosures": disclosures,
-        "profiles": portal.policies.profiles,
         "errors": errors,
     }
     return _render(request, "dpo/disclosures.html", "dpo/_disclosures.html", context, bool(errors))
@@ -196,7 +195,6 @@ async def _breach_response(
         "user": user,
         "params": {key: params.get(key) or "" for key in BREACH_KEYS},
         "scope": scope,
-        "profiles": portal.policies.profiles,
         "errors": errors,
     }
     return _render(request, "dpo/breach.html", "dpo/_breach.html", context, bool(errors))

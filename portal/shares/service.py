@@ -110,7 +110,7 @@ def parse_share_form(
         if not date_of_birth or not date_of_birth.strip():
             raise InvalidInput(
                 _("The profile '{profile}' asks the recipient for their date of birth. Enter it.").format(
-                    profile=chosen.label
+                    profile=_(chosen.label)
                 ),
                 field="date_of_birth",
             )

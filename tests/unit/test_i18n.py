@@ -21,6 +21,8 @@ from jinja2 import Environment, FileSystemLoader
 
 from portal import i18n
 from portal.config import REPOSITORY_ROOT
+from portal.i18n import language_var
+from portal.policies import SHIPPED_PROFILE_TEXTS, load_policies, profile_label
 
 TEMPLATE_DIR = REPOSITORY_ROOT / "templates"
 TRANSLATED_LANGUAGES = [code for code in i18n.SUPPORTED_LANGUAGES if code != i18n.DEFAULT_LANGUAGE]
@@ -312,3 +314,19 @@ async def test_middleware_stores_choice() -> None:
     assert "SameSite=Lax" in cookie
     assert b"set-cookie" not in dict(sent[1]["headers"]), "no cookie without a choice"  # type: ignore[call-overload]
     assert i18n.language_var.get() == i18n.DEFAULT_LANGUAGE, "the language is reset after the request"
+
+
+def test_shipped_profile_texts_match_policies() -> None:
+    policies = load_policies(REPOSITORY_ROOT / "policies")
+    texts = {text for profile in policies.profiles.values() for text in (profile.label, profile.description)}
+    assert texts == set(SHIPPED_PROFILE_TEXTS), "profiles.toml and SHIPPED_PROFILE_TEXTS list the same texts"
+
+
+def test_profile_labels_translated() -> None:
+    policies = load_policies(REPOSITORY_ROOT / "policies")
+    token = language_var.set("de")
+    try:
+        assert profile_label(policies, "referrer") == "Überweisende Hausarztpraxis"
+        assert profile_label(policies, "removed_profile") == "removed_profile"
+    finally:
+        language_var.reset(token)
