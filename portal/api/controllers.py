@@ -195,7 +195,7 @@ def _query(name: str, description: str, **extra: Any) -> Parameter:
 
 EVENT_FILTERS = [
     _query("patient_ref", "The clinic's patient number, matched through its pseudonym."),
-    _query("share_id", "A share id.", format=OpenAPIFormat.UUID),
+    _query("share_id", "A share id (UUID) or the share reference printed on the slip, e.g. S-7K3M9QXA."),
     _query("recipient", "Part of a recipient's name or organisation, ignoring case.", max_length=200),
     _query("event_type", "One event type, e.g. share.created.", enum=sorted(EVENT_TYPES)),
     _query("ip_prefix", "An IPv4 or IPv6 network, e.g. 203.0.113.0/24."),

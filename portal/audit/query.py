@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import ipaddress
+import re
 import sqlite3
 import unicodedata
 import uuid
@@ -34,6 +35,8 @@ from portal.models import AccessEvent, Document, Share, ShareDocument
 # on a 2-core machine (bench/audit_export_http.py).
 EXPORT_PAGE_SIZE = 5000
 FILTER_KEYS = ("patient_ref", "share_id", "recipient", "event_type", "ip_prefix", "since", "until")
+# The form of a share reference ("S-" and eight code characters), accepted in the share id filter.
+SHARE_REFERENCE = re.compile(r"S-[0-9A-Z]{8}")
 # A wider network than this many stored prefixes (e.g. an IPv4 /16 over stored /24s) is rejected,
 # because the query lists every stored prefix it covers.
 MAX_PREFIX_EXPANSION = 256
@@ -48,6 +51,9 @@ class EventFilter:
 
     patient_ref: str | None = None
     share_id: str | None = None
+    # A share reference as printed on the slip and in the watermark. `resolve_recipient` turns it into
+    # `share_id`.
+    share_reference: str | None = None
     recipient: str | None = None
     event_type: str | None = None
     ip_prefix: str | None = None
@@ -70,6 +76,7 @@ class EventFilter:
         """
         values = {
             "share_id": self.share_id,
+            "share_reference": self.share_reference,
             "event_type": self.event_type,
             "ip_prefix": self.ip_prefix,
             "since": self.since.isoformat() if self.since else None,
@@ -106,13 +113,20 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
         InvalidInput: a value is malformed; the message names the field and the expected form.
     """
     share_id = (params.get("share_id") or "").strip() or None
+    share_reference = None
     if share_id:
         try:
             share_id = str(uuid.UUID(share_id))
         except ValueError:
-            raise InvalidInput(
-                _("share_id='{value}' is not a share id.").format(value=share_id[:40]), field="share_id"
-            ) from None
+            if not SHARE_REFERENCE.fullmatch(share_id.upper()):
+                raise InvalidInput(
+                    _(
+                        "'{value}' is neither a share reference nor a share id. Enter the reference printed "
+                        "on the slip and in the watermark (such as S-7K3M9QXA), or the id from the share's page."
+                    ).format(value=share_id[:40]),
+                    field="share_id",
+                ) from None
+            share_reference, share_id = share_id.upper(), None
 
     event_type = (params.get("event_type") or "").strip() or None
     if event_type and event_type not in EVENT_TYPES:
@@ -147,6 +161,7 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
     filters = EventFilter(
         patient_ref=(params.get("patient_ref") or "").strip() or None,
         share_id=share_id,
+        share_reference=share_reference,
         recipient=recipient,
         event_type=event_type,
         ip_prefix=prefix,
@@ -167,6 +182,8 @@ async def resolve_recipient(portal: Portal, filters: EventFilter) -> EventFilter
     Raises:
         InvalidInput: more than `MAX_RECIPIENT_SHARES` shares match.
     """
+    if filters.share_reference:
+        filters = await _resolve_reference(portal, filters)
     if filters.patient_ref and filters.patient_share_ids is None:
         filters = await _resolve_patient(portal, filters)
     if not filters.recipient or filters.recipient_share_ids is not None:
@@ -187,6 +204,19 @@ async def resolve_recipient(portal: Portal, filters: EventFilter) -> EventFilter
             field="recipient",
         )
     return dataclasses.replace(filters, recipient_share_ids=tuple(sorted(matches)))
+
+
+async def _resolve_reference(portal: Portal, filters: EventFilter) -> EventFilter:
+    async with portal.transaction() as db:
+        share_id = await db.scalar(select(Share.id).where(Share.reference == filters.share_reference))
+    if share_id is None:
+        raise InvalidInput(
+            _("No share has the reference {reference}. Check it against the slip or the watermark.").format(
+                reference=filters.share_reference
+            ),
+            field="share_id",
+        )
+    return dataclasses.replace(filters, share_id=str(share_id), share_reference=None)
 
 
 async def _resolve_patient(portal: Portal, filters: EventFilter) -> EventFilter:

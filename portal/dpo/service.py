@@ -131,7 +131,7 @@ def parse_breach_filter(filters: EventFilter) -> EventFilter:
     Raises:
         InvalidInput: no recipient, share or IP prefix is given, or the window has no start.
     """
-    if not (filters.recipient or filters.share_id or filters.ip_prefix):
+    if not (filters.recipient or filters.share_id or filters.share_reference or filters.ip_prefix):
         raise InvalidInput(_("Enter a recipient, a share id or an IP prefix."), field="recipient")
     if filters.since is None:
         raise InvalidInput(_("Enter the start of the time window."), field="since")

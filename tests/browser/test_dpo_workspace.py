@@ -111,7 +111,7 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     dpo.shot("events")
 
     # Access log filtered by the share: every row belongs to it, and the share's steps are all there.
-    page.get_by_label("Share id").fill(share_id)
+    page.get_by_label("Share reference or id").fill(share_id)
     swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Search"))
     rows = page.locator("#results tbody tr")
     expect(rows.first.locator("td:nth-child(6)")).to_have_text(share_id)
@@ -142,13 +142,14 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     # results (an export from there would hold every event).
     page.go_back()
     page.wait_for_url(re.compile(r"/dpo/events$"))
-    expect(page.get_by_label("Share id")).to_have_value("")
+    expect(page.get_by_label("Share reference or id")).to_have_value("")
 
-    # A share reference is not a share id: the error summary replaces the results instead of stale rows.
+    # Text that is neither a share reference nor an id: the error summary replaces the results instead of
+    # stale rows.
     dpo.allowed_errors.append(re.compile(r"status of 400 .*/dpo/events\]$"))
-    page.get_by_label("Share id").fill("S-NOTANID")
+    page.get_by_label("Share reference or id").fill("S-NOTANID")
     swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Search"), status=400)
-    expect(page.locator("#results")).to_contain_text("is not a share id")
+    expect(page.locator("#results")).to_contain_text("is neither a share reference nor a share id")
     expect(page.locator("#results tbody tr")).to_have_count(0)
     dpo.shot("events-invalid-filter")
 
@@ -176,7 +177,7 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     # Breach scope of the share since the day it was created: one share, one report, one patient.
     page.get_by_role("link", name="Breach scope").click()
     page.wait_for_url("**/dpo/breach")
-    page.get_by_label("Share id").fill(share_id)
+    page.get_by_label("Share reference or id").fill(share_id)
     page.get_by_label("From (UTC)").fill(cells["Created (UTC)"][:10])
     swap_with_htmx(page, "/dpo/breach", page.get_by_role("button", name="Show scope"))
     scope = page.locator("#scope")

@@ -313,3 +313,29 @@ async def test_patient_ref_stays_out_of_addresses_and_logs(
     assert any(url.endswith("/dpo/export") for url in sent)
     application_log = caplog.text + json.dumps([record.__dict__ for record in caplog.records], default=str)
     assert SECRET_REF not in application_log
+
+
+async def test_search_by_share_reference(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    _headers, searched = await issue_share(app, client, recipient_name="Dr. Ines Carvalho")
+    await issue_share(app, client, recipient_name="Dr. Other Person")
+    client.cookies.clear()
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, DPO)
+    token = csrf_from((await client.get("/dpo/events")).text)
+
+    # The reference as a clinician or patient reads it off the slip, typed in lower case.
+    found = await client.post(
+        "/dpo/events", data={"_csrf_token": token, "share_id": searched["reference"].lower()}
+    )
+    assert found.status_code == 200
+    assert "share.created" in found.text
+    assert searched["id"] in found.text
+    assert found.text.count('href="/dpo/events/') == 1, "only the events of that share"
+
+    unknown = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": "S-ZZZZZZZZ"})
+    assert unknown.status_code == 400
+    assert "No share has the reference S-ZZZZZZZZ." in unknown.text
+
+    malformed = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": "slip 12"})
+    assert malformed.status_code == 400
+    assert "is neither a share reference nor a share id" in malformed.text
