@@ -301,3 +301,22 @@ def test_limits_follow_recipient_type(open_visitor: OpenVisitor) -> None:
     expect(expiry).to_have_attribute("max", "30")
     expect(downloads).to_have_attribute("max", "0")
     clinician.assert_console_clean()
+
+
+def test_share_table_fits_in_german(open_visitor: OpenVisitor) -> None:
+    clinician = open_visitor("clinician")
+    sign_in(clinician, CLINICIAN)
+    upload_report(clinician, "Wide table report")
+    _code, reference = create_share_in_dialog(clinician, "Patient", "Table width")
+
+    page = clinician.page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto("/staff?lang=de")
+    expect(page.locator(f'tr[data-share="{reference}"]')).to_be_visible()
+    table = page.locator("table.share-table")
+    overflow = table.evaluate("(element) => element.scrollWidth - element.clientWidth")
+    assert overflow <= 1, f"the share table scrolls sideways by {overflow} px, hiding the actions"
+    actions = page.get_by_role("columnheader", name="Aktionen").bounding_box()
+    assert actions is not None
+    assert actions["x"] + actions["width"] <= 1280, "the actions column lies within the window's width"
+    clinician.shot("dashboard-de")
