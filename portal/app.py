@@ -27,7 +27,7 @@ from portal.access.controllers import access_routes
 from portal.admin.controllers import admin_routes
 from portal.api.controllers import api_routes
 from portal.audit.checkpoints import periodic_checkpoints
-from portal.config import REPOSITORY_ROOT, Settings
+from portal.config import DEFAULT_CLINIC_NAME, REPOSITORY_ROOT, Settings
 from portal.core import open_keyring, start_portal
 from portal.documents.controllers import document_routes
 from portal.dpo.controllers import dpo_routes
@@ -182,6 +182,11 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
     quiet_libraries()
     # Invalid policy files stop start-up here, before the server binds, with the file, key and reason.
     policies = load_policies(settings.policy_dir)
+    if settings.clinic_name == DEFAULT_CLINIC_NAME or not settings.clinic_contact:
+        log.warning(
+            "PORTAL_CLINIC_NAME or PORTAL_CLINIC_CONTACT is not set: recipients see 'Clinic' as the sender "
+            "or get no number to call. Set both before handing out access codes."
+        )
     keyring = open_keyring(settings)
     csrf_secret = keyring.secret("session").hex()
 

@@ -51,6 +51,10 @@ def _env_url(environ: dict[str, str], name: str, default: str) -> str:
     return raw.rstrip("/")
 
 
+# The clinic name pages and slips show until PORTAL_CLINIC_NAME is set.
+DEFAULT_CLINIC_NAME = "Clinic"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings of one portal process."""
@@ -117,7 +121,7 @@ class Settings:
             kek_env=kek_env,
             policy_dir=policy_dir,
             public_url=_env_url(env, "PORTAL_PUBLIC_URL", "http://127.0.0.1:8000"),
-            clinic_name=env.get("PORTAL_CLINIC_NAME") or "Clinic",
+            clinic_name=env.get("PORTAL_CLINIC_NAME") or DEFAULT_CLINIC_NAME,
             clinic_contact=env.get("PORTAL_CLINIC_CONTACT") or "",
             trusted_proxy_hops=_env_int(env, "PORTAL_TRUSTED_PROXY_HOPS", 0, 0, 5),
             pdf_workers=_env_int(env, "PORTAL_PDF_WORKERS", min(2, cpus), 1, 64),

@@ -110,6 +110,12 @@ def test_qr_code_fills_form_without_sending_code(
     screen_text = qr_text_on_page(clinician, shots)
     assert screen_text == expected_link, "the QR code on the page opens the access page with the printed code"
 
+    # Printed, the page shows the slip alone: no heading or note meant for the clinician.
+    clinician.page.emulate_media(media="print")
+    expect(clinician.page.get_by_role("heading", level=1)).to_be_hidden()
+    expect(clinician.page.locator(".slip")).to_be_visible()
+    clinician.page.emulate_media(media="screen")
+
     slip_path, slip_name = download(
         clinician, clinician.page.get_by_role("button", name="Download the slip (PDF)"), tmp_path
     )

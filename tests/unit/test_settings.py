@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
+from portal.app import create_app
 from portal.config import REPOSITORY_ROOT, ConfigError, Settings
 from portal.policies import PolicyError, load_policies
+
+CLINIC_SET = {"PORTAL_CLINIC_NAME": "Riverside Dermatology", "PORTAL_CLINIC_CONTACT": "+44 20 7946 0000"}
 
 
 def test_defaults_use_embedded_database(tmp_path: Path) -> None:
@@ -99,3 +103,19 @@ def test_server_processes_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hashing._server_processes() == 2
     monkeypatch.delenv("PORTAL_SERVER_PROCESSES")
     assert hashing._server_processes() == 1
+
+
+@pytest.mark.parametrize(
+    ("clinic", "warned"),
+    [({}, True), ({"PORTAL_CLINIC_NAME": "Riverside Dermatology"}, True), (CLINIC_SET, False)],
+)
+def test_unset_clinic_details_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clinic: dict[str, str], warned: bool
+) -> None:
+    settings = Settings.from_env({"PORTAL_DATA_DIR": str(tmp_path / "data"), **clinic})
+    with caplog.at_level(logging.WARNING, logger="portal.app"):
+        create_app(settings)
+    assert (
+        any("PORTAL_CLINIC_NAME or PORTAL_CLINIC_CONTACT" in record.message for record in caplog.records)
+        == warned
+    )
