@@ -20,7 +20,13 @@ from litestar.response import Stream, Template
 from portal.audit.export import bundle_stream, export_stream
 from portal.audit.query import FILTER_KEYS, EventFilter, parse_filter, search
 from portal.audit.recorder import EVENT_TYPES
-from portal.dpo.service import breach_scope, disclosure_report, event_detail, parse_breach_filter
+from portal.dpo.service import (
+    breach_scope,
+    disclosure_report,
+    event_detail,
+    event_labels,
+    parse_breach_filter,
+)
 from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.web import actor_for, portal_of, require_staff
@@ -102,6 +108,7 @@ async def _events_response(
     context = {
         "user": user,
         "events": events,
+        "labels": await event_labels(portal, events),
         "params": {key: params.get(key) or "" for key in FILTER_KEYS},
         "event_types": sorted(EVENT_TYPES),
         "errors": errors,

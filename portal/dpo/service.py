@@ -21,7 +21,7 @@ from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
-from portal.models import AccessEvent, Document, Share, ShareDocument, utcnow
+from portal.models import AccessEvent, ApiToken, Document, Share, ShareDocument, StaffUser, utcnow
 
 # A breach scope lists at most this many shares and documents; the counts stay exact.
 MAX_LISTED = 500
@@ -227,3 +227,59 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class EventLabels:
+    """Readable names for the ids on one page of events: share references and staff e-mail addresses."""
+
+    shares: dict[str, str]
+    actors: dict[str, str]
+
+
+async def event_labels(portal: Portal, events: Iterable[AccessEvent]) -> EventLabels:
+    """Look up the share references and the staff e-mail addresses behind the ids on a page of events.
+
+    The log itself stores only ids. A purged share or a removed account is shown by its id.
+    """
+    rows = list(events)
+    share_ids = {row.share_id for row in rows if row.share_id}
+    share_ids |= {row.actor.split(":", 1)[1] for row in rows if row.actor.startswith("recipient:")}
+    staff_ids = {row.actor.split(":", 1)[1] for row in rows if row.actor.startswith("staff:")}
+    token_ids = {row.actor.split(":", 1)[1] for row in rows if row.actor.startswith("token:")}
+    async with portal.transaction() as db:
+        references = await db.execute(
+            select(Share.id, Share.reference).where(Share.id.in_(_uuids(share_ids)))
+        )
+        shares = {str(share_id): reference for share_id, reference in references.all()}
+        token_owners = await db.execute(
+            select(ApiToken.id, ApiToken.user_id).where(ApiToken.id.in_(_uuids(token_ids)))
+        )
+        owners = {str(token_id): str(user_id) for token_id, user_id in token_owners.all()}
+        emails = await db.execute(
+            select(StaffUser.id, StaffUser.email).where(
+                StaffUser.id.in_(_uuids(staff_ids | set(owners.values())))
+            )
+        )
+        staff = {str(user_id): email for user_id, email in emails.all()}
+
+    actors = {}
+    for row in rows:
+        kind, _separator, value = row.actor.partition(":")
+        if kind == "staff" and value in staff:
+            actors[row.actor] = staff[value]
+        elif kind == "token" and owners.get(value) in staff:
+            actors[row.actor] = _("API token of {email}").format(email=staff[owners[value]])
+        elif kind == "recipient" and value in shares:
+            actors[row.actor] = _("Recipient of {reference}").format(reference=shares[value])
+    return EventLabels(shares=shares, actors=actors)
+
+
+def _uuids(values: Iterable[str]) -> list[uuid.UUID]:
+    result = []
+    for value in values:
+        try:
+            result.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return result

@@ -114,9 +114,16 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     page.get_by_label("Share reference or id").fill(share_id)
     swap_with_htmx(page, "/dpo/events", page.get_by_role("button", name="Search"))
     rows = page.locator("#results tbody tr")
-    expect(rows.first.locator("td:nth-child(6)")).to_have_text(share_id)
+    # The Share column names the share by its printed reference and keeps the id in the title.
+    share_cell = rows.first.locator("td:nth-child(6) span")
+    expect(share_cell).to_have_attribute("title", share_id)
+    reference = share_cell.inner_text()
+    assert re.fullmatch(r"S-[0-9A-Z]{8}", reference), f"{reference!r} is not a share reference"
     dpo.shot("events-of-share")
-    assert set(page.locator("#results tbody td:nth-child(6)").all_inner_texts()) == {share_id}
+    assert set(page.locator("#results tbody td:nth-child(6)").all_inner_texts()) == {reference}
+    actors = set(page.locator("#results tbody td:nth-child(5)").all_inner_texts())
+    assert CLINICIAN in actors, "the clinician's events name their e-mail address"
+    assert f"Recipient of {reference}" in actors
     types = set(page.locator("#results tbody td:nth-child(3)").all_inner_texts())
     assert types >= SHARE_EVENTS, f"the share's events lack {sorted(SHARE_EVENTS - types)}"
 

@@ -331,6 +331,9 @@ async def test_search_by_share_reference(app: Litestar, client: AsyncTestClient[
     assert "share.created" in found.text
     assert searched["id"] in found.text
     assert found.text.count('href="/dpo/events/') == 1, "only the events of that share"
+    # The table names the share by its reference and the API token by its owner, each id in a title.
+    assert f'title="{searched["id"]}">{searched["reference"]}<' in found.text
+    assert f"API token of {CLINICIAN}" in found.text
 
     unknown = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": "S-ZZZZZZZZ"})
     assert unknown.status_code == 400
