@@ -107,13 +107,16 @@
   document.addEventListener("htmx:beforeSwap", swapValidationErrors);
 
   // The expiry and download fields may only shorten what the chosen recipient type allows, so their
-  // maximum follows the chosen type. The server checks the same limits.
+  // maximum follows the chosen type. The server checks the same limits. The date-of-birth field shows
+  // only for a type with the date-of-birth check, and the server ignores it for the others.
   function applyProfileLimits(choice) {
     if (!choice.matches || !choice.matches("input[name=profile][data-expiry-days]") || !choice.form) return;
     var expiry = choice.form.querySelector("input[name=expiry_days]");
     var downloads = choice.form.querySelector("input[name=max_downloads]");
+    var birthDate = choice.form.querySelector("[data-date-of-birth-field]");
     if (expiry) expiry.max = choice.dataset.expiryDays;
     if (downloads) downloads.max = choice.dataset.maxDownloads;
+    if (birthDate) birthDate.hidden = choice.dataset.secondFactor !== "date_of_birth";
   }
 
   document.addEventListener("change", function (event) { applyProfileLimits(event.target); });

@@ -294,7 +294,13 @@ def test_limits_follow_recipient_type(open_visitor: OpenVisitor) -> None:
     # The patient profile is chosen first: 14 days, 3 downloads.
     expect(expiry).to_have_attribute("max", "14")
     expect(downloads).to_have_attribute("max", "3")
+    # The date of birth is asked only for a type with the date-of-birth check.
+    birth_date = page.locator("#date_of_birth")
+    expect(birth_date).to_be_hidden()
+    page.get_by_label("Patient, with date-of-birth check", exact=True).check()
+    expect(birth_date).to_be_visible()
     page.get_by_label("Colleague (second opinion)", exact=True).check()
+    expect(birth_date).to_be_hidden()
     expect(expiry).to_have_attribute("max", "7")
     expect(downloads).to_have_attribute("max", "1")
     page.get_by_label("Insurer", exact=True).check()
