@@ -96,9 +96,13 @@
 
   // htmx keeps the old content when a response has an error status. A region marked data-swap-errors
   // gets a 400 that carries the form's error summary, shown instead of results that no longer match.
+  // The download count, marked data-swap-gone, gets a 410 whose text gives the reason the report is no longer available.
   function swapValidationErrors(event) {
     var target = event.detail.target;
-    if (target && target.hasAttribute("data-swap-errors") && event.detail.xhr.status === 400) {
+    var status = event.detail.xhr.status;
+    var swap = (target && target.hasAttribute("data-swap-errors") && status === 400) ||
+      (target && target.hasAttribute("data-swap-gone") && status === 410);
+    if (swap) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }

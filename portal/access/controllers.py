@@ -120,7 +120,8 @@ async def share_page(request: Request[Any, Any, Any]) -> Template:
 async def downloads_left(request: Request[Any, Any, Any]) -> Template:
     """Return the share page's download count, which the page reloads after each download starts.
 
-    An ended session or share gives its reason in place of the count, not an error page.
+    An ended session or share gets status 410, as on the other recipient routes, and its reason replaces
+    the count instead of an error page.
     """
     portal = portal_of(request)
     try:
@@ -130,6 +131,7 @@ async def downloads_left(request: Request[Any, Any, Any]) -> Template:
         return Template(
             "access/_downloads_left.html",
             context={"downloads_left": 0, "ended": error.message, "update_action": True},
+            status_code=error.status_code,
         )
     return Template(
         "access/_downloads_left.html",

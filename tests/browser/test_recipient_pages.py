@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import APIRequestContext, Browser, BrowserContext, Page, expect
+from playwright.sync_api import APIRequestContext, Browser, BrowserContext, Locator, Page, expect
 
 from portal.config import REPOSITORY_ROOT
 from portal.security import codes
@@ -476,12 +476,18 @@ def test_birth_date_flow_by_keyboard(issuer: Issuer, open_reader: Callable[[str]
     expect(page.get_by_role("heading", level=1)).to_have_text(HEADINGS["share"]["de"])
 
 
-def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
+def share_page_with_count(issuer: Issuer, open_reader: Callable[[str], Reader]) -> tuple[Reader, Locator]:
+    """Open a patient share's page in English; return the reader and its download count (three left)."""
     reader = open_reader("en")
-    page = reader.page
-    submit_code(page, issuer.share("patient"))  # the patient profile allows three downloads
-    count = page.locator("#downloads-left")
+    submit_code(reader.page, issuer.share("patient"))
+    count = reader.page.locator("#downloads-left")
     expect(count).to_have_text("3 downloads left.")
+    return reader, count
+
+
+def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
+    reader, count = share_page_with_count(issuer, open_reader)
+    page = reader.page
 
     for left in ("2 downloads left.", "1 download left."):
         with page.expect_download() as started:
@@ -494,5 +500,17 @@ def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[
         page.locator("#download-link").click()
     assert started.value.failure() is None
     expect(count).to_have_text("The download limit is reached. Contact the clinic if you need another copy.")
+    expect(page.locator("#download-link")).to_have_count(0)
+    assert reader.problems() == []
+
+
+def test_download_count_after_session_ends(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
+    reader, count = share_page_with_count(issuer, open_reader)
+    page = reader.page
+
+    # The session ends elsewhere (here its cookie is cleared), and the next reload of the count shows why.
+    reader.context.clear_cookies()
+    page.evaluate("() => document.body.dispatchEvent(new CustomEvent('download-started'))")
+    expect(count).to_contain_text("Your session has ended.")
     expect(page.locator("#download-link")).to_have_count(0)
     assert reader.problems() == []

@@ -21,6 +21,7 @@ PUBLIC = {
     ("GET", "/access"): {200},
     ("POST", "/access"): {403},  # the CSRF check answers first
     ("GET", "/access/share"): {410},
+    ("GET", "/access/share/downloads"): {410},
     ("GET", "/access/download"): {410},
     ("GET", "/access/pages/{page:int}"): {410},
     ("POST", "/access/end"): {403},
