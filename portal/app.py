@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from portal import i18n
+from portal import i18n, labels
 from portal.access.controllers import access_routes
 from portal.admin.controllers import admin_routes
 from portal.api.controllers import api_routes
@@ -66,6 +66,9 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     # Profile labels and descriptions come from policies/profiles.toml. The shipped ones are in the
     # catalogue (portal.policies.SHIPPED_PROFILE_TEXTS). A clinic's own text is shown as written.
     environment.globals["policy_text"] = i18n.gettext
+    environment.globals["event_label"] = labels.event_label
+    environment.globals["outcome_label"] = labels.outcome_label
+    environment.globals["role_label"] = labels.role_label
     environment.globals["profile_label"] = lambda name: profile_label(policies, name)
     return environment
 

@@ -20,6 +20,7 @@ from playwright.sync_api import Locator, Page, expect
 from portal.audit.canonical import EVENT_FIELDS
 from tests.browser.conftest import PortalServer, Visitor
 from tests.browser.test_flows import (
+    EVENT_TYPES_JS,
     PATIENT_REF,
     RECIPIENT,
     create_share,
@@ -124,20 +125,18 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     actors = set(page.locator("#results tbody td:nth-child(5)").all_inner_texts())
     assert CLINICIAN in actors, "the clinician's events name their e-mail address"
     assert f"Recipient of {reference}" in actors
-    types = set(page.locator("#results tbody td:nth-child(3)").all_inner_texts())
+    types = set(page.locator("#results tbody td[data-event-type]").evaluate_all(EVENT_TYPES_JS))
     assert types >= SHARE_EVENTS, f"the share's events lack {sorted(SHARE_EVENTS - types)}"
 
     # Event detail of the completed download, with the share it belongs to.
-    completed = rows.filter(
-        has=page.locator("td:nth-child(3)", has_text=re.compile(r"^access\.download\.completed$"))
-    )
+    completed = rows.filter(has=page.locator('td[data-event-type="access.download.completed"]'))
     expect(completed).to_have_count(1)
     completed.locator("td:first-child a").click()
     page.wait_for_url(re.compile(r"/dpo/events/\d+$"))
     dpo.shot("event-detail")
     expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Event \d+$"))
-    expect(summary_value(page, "Event")).to_have_text("access.download.completed")
-    expect(summary_value(page, "Outcome")).to_have_text("success")
+    expect(summary_value(page, "Event")).to_have_text("Download completed (access.download.completed)")
+    expect(summary_value(page, "Outcome")).to_have_text("Success")
     expect(summary_value(page, "Share")).to_have_text(share_id)
     expect(summary_value(page, "Leaf hash (SHA-256)")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
     share_panel = page.get_by_role("region", name=re.compile(r"^Share "))

@@ -20,8 +20,10 @@ from babel.messages.pofile import read_po
 from jinja2 import Environment, FileSystemLoader
 
 from portal import i18n
+from portal.audit.recorder import EVENT_TYPES
 from portal.config import REPOSITORY_ROOT
 from portal.i18n import language_var
+from portal.labels import EVENT_LABELS, event_label, outcome_label, role_label
 from portal.policies import SHIPPED_PROFILE_TEXTS, load_policies, profile_label
 
 TEMPLATE_DIR = REPOSITORY_ROOT / "templates"
@@ -328,5 +330,20 @@ def test_profile_labels_translated() -> None:
     try:
         assert profile_label(policies, "referrer") == "Überweisende Hausarztpraxis"
         assert profile_label(policies, "removed_profile") == "removed_profile"
+    finally:
+        language_var.reset(token)
+
+
+def test_every_event_type_has_a_label() -> None:
+    assert set(EVENT_LABELS) == set(EVENT_TYPES)
+
+
+def test_labels_translated() -> None:
+    token = language_var.set("fr")
+    try:
+        assert event_label("access.download.completed") == "Téléchargement terminé"
+        assert role_label("dpo") == "Délégué à la protection des données"
+        assert outcome_label("failure") == "Échec"
+        assert event_label("unknown.type") == "unknown.type"
     finally:
         language_var.reset(token)
