@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import zoneinfo
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -63,6 +64,8 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     environment.globals["clinic_contact"] = settings.clinic_contact
     environment.globals["public_url"] = settings.public_url
     environment.globals["current_language"] = i18n.language_var.get
+    clinic_zone = zoneinfo.ZoneInfo(settings.timezone)
+    environment.globals["clinic_time"] = lambda moment: moment.astimezone(clinic_zone)
     # Profile labels and descriptions come from policies/profiles.toml. The shipped ones are in the
     # catalogue (portal.policies.SHIPPED_PROFILE_TEXTS). A clinic's own text is shown as written.
     environment.globals["policy_text"] = i18n.gettext

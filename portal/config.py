@@ -7,6 +7,7 @@ the fix. Secrets are never read from plain environment variables when a ``*_FILE
 from __future__ import annotations
 
 import os
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -78,6 +79,8 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_from: str = ""
+    # The clinic's time zone (an IANA name): recipients' pages and slips show times in it.
+    timezone: str = "UTC"
 
     @property
     def blob_dir(self) -> Path:
@@ -113,6 +116,14 @@ class Settings:
                 "(several machines sharing one PostgreSQL)."
             )
         cpus = os.cpu_count() or 1
+        timezone = env.get("PORTAL_TIMEZONE") or "UTC"
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"PORTAL_TIMEZONE={timezone!r} is not a known time zone. Use a name such as Europe/Berlin, "
+                "or UTC."
+            ) from None
 
         return cls(
             data_dir=data_dir,
@@ -122,6 +133,7 @@ class Settings:
             policy_dir=policy_dir,
             public_url=_env_url(env, "PORTAL_PUBLIC_URL", "http://127.0.0.1:8000"),
             clinic_name=env.get("PORTAL_CLINIC_NAME") or DEFAULT_CLINIC_NAME,
+            timezone=timezone,
             clinic_contact=env.get("PORTAL_CLINIC_CONTACT") or "",
             trusted_proxy_hops=_env_int(env, "PORTAL_TRUSTED_PROXY_HOPS", 0, 0, 5),
             pdf_workers=_env_int(env, "PORTAL_PDF_WORKERS", min(2, cpus), 1, 64),

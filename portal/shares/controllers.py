@@ -48,7 +48,15 @@ from portal.shares.service import (
     share_status,
     shares_for_document,
 )
-from portal.shares.slip import access_link, copy_note, qr_svg, recipient_line, slip_pdf, validity_note
+from portal.shares.slip import (
+    access_link,
+    copy_note,
+    expiry_text,
+    qr_svg,
+    recipient_line,
+    slip_pdf,
+    validity_note,
+)
 from portal.web import actor_for, portal_of, require_staff
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -303,7 +311,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
             "recipient": recipient_line(issued.share.recipient_name, issued.share.recipient_org),
             "validity": validity_note(
                 uses=issued.share.max_redemptions,
-                expires=issued.share.expires_at.strftime("%Y-%m-%d %H:%M"),
+                expires=expiry_text(issued.share.expires_at, portal.settings.timezone),
             ),
         },
         status_code=status_code,
@@ -411,7 +419,7 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
             public_url=portal.settings.public_url,
             printed_code=codes.display(code),
             validity=validity_note(
-                uses=share.max_redemptions, expires=share.expires_at.strftime("%Y-%m-%d %H:%M")
+                uses=share.max_redemptions, expires=expiry_text(share.expires_at, portal.settings.timezone)
             ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(

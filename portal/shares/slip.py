@@ -6,7 +6,9 @@ the page's script copies it into the form, so the code still travels only in a P
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import zoneinfo
 
 import pikepdf
 import segno
@@ -35,10 +37,16 @@ def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int =
 def validity_note(*, uses: int, expires: str) -> str:
     """Return the sentence on how many times the code works and when it expires (``expires`` is formatted)."""
     return ngettext(
-        "The code works once and expires on {date} (UTC).",
-        "The code works {count} times and expires on {date} (UTC).",
+        "The code works once and expires on {date}.",
+        "The code works {count} times and expires on {date}.",
         uses,
     ).format(count=uses, date=expires)
+
+
+def expiry_text(moment: dt.datetime, timezone: str) -> str:
+    """Format an expiry time in the clinic's time zone, with the zone's abbreviation (2026-12-31 23:59 CET)."""
+    local = moment.astimezone(zoneinfo.ZoneInfo(timezone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def recipient_line(name: str, organisation: str | None) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
+import zoneinfo
+from pathlib import Path
 
 import pikepdf
 import pypdfium2
@@ -12,10 +15,11 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
+from portal.app import create_app
 from portal.config import Settings
 from portal.models import AccessEvent, DataKey, Share, utcnow
 from portal.security import codes
-from tests.conftest import csrf_from, make_settings
+from tests.conftest import BASE_URL, csrf_from, make_settings
 from tests.helpers import (
     CLINICIAN,
     create_share,
@@ -308,3 +312,21 @@ async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Li
     assert ended.status_code == 410
     assert "<html" not in ended.text
     assert "Your session has ended." in ended.text
+
+
+async def test_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> None:
+    app = create_app(
+        make_settings(tmp_path / "data", database_url, PORTAL_TIMEZONE="Europe/Berlin"), pdf_workers=1
+    )
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        _headers, shared = await issue_share(app, client)
+        assert (await redeem(client, shared["access_code"])).status_code == 200
+        page = await client.get("/access/share")
+        async with portal_of(app).transaction() as db:
+            share = await db.get(Share, uuid.UUID(shared["id"]))
+    assert share is not None
+
+    # The page shows the expiry in Berlin time with the zone's abbreviation, not in UTC.
+    local = share.expires_at.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+    assert f"at {local:%H:%M} {local.tzname()}" in page.text
+    assert "UTC" not in page.text.split("Available until", 1)[1].split("</dd>", 1)[0]

@@ -30,6 +30,7 @@ def test_defaults_use_embedded_database(tmp_path: Path) -> None:
         ("PORTAL_PUBLIC_URL", "portal.example", "PORTAL_PUBLIC_URL='portal.example' is not an http(s) URL"),
         ("PORTAL_DATABASE_URL", "mysql://x/y", "PORTAL_DATABASE_URL uses an unsupported scheme"),
         ("PORTAL_POLICY_DIR", "/nonexistent/policies", "PORTAL_POLICY_DIR"),
+        ("PORTAL_TIMEZONE", "Mars/Olympus", "PORTAL_TIMEZONE='Mars/Olympus' is not a known time zone"),
     ],
 )
 def test_invalid_setting_names_variable(tmp_path: Path, variable: str, value: str, expected: str) -> None:

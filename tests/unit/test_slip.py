@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pypdfium2
 
 from portal.i18n import language_var
-from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
+from portal.shares.slip import copy_note, expiry_text, recipient_line, slip_pdf, validity_note
 
 
 def test_validity_counts_redemptions() -> None:
-    assert validity_note(uses=1, expires="2026-12-31 23:59") == (
-        "The code works once and expires on 2026-12-31 23:59 (UTC)."
+    assert validity_note(uses=1, expires="2026-12-31 23:59 UTC") == (
+        "The code works once and expires on 2026-12-31 23:59 UTC."
     )
-    assert validity_note(uses=3, expires="2026-12-31 23:59") == (
-        "The code works 3 times and expires on 2026-12-31 23:59 (UTC)."
+    assert validity_note(uses=3, expires="2026-12-31 23:59 UTC") == (
+        "The code works 3 times and expires on 2026-12-31 23:59 UTC."
     )
+
+
+def test_expiry_in_clinic_time_zone() -> None:
+    moment = dt.datetime(2026, 12, 31, 22, 59, tzinfo=dt.UTC)
+    assert expiry_text(moment, "UTC") == "2026-12-31 22:59 UTC"
+    assert expiry_text(moment, "Europe/Berlin") == "2026-12-31 23:59 CET"
+    summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    assert expiry_text(summer, "Europe/Paris") == "2026-07-01 14:00 CEST"
 
 
 def test_validity_translated() -> None:
     token = language_var.set("de")
     try:
-        assert validity_note(uses=3, expires="2026-12-31") == (
-            "Der Code gilt 3-mal und läuft am 2026-12-31 (UTC) ab."
+        assert validity_note(uses=3, expires="2026-12-31 23:59 MEZ") == (
+            "Der Code gilt 3-mal und läuft am 2026-12-31 23:59 MEZ ab."
         )
-        assert validity_note(uses=1, expires="2026-12-31") == (
-            "Der Code gilt nur einmal und läuft am 2026-12-31 (UTC) ab."
+        assert validity_note(uses=1, expires="2026-12-31 23:59 MEZ") == (
+            "Der Code gilt nur einmal und läuft am 2026-12-31 23:59 MEZ ab."
         )
     finally:
         language_var.reset(token)
@@ -41,7 +51,7 @@ def test_pdf_slip_has_every_line() -> None:
         recipient=recipient_line("Дмитрий", "Northside Insurance"),
         public_url="https://portal.example",
         printed_code="K7M29-QDX4H-TVB8N-RW3EA",
-        validity=validity_note(uses=2, expires="2026-12-31 23:59"),
+        validity=validity_note(uses=2, expires="2026-12-31 23:59 UTC"),
         needs_birth_date=False,
         copy_note="",
         reference="S-7K3M9Q",
@@ -51,7 +61,7 @@ def test_pdf_slip_has_every_line() -> None:
     for line in (
         "For: Дмитрий, Northside Insurance",
         "K7M29-QDX4H-TVB8N-RW3EA",
-        "The code works 2 times and expires on 2026-12-31 23:59 (UTC).",
+        "The code works 2 times and expires on 2026-12-31 23:59 UTC.",
         "Or scan the QR code with a phone camera",
     ):
         assert line in text
