@@ -96,7 +96,8 @@
 
   // htmx keeps the old content when a response has an error status. A region marked data-swap-errors
   // gets a 400 that carries the form's error summary, shown instead of results that no longer match.
-  // The download count, marked data-swap-gone, gets a 410 whose text gives the reason the report is no longer available.
+  // The download count, marked data-swap-gone, gets a 410 whose text gives the reason the report is no
+  // longer available.
   function swapValidationErrors(event) {
     var target = event.detail.target;
     var status = event.detail.xhr.status;
@@ -126,18 +127,20 @@
   document.addEventListener("change", function (event) { applyProfileLimits(event.target); });
 
   // A click on a download link marked data-download-started dispatches "download-started" on the body,
-  // and the download count (hx-trigger="download-started from:body") reloads. htmx listening on the link itself would
-  // cancel the click, and with it the download.
+  // and the download count (hx-trigger="download-started from:body") reloads. htmx listening on the link
+  // itself would cancel the click, and with it the download.
   document.addEventListener("click", function (event) {
     var link = event.target.closest && event.target.closest("a[data-download-started]");
     if (link) document.body.dispatchEvent(new CustomEvent("download-started"));
   });
 
   // Filters travel in POST bodies, so a language link (a GET) would reload the page without them. When a
-  // filter is set, the link's GET only stores the language, and the filter form is posted again.
+  // filter is set, the link's GET only stores the language, and the filter form is posted again. If that
+  // GET fails, the link is followed as usual.
   function hasFilterValue(form) {
     return Array.prototype.some.call(form.elements, function (field) {
-      return field.name && field.name !== "_csrf_token" && field.type !== "hidden" && field.type !== "submit" && field.value !== "";
+      var ignored = field.type === "hidden" || field.type === "submit";
+      return field.name && !ignored && field.value !== "";
     });
   }
 
@@ -146,7 +149,10 @@
     var form = document.querySelector("form[data-language-resubmit]");
     if (!link || !form || !hasFilterValue(form)) return;
     event.preventDefault();
-    fetch(link.href, { credentials: "same-origin" }).then(function () { form.submit(); });
+    fetch(link.href, { credentials: "same-origin" }).then(
+      function () { form.submit(); },
+      function () { window.location.href = link.href; }
+    );
   });
 
   document.addEventListener("DOMContentLoaded", function () {
