@@ -131,7 +131,7 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
     event_type = (params.get("event_type") or "").strip() or None
     if event_type and event_type not in EVENT_TYPES:
         raise InvalidInput(
-            _("event_type='{value}' is unknown. Use one of: {choices}.").format(
+            _("'{value}' is not an event type. Choose one of: {choices}.").format(
                 value=event_type[:40], choices=", ".join(sorted(EVENT_TYPES))
             ),
             field="event_type",
@@ -143,7 +143,7 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
             prefix = str(ipaddress.ip_network(prefix, strict=False))
         except ValueError:
             raise InvalidInput(
-                _("ip_prefix='{value}' is not a network. Use a prefix such as 203.0.113.0/24.").format(
+                _("'{value}' is not a network. Enter an IP prefix such as 203.0.113.0/24.").format(
                     value=prefix[:50]
                 ),
                 field="ip_prefix",

@@ -8,6 +8,7 @@ import uuid
 import zoneinfo
 from pathlib import Path
 
+import httpx
 import pikepdf
 import pypdfium2
 import pytest
@@ -275,10 +276,15 @@ async def test_download_limit_reached(app: Litestar, client: AsyncTestClient[Lit
     assert events.count("access.download.completed") == 3
 
 
-async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    _headers, shared = await issue_share(app, client)  # the patient profile allows three downloads
+async def _patient_share_page(app: Litestar, client: AsyncTestClient[Litestar]) -> httpx.Response:
+    """Issue a patient share (one redemption, three downloads), redeem its code and return its page."""
+    _headers, shared = await issue_share(app, client)
     assert (await redeem(client, shared["access_code"])).status_code == 200
-    page = await client.get("/access/share")
+    return await client.get("/access/share")
+
+
+async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    page = await _patient_share_page(app, client)
     assert 'id="download-link"' in page.text
     assert "3 downloads left." in page.text
 
@@ -330,3 +336,16 @@ async def test_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> N
     local = share.expires_at.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
     assert f"at {local:%H:%M} {local.tzname()}" in page.text
     assert "UTC" not in page.text.split("Available until", 1)[1].split("</dd>", 1)[0]
+
+
+async def test_share_page_warns_code_is_spent(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    page = await _patient_share_page(app, client)
+    assert 'data-testid="code-spent"' in page.text
+    assert "after “Finish” it cannot open the report again. Download the report first" in page.text
+
+    for _download in range(3):
+        assert (await client.get("/access/download")).status_code == 200
+    # With no download left, the note no longer suggests one.
+    page = await client.get("/access/share")
+    assert "after “Finish” it cannot open the report again." in page.text
+    assert "Download the report first" not in page.text
