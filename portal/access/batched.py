@@ -17,17 +17,15 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portal.access.statements import SHARE_ROW_BY_LOCATOR, SPEND_ONE
+from portal.access.statements import SHARE_BY_LOCATOR, SPEND_ONE, ShareToRedeem, share_to_redeem
 from portal.audit.recorder import (
     INSERT_EVENT,
     LAST_SEQ,
     LOCK_LOG,
     LOCK_LOG_PARAMS,
     Actor,
-    build_event,
-    event_values,
+    new_event_values,
 )
-from portal.models import Share
 from portal.pgbatch import Compiled, Step, batch_connection, positional_dialect
 from portal.security.hashing import sha256_hex
 from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, new_session
@@ -51,7 +49,7 @@ def _statements(engine_dialect: Dialect) -> _Statements:
     dialect = positional_dialect(engine_dialect)
     return _Statements(
         count_attempt=Compiled(upsert_statement("postgresql"), dialect),
-        share_by_locator=Compiled(SHARE_ROW_BY_LOCATOR, dialect),
+        share_by_locator=Compiled(SHARE_BY_LOCATOR, dialect),
         spend_one=Compiled(SPEND_ONE, dialect),
         delete_session=Compiled(DELETE_SESSION, dialect),
         insert_session=Compiled(INSERT_SESSION, dialect),
@@ -70,7 +68,7 @@ async def find_share(
     locator: str,
     bucket: str | None,
     window_start: dt.datetime,
-) -> tuple[int, Share | None]:
+) -> tuple[int, ShareToRedeem | None]:
     """Count the attempt in ``bucket`` (unless None) and read the share; both commit in one round trip."""
     statements = _statements(engine.dialect)
     steps: list[Step] = [(statements.share_by_locator, {"locator": locator})]
@@ -78,9 +76,8 @@ async def find_share(
         steps.append((statements.count_attempt, {"bucket": bucket, "window_start": window_start}))
     async with batch_connection(engine) as database:
         rows = await database.run(steps)
-    share = statements.share_by_locator.row(rows[0])
     count = rows[1][0] if bucket is not None else 0
-    return int(count), Share(**share) if share is not None else None
+    return int(count), share_to_redeem(statements.share_by_locator.row(rows[0]))
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ class SpendEvents:
 async def spend(
     engine: AsyncEngine,
     recipient: Actor,
-    share: Share,
+    share: ShareToRedeem,
     now: dt.datetime,
     session_request: SessionRequest,
     events: SpendEvents,
@@ -127,7 +124,7 @@ async def spend(
         raw_id = None
         steps: list[Step] = []
         if spent_row is None:
-            event = build_event(seq, recipient, **events.failed)
+            event = new_event_values(seq, recipient, **events.failed)
         else:
             if session_request.previous_id:
                 steps.append(
@@ -135,7 +132,7 @@ async def spend(
                 )
             raw_id, values = new_session(**session_request.options)
             steps.append((statements.insert_session, values))
-            event = build_event(seq, recipient, **events.redeemed)
-        steps.append((statements.insert_event, event_values(event)))
+            event = new_event_values(seq, recipient, **events.redeemed)
+        steps.append((statements.insert_event, event))
         await database.run(steps, commit=True)
     return (int(spent_row[0]), raw_id) if spent_row is not None else (None, None)

@@ -17,7 +17,13 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.access import batched
-from portal.access.statements import COUNT_FAILURE, SHARE_BY_LOCATOR, SPEND_ONE
+from portal.access.statements import (
+    COUNT_FAILURE,
+    SHARE_BY_LOCATOR,
+    SPEND_ONE,
+    ShareToRedeem,
+    share_to_redeem,
+)
 from portal.audit.recorder import Actor, record
 from portal.core import Portal
 from portal.errors import (
@@ -47,7 +53,7 @@ GENERIC_DENIAL = N_(
 
 @dataclass(frozen=True)
 class Redemption:
-    share: Share
+    share: ShareToRedeem
     session_id: str
 
 
@@ -78,7 +84,9 @@ def parse_date_of_birth(text: str) -> str:
     return parsed.isoformat()
 
 
-async def _find_share(portal: Portal, locator: str, client_address: str | None) -> tuple[int, Share | None]:
+async def _find_share(
+    portal: Portal, locator: str, client_address: str | None
+) -> tuple[int, ShareToRedeem | None]:
     """Count this attempt against the client's address across all processes and read the share.
 
     Addresses count per IPv4 /32 and IPv6 /64; without an address nothing is counted and 0 is returned.
@@ -90,7 +98,7 @@ async def _find_share(portal: Portal, locator: str, client_address: str | None) 
         return await batched.find_share(portal.engine, locator, bucket, window)
     async with portal.transaction() as db:
         attempts = await throttle.hit(db, bucket, FLOOD_WINDOW) if bucket is not None else 0
-        share = await db.scalar(SHARE_BY_LOCATOR, {"locator": locator})
+        share = share_to_redeem((await db.execute(SHARE_BY_LOCATOR, {"locator": locator})).mappings().first())
     return attempts, share
 
 
@@ -145,7 +153,7 @@ async def redeem(
 
 
 async def _spend(
-    portal: Portal, who: Actor, share: Share, code_text: str, previous_session_id: str | None
+    portal: Portal, who: Actor, share: ShareToRedeem, code_text: str, previous_session_id: str | None
 ) -> Redemption:
     policy = portal.policies.security
     now = utcnow()
@@ -196,7 +204,7 @@ async def _spend(
     return Redemption(share=share, session_id=session_id)
 
 
-def _unavailable_reason(share: Share, now: dt.datetime) -> str:
+def _unavailable_reason(share: ShareToRedeem, now: dt.datetime) -> str:
     if share.revoked_at is not None:
         return "revoked"
     if share.approval_required and share.approved_at is None:
@@ -210,7 +218,7 @@ def _unavailable_reason(share: Share, now: dt.datetime) -> str:
     return "used"
 
 
-async def _count_failure(portal: Portal, who: Actor, share: Share | None) -> None:
+async def _count_failure(portal: Portal, who: Actor, share: ShareToRedeem | None) -> None:
     """Count a failed attempt against its share and record it.
 
     An unknown locator runs the same UPDATE against an id that matches nothing, so unknown and wrong codes do

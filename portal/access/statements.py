@@ -6,23 +6,46 @@ Building them costs more CPU than PostgreSQL spends running them: 0.45 ms for th
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
 from sqlalchemy import Table, bindparam, case, or_, select, update
-from sqlalchemy.orm import raiseload
 
 from portal.models import Share, UTCDateTime
 
 SHARES: Table = Share.__table__  # type: ignore[assignment]  # a declarative class maps one Table
 NOW = bindparam("now", type_=UTCDateTime())
 
-SHARE_BY_LOCATOR = (
-    select(Share)
-    .where(Share.code_locator == bindparam("locator"))
-    # Redeeming never reads the documents, so their extra SELECT is skipped.
-    .options(raiseload(Share.documents))
+
+@dataclass(frozen=True, slots=True)
+class ShareToRedeem:
+    """The columns of a share that redeeming its code reads; a plain object costs less CPU than an ORM one."""
+
+    id: uuid.UUID
+    purpose: str
+    not_before: dt.datetime | None
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    approval_required: bool
+    approved_at: dt.datetime | None
+    locked_at: dt.datetime | None
+    code_hash: str
+    second_factor_hash: str | None
+    copy_password_is_code: bool
+
+
+SHARE_BY_LOCATOR = select(*(SHARES.c[field.name] for field in fields(ShareToRedeem))).where(
+    SHARES.c.code_locator == bindparam("locator")
 )
 
-# The same row as a plain-table SELECT, for PostgreSQL's batched redemption.
-SHARE_ROW_BY_LOCATOR = select(SHARES).where(SHARES.c.code_locator == bindparam("locator"))
+
+def share_to_redeem(row: Mapping[Any, Any] | None) -> ShareToRedeem | None:
+    """Build the share from a result row of ``SHARE_BY_LOCATOR``, or return None for no row."""
+    return ShareToRedeem(**row) if row is not None else None
+
 
 # Plain-table statements: the share was loaded in another session, so no ORM object needs updating.
 SPEND_ONE = (

@@ -33,7 +33,7 @@ def ip_prefix(address: str | None, v4_bits: int, v6_bits: int) -> str | None:
     except ValueError:
         return None
     bits = v4_bits if ip.version == 4 else v6_bits
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    return str(ipaddress.ip_network((ip, bits), strict=False))
 
 
 def user_agent_family(user_agent: str | None) -> str | None:
