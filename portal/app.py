@@ -66,12 +66,16 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     environment.globals["current_language"] = i18n.language_var.get
     clinic_zone = zoneinfo.ZoneInfo(settings.timezone)
     environment.globals["clinic_time"] = lambda moment: moment.astimezone(clinic_zone)
+    # Staff pages show times as "2026-12-31 23:59 CET"; the access log and the DPO's pages keep UTC.
+    environment.globals["clinic_time_text"] = lambda moment: i18n.clinic_time_text(moment, settings.timezone)
+    environment.globals["clinic_timezone"] = settings.timezone
     # Profile labels and descriptions come from policies/profiles.toml. The shipped ones are in the
     # catalogue (portal.policies.SHIPPED_PROFILE_TEXTS). A clinic's own text is shown as written.
     environment.globals["policy_text"] = i18n.gettext
     environment.globals["event_label"] = labels.event_label
     environment.globals["outcome_label"] = labels.outcome_label
     environment.globals["role_label"] = labels.role_label
+    environment.globals["detail_items"] = labels.detail_items
     environment.globals["profile_label"] = lambda name: profile_label(policies, name)
     return environment
 

@@ -15,10 +15,12 @@ so error pages rendered by exception handlers and 404s for unknown paths are tra
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import gettext as gettext_module
 from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -161,3 +163,9 @@ class LanguageMiddleware:
             await self.app(scope, receive, send_with_cookie)
         finally:
             language_var.reset(token)
+
+
+def clinic_time_text(moment: dt.datetime, timezone: str) -> str:
+    """Format a time in the clinic's time zone, with the zone's abbreviation (2026-12-31 23:59 CET)."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"

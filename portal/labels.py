@@ -1,10 +1,13 @@
-"""Readable, translatable names for the codes that staff pages show: event types, outcomes and roles.
+"""Readable, translatable names for the codes that staff pages show: event types, outcomes, roles and the
+names of an event's details.
 
 The access log, its exports and the API keep the codes themselves. Pages show these names, and the DPO's
 event table keeps each code in the cell's title and a data attribute.
 """
 
 from __future__ import annotations
+
+import json
 
 from portal.i18n import N_, gettext
 
@@ -51,6 +54,34 @@ ROLE_LABELS = {
     "dpo": N_("Data protection officer"),
 }
 
+# The keys that events put in their details. The values stay as logged: codes, numbers and ids.
+DETAIL_LABELS = {
+    "reason": N_("reason"),
+    "step": N_("step"),
+    "method": N_("method"),
+    "via": N_("via"),
+    "format": N_("format"),
+    "second_factor": N_("second factor"),
+    "failed_attempts": N_("failed attempts"),
+    "staff_id": N_("staff id"),
+    "token_id": N_("token id"),
+    "hold_id": N_("legal hold id"),
+    "kek_id": N_("key id"),
+    "role": N_("role"),
+    "scopes": N_("scopes"),
+    "expires_at": N_("expires"),
+    "tokens_revoked": N_("tokens revoked"),
+    "shares_revoked": N_("shares revoked"),
+    "copies_shredded": N_("copies shredded"),
+    "removed": N_("removed"),
+    "size": N_("size"),
+    "bytes": N_("bytes"),
+    "pages": N_("pages"),
+    "page": N_("page"),
+    "details": N_("details"),
+    "policy_sha256": N_("policy SHA-256"),
+}
+
 
 def event_label(code: str) -> str:
     """Return the name of an event type in the request's language, or the code for an unknown type."""
@@ -65,3 +96,22 @@ def outcome_label(code: str) -> str:
 def role_label(code: str) -> str:
     """Return the name of a staff role in the request's language."""
     return gettext(ROLE_LABELS[code]) if code in ROLE_LABELS else code
+
+
+def detail_items(details: str) -> list[tuple[str, str]]:
+    """Return an event's details (canonical JSON) as (name, value) pairs, names in the request's language."""
+    try:
+        mapping = json.loads(details)
+    except ValueError:
+        return [("", details)]
+    if not isinstance(mapping, dict):
+        return [("", details)]
+    items = []
+    for key, value in mapping.items():
+        name = gettext(DETAIL_LABELS[key]) if key in DETAIL_LABELS else key
+        if isinstance(value, bool):
+            text = gettext(N_("yes")) if value else gettext(N_("no"))
+        else:
+            text = "\u2013" if value is None else str(value)  # an en dash, as the pages show a missing value
+        items.append((name, text))
+    return items

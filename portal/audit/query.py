@@ -35,8 +35,9 @@ from portal.models import AccessEvent, Document, Share, ShareDocument
 # on a 2-core machine (bench/audit_export_http.py).
 EXPORT_PAGE_SIZE = 5000
 FILTER_KEYS = ("patient_ref", "share_id", "recipient", "event_type", "ip_prefix", "since", "until")
-# The form of a share reference ("S-" and eight code characters), accepted in the share id filter.
-SHARE_REFERENCE = re.compile(r"S-[0-9A-Z]{8}")
+# A share reference ("S-" and eight code characters), accepted in the share id filter with or without
+# the "S-", in any case and with spaces.
+SHARE_REFERENCE = re.compile(r"(?:S-?)?([0-9A-Z]{8})")
 # A wider network than this many stored prefixes (e.g. an IPv4 /16 over stored /24s) is rejected,
 # because the query lists every stored prefix it covers.
 MAX_PREFIX_EXPANSION = 256
@@ -118,7 +119,8 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
         try:
             share_id = str(uuid.UUID(share_id))
         except ValueError:
-            if not SHARE_REFERENCE.fullmatch(share_id.upper()):
+            reference = SHARE_REFERENCE.fullmatch("".join(share_id.upper().split()))
+            if reference is None:
                 raise InvalidInput(
                     _(
                         "'{value}' is neither a share reference nor a share id. Enter the reference printed "
@@ -126,7 +128,7 @@ def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
                     ).format(value=share_id[:40]),
                     field="share_id",
                 ) from None
-            share_reference, share_id = share_id.upper(), None
+            share_reference, share_id = f"S-{reference.group(1)}", None
 
     event_type = (params.get("event_type") or "").strip() or None
     if event_type and event_type not in EVENT_TYPES:

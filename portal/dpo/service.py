@@ -272,6 +272,10 @@ async def event_labels(portal: Portal, events: Iterable[AccessEvent]) -> EventLa
             actors[row.actor] = _("API token of {email}").format(email=staff[owners[value]])
         elif kind == "recipient" and value in shares:
             actors[row.actor] = _("Recipient of {reference}").format(reference=shares[value])
+        elif row.actor == "recipient:unknown":
+            actors[row.actor] = _("Someone with an unknown code")
+        elif row.actor == "system":
+            actors[row.actor] = _("System (the portal itself)")
     return EventLabels(shares=shares, actors=actors)
 
 

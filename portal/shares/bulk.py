@@ -21,11 +21,11 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import clean_text, patient_pseudonym
 from portal.errors import InvalidInput, NotFound, PortalError
-from portal.i18n import _
+from portal.i18n import _, clinic_time_text
 from portal.models import Document, Share, StaffUser
 from portal.security import codes
 from portal.shares.service import IssuedShare, ShareForm, create_share, parse_share_form, revoke_share
-from portal.shares.slip import copy_note, expiry_text, recipient_line, slip_pdf, validity_note
+from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def slips_document(portal: Portal, issued: list[IssuedShare]) -> bytes:
             public_url=settings.public_url,
             printed_code=codes.display(item.code),
             validity=validity_note(
-                uses=share.max_redemptions, expires=expiry_text(share.expires_at, settings.timezone)
+                uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, settings.timezone)
             ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(

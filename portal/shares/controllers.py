@@ -25,7 +25,7 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import list_documents, load_document, open_patient_ref
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
-from portal.i18n import _
+from portal.i18n import _, clinic_time_text
 from portal.models import Document, StaffUser
 from portal.security import codes, throttle
 from portal.security.hashing import CODE_HASHER, verify_secret
@@ -51,7 +51,6 @@ from portal.shares.service import (
 from portal.shares.slip import (
     access_link,
     copy_note,
-    expiry_text,
     qr_svg,
     recipient_line,
     slip_pdf,
@@ -311,7 +310,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
             "recipient": recipient_line(issued.share.recipient_name, issued.share.recipient_org),
             "validity": validity_note(
                 uses=issued.share.max_redemptions,
-                expires=expiry_text(issued.share.expires_at, portal.settings.timezone),
+                expires=clinic_time_text(issued.share.expires_at, portal.settings.timezone),
             ),
         },
         status_code=status_code,
@@ -419,7 +418,8 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
             public_url=portal.settings.public_url,
             printed_code=codes.display(code),
             validity=validity_note(
-                uses=share.max_redemptions, expires=expiry_text(share.expires_at, portal.settings.timezone)
+                uses=share.max_redemptions,
+                expires=clinic_time_text(share.expires_at, portal.settings.timezone),
             ),
             needs_birth_date=share.second_factor_hash is not None,
             copy_note=copy_note(

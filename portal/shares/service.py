@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -19,7 +20,7 @@ from portal.crypto.marker import encode_marker
 from portal.crypto.pseudonym import pseudonymise
 from portal.documents.service import clean_text, load_document
 from portal.errors import InvalidInput, NotFound, UploadRejected
-from portal.i18n import _
+from portal.i18n import _, clinic_time_text
 from portal.models import Document, Share, ShareDocument, StaffUser, utcnow
 from portal.pdf.errors import PdfRejected
 from portal.pdf.pipeline import CopyRequest
@@ -128,7 +129,7 @@ def parse_share_form(
         else None,
         expiry_days=_limit_below(expiry_days, "expiry_days", _("Expiry (days)"), 1, chosen.expiry_days),
         max_downloads=_downloads_limit(max_downloads, chosen),
-        not_before=_parse_not_before(not_before),
+        not_before=_parse_not_before(not_before, portal.settings.timezone),
     )
 
 
@@ -169,8 +170,11 @@ def _downloads_limit(value: str | int | None, profile: Profile) -> int | None:
     return _limit_below(value, "max_downloads", _("Downloads"), 1, profile.max_downloads)
 
 
-def _parse_not_before(value: str | None) -> dt.datetime | None:
-    """Parse an optional start time in UTC (YYYY-MM-DDTHH:MM, as a datetime-local field sends it)."""
+def _parse_not_before(value: str | None, timezone: str) -> dt.datetime | None:
+    """Parse an optional start time (YYYY-MM-DDTHH:MM, as a datetime-local field sends it) as UTC.
+
+    A time without an offset is the clinic's local time in ``timezone``.
+    """
     text = (value or "").strip()
     if not text:
         return None
@@ -178,12 +182,12 @@ def _parse_not_before(value: str | None) -> dt.datetime | None:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            _("Start time '{value}' is invalid. Use the form YYYY-MM-DD HH:MM (UTC).").format(
-                value=text[:25]
-            ),
+            _("Start time '{value}' is invalid. Use the form YYYY-MM-DD HH:MM.").format(value=text[:25]),
             field="not_before",
         ) from None
-    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
+    moment = moment.astimezone(dt.UTC)
 
     now = utcnow()
     if moment <= now:
@@ -192,7 +196,7 @@ def _parse_not_before(value: str | None) -> dt.datetime | None:
     if moment > now + MAX_START_DELAY:
         raise InvalidInput(
             _("Start time {value} is more than {days} days ahead. Choose an earlier start.").format(
-                value=moment.strftime("%Y-%m-%d %H:%M"), days=MAX_START_DELAY.days
+                value=clinic_time_text(moment, timezone), days=MAX_START_DELAY.days
             ),
             field="not_before",
         )

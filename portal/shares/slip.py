@@ -6,9 +6,7 @@ the page's script copies it into the form, so the code still travels only in a P
 
 from __future__ import annotations
 
-import datetime as dt
 import io
-import zoneinfo
 
 import pikepdf
 import segno
@@ -41,12 +39,6 @@ def validity_note(*, uses: int, expires: str) -> str:
         "The code works {count} times and expires on {date}.",
         uses,
     ).format(count=uses, date=expires)
-
-
-def expiry_text(moment: dt.datetime, timezone: str) -> str:
-    """Format an expiry time in the clinic's time zone, with the zone's abbreviation (2026-12-31 23:59 CET)."""
-    local = moment.astimezone(zoneinfo.ZoneInfo(timezone))
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def recipient_line(name: str, organisation: str | None) -> str:

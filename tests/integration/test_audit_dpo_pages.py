@@ -15,6 +15,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from portal.dpo import controllers
+from portal.security import codes
 from tests.conftest import csrf_from
 from tests.helpers import (
     CLINICIAN,
@@ -335,6 +336,13 @@ async def test_search_by_share_reference(app: Litestar, client: AsyncTestClient[
     assert f'title="{searched["id"]}">{searched["reference"]}<' in found.text
     assert f"API token of {CLINICIAN}" in found.text
 
+    # Without the "S-", and with a space in the middle, the same share is found.
+    bare = searched["reference"].removeprefix("S-")
+    for typed in (bare, f"{bare[:4]} {bare[4:]}".lower()):
+        again = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": typed})
+        assert again.status_code == 200, typed
+        assert again.text.count('href="/dpo/events/') == 1, typed
+
     unknown = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": "S-ZZZZZZZZ"})
     assert unknown.status_code == 400
     assert "No share has the reference S-ZZZZZZZZ." in unknown.text
@@ -342,3 +350,26 @@ async def test_search_by_share_reference(app: Litestar, client: AsyncTestClient[
     malformed = await client.post("/dpo/events", data={"_csrf_token": token, "share_id": "slip 12"})
     assert malformed.status_code == 400
     assert "is neither a share reference nor a share id" in malformed.text
+
+
+async def test_event_table_names_system_and_details(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await issue_share(app, client)
+    assert (await redeem(client, codes.display(codes.generate_code()))).status_code == 400
+    client.cookies.clear()
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, DPO)
+    token = csrf_from((await client.get("/dpo/events")).text)
+
+    page = await client.post("/dpo/events", data={"_csrf_token": token})
+    assert page.status_code == 200
+    # The portal's own events name it, and details read as names and values, the JSON kept in the title.
+    assert '<span title="system">System (the portal itself)</span>' in page.text
+    assert '<span title="recipient:unknown">Someone with an unknown code</span>' in page.text
+    assert (
+        'title="{&#34;reason&#34;:&#34;unknown&#34;}"><span class="nowrap">reason: unknown</span>'
+        in page.text
+    )
+
+    await client.get("/dpo/events?lang=de")
+    german = await client.post("/dpo/events", data={"_csrf_token": token})
+    assert "Grund: unknown" in german.text

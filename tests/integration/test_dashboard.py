@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +15,12 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from portal.access.service import GENERIC_DENIAL
+from portal.app import create_app
 from portal.errors import InvalidInput
 from portal.models import Share, utcnow
 from portal.security import codes
 from portal.shares.service import parse_share_form
-from tests.conftest import csrf_from
+from tests.conftest import BASE_URL, csrf_from, make_settings
 from tests.helpers import (
     CLINICIAN,
     SECOND_CLINICIAN,
@@ -213,6 +216,41 @@ async def test_not_before_refuses_then_works(app: Litestar, client: AsyncTestCli
         later = await redeem(client, code.group(1))
     assert later.status_code == 200
     assert str(later.url).endswith("/access/share")
+
+
+async def test_staff_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> None:
+    app = create_app(
+        make_settings(tmp_path / "data", database_url, PORTAL_TIMEZONE="Europe/Berlin"), pdf_workers=1
+    )
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        document_id = await signed_in_upload(app, client)
+        form = await client.get(f"/staff/documents/{document_id}")
+        assert "Time in Europe/Berlin." in form.text
+
+        # The start time is typed in Berlin time, as the form's hint states, and stored in UTC.
+        local_start = (
+            (utcnow() + dt.timedelta(days=2))
+            .astimezone(berlin)
+            .replace(hour=9, minute=30, second=0, microsecond=0, tzinfo=None)
+        )
+        created = await share_from_page(
+            client, document_id, not_before=local_start.strftime("%Y-%m-%dT%H:%M")
+        )
+        assert created.status_code == 201, created.text
+        share = await only_share(app)
+        assert share.not_before == local_start.replace(tzinfo=berlin).astimezone(dt.UTC)
+        start_text = f"{local_start:%Y-%m-%d} 09:30 {local_start.replace(tzinfo=berlin).tzname()}"
+        assert f"The code works from {start_text}." in created.text
+
+        # Staff pages show times in Berlin time with the zone's abbreviation.
+        expiry = share.expires_at.astimezone(berlin)
+        expiry_text = f"{expiry:%Y-%m-%d %H:%M} {expiry.tzname()}"
+        share_page = await client.get(f"/staff/shares/{share.id}")
+        assert expiry_text in share_page.text
+        assert start_text in share_page.text
+        assert " UTC" not in share_page.text
+        assert expiry_text in (await poll(client)).text
 
 
 def strip_tokens(html: str) -> str:

@@ -23,7 +23,7 @@ from portal import i18n
 from portal.audit.recorder import EVENT_TYPES
 from portal.config import REPOSITORY_ROOT
 from portal.i18n import language_var
-from portal.labels import EVENT_LABELS, event_label, outcome_label, role_label
+from portal.labels import EVENT_LABELS, detail_items, event_label, outcome_label, role_label
 from portal.policies import SHIPPED_PROFILE_TEXTS, load_policies, profile_label
 
 TEMPLATE_DIR = REPOSITORY_ROOT / "templates"
@@ -347,3 +347,24 @@ def test_labels_translated() -> None:
         assert event_label("unknown.type") == "unknown.type"
     finally:
         language_var.reset(token)
+
+
+def test_detail_items_name_keys_and_keep_values() -> None:
+    details = '{"failed_attempts":3,"new_key":"x","reason":"wrong_code","second_factor":true,"via":null}'
+    assert detail_items(details) == [
+        ("failed attempts", "3"),
+        ("new_key", "x"),
+        ("reason", "wrong_code"),
+        ("second factor", "yes"),
+        ("via", "\u2013"),
+    ]
+    token = language_var.set("de")
+    try:
+        assert detail_items('{"reason":"locked","second_factor":false}') == [
+            ("Grund", "locked"),
+            ("zweiter Faktor", "nein"),
+        ]
+    finally:
+        language_var.reset(token)
+    # A value the log cannot hold is shown as it is rather than failing the page.
+    assert detail_items("not json") == [("", "not json")]

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pypdfium2
 
-from portal.i18n import language_var
-from portal.shares.slip import copy_note, expiry_text, recipient_line, slip_pdf, validity_note
+from portal.i18n import clinic_time_text, language_var
+from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
 
 
 def test_validity_counts_redemptions() -> None:
@@ -21,10 +21,10 @@ def test_validity_counts_redemptions() -> None:
 
 def test_expiry_in_clinic_time_zone() -> None:
     moment = dt.datetime(2026, 12, 31, 22, 59, tzinfo=dt.UTC)
-    assert expiry_text(moment, "UTC") == "2026-12-31 22:59 UTC"
-    assert expiry_text(moment, "Europe/Berlin") == "2026-12-31 23:59 CET"
+    assert clinic_time_text(moment, "UTC") == "2026-12-31 22:59 UTC"
+    assert clinic_time_text(moment, "Europe/Berlin") == "2026-12-31 23:59 CET"
     summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
-    assert expiry_text(summer, "Europe/Paris") == "2026-07-01 14:00 CEST"
+    assert clinic_time_text(summer, "Europe/Paris") == "2026-07-01 14:00 CEST"
 
 
 def test_validity_translated() -> None:
