@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
+from sqlalchemy.util import greenlet_spawn
 
 
 def positional_dialect(dialect: Dialect) -> Dialect:
@@ -117,22 +118,26 @@ async def batch_connection(engine: AsyncEngine) -> AsyncIterator[BatchConnection
     A transaction left open, by an exception too, is rolled back before the connection returns to the pool.
     A connection that cannot be switched back to transactions is discarded instead.
     """
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    # The pool's own checkout, without a SQLAlchemy Connection around it, costs about half the CPU
+    # (36 against 85 microseconds per checkout on a 2-core EPYC server). Checkout events, such as the
+    # idle ping in ``portal.db``, run all the same.
+    pooled = await engine.raw_connection()
+    driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    try:
         await driver.set_autocommit(True)
-        try:
-            yield BatchConnection(driver)
-        finally:
-            # Shielded: a connection must never go back to the pool in autocommit mode, and a cancelled
-            # request would otherwise skip this step.
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(psycopg.Error):
-                    if driver.info.transaction_status in (
-                        TransactionStatus.INTRANS,
-                        TransactionStatus.INERROR,
-                    ):
-                        await driver.execute("ROLLBACK")
-                    await driver.set_autocommit(False)
-                if driver.autocommit:
-                    await connection.invalidate()
+        yield BatchConnection(driver)
+    finally:
+        # Shielded: a connection must never go back to the pool in autocommit mode, and a cancelled
+        # request would otherwise skip this step.
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(psycopg.Error):
+                if driver.info.transaction_status in (
+                    TransactionStatus.INTRANS,
+                    TransactionStatus.INERROR,
+                ):
+                    await driver.execute("ROLLBACK")
+                await driver.set_autocommit(False)
+            if driver.autocommit:
+                await greenlet_spawn(pooled.invalidate)
+            # Returning the connection runs the pool's reset, which awaits the driver inside a greenlet.
+            await greenlet_spawn(pooled.close)
