@@ -6,7 +6,7 @@ import logging
 import secrets
 import time
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     environment.globals["clinic_contact"] = settings.clinic_contact
     environment.globals["public_url"] = settings.public_url
     environment.globals["current_language"] = i18n.language_var.get
+    environment.globals["language_names"] = i18n.LANGUAGE_NAMES
+    environment.globals["in_language"] = _in_language
     clinic_zone = zoneinfo.ZoneInfo(settings.timezone)
     environment.globals["clinic_time"] = lambda moment: moment.astimezone(clinic_zone)
     # Staff pages show times as "2026-12-31 23:59 CET"; the access log and the DPO's pages keep UTC.
@@ -273,3 +275,9 @@ def app_factory() -> Litestar:
 
 
 __all__ = ["Path", "app_factory", "create_app"]
+
+
+def _in_language(language: str, caller: Callable[[], str]) -> str:
+    """Render a ``{% call in_language(code) %}`` block in another language, such as a recipient's slip."""
+    with i18n.using_language(language):
+        return caller()

@@ -14,9 +14,11 @@ so error pages rendered by exception handlers and 404s for unknown paths are tra
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
 import gettext as gettext_module
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -62,6 +64,16 @@ def gettext_noop(message: str) -> str:
 
 _ = gettext
 N_ = gettext_noop
+
+
+@contextlib.contextmanager
+def using_language(language: str) -> Iterator[None]:
+    """Translate into ``language`` inside the block, such as the text printed for a recipient."""
+    token = language_var.set(supported(language) or DEFAULT_LANGUAGE)
+    try:
+        yield
+    finally:
+        language_var.reset(token)
 
 
 def negotiate_language(accept_language: str | None) -> str:

@@ -203,6 +203,8 @@ class Share(Base):
     profile: Mapped[str] = mapped_column(String(32))
     recipient_name: Mapped[str] = mapped_column(String(200))
     recipient_org: Mapped[str | None] = mapped_column(String(200))
+    # The language of the recipient's slip and of the watermark's footer on the copy.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     purpose: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

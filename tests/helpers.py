@@ -76,17 +76,17 @@ async def create_share(
     profile: str = "patient",
     recipient_name: str = "Zoë Łukasiewicz",
     purpose: str = "Follow-up after treatment",
+    language: str | None = None,
 ) -> Any:
-    return await client.post(
-        "/api/v1/shares",
-        headers=headers,
-        json={
-            "document_ids": document_ids,
-            "profile": profile,
-            "recipient_name": recipient_name,
-            "purpose": purpose,
-        },
-    )
+    body = {
+        "document_ids": document_ids,
+        "profile": profile,
+        "recipient_name": recipient_name,
+        "purpose": purpose,
+    }
+    if language is not None:
+        body["language"] = language
+    return await client.post("/api/v1/shares", headers=headers, json=body)
 
 
 async def redeem(client: AsyncTestClient[Litestar], code: str) -> Any:

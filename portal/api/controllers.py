@@ -34,7 +34,7 @@ from portal.documents.controllers import UPLOAD_BODY_LIMIT, read_upload
 from portal.documents.service import _PATIENT_REF as PATIENT_REF_PATTERN
 from portal.documents.service import parse_upload_form, upload_document
 from portal.errors import InvalidInput
-from portal.i18n import _
+from portal.i18n import SUPPORTED_LANGUAGES, _
 from portal.shares.service import (
     MAX_DOCUMENTS_PER_SHARE,
     IssuedShare,
@@ -76,6 +76,7 @@ class ShareWithCode:
     expires_at: dt.datetime
     access_url: str
     profile: str
+    language: str
 
 
 ShareState = Literal["revoked", "awaiting_approval", "locked", "expired", "downloaded", "opened", "issued"]
@@ -169,6 +170,14 @@ SHARE_BODY = RequestBody(
                         type=OpenAPIType.STRING,
                         format=OpenAPIFormat.DATE,
                         description="The recipient's date of birth, for profiles with that second factor.",
+                    ),
+                    "language": Schema(
+                        type=OpenAPIType.STRING,
+                        enum=list(SUPPORTED_LANGUAGES),
+                        description=(
+                            "The language of the slip and the watermark's footer. "
+                            "Default: the language of the request's Accept-Language header."
+                        ),
                     ),
                 },
             ),
@@ -285,7 +294,9 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
     document_ids = body.get("document_ids")
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):
         raise InvalidInput(_("document_ids must be a list of document ids (strings)."), field="document_ids")
-    text_fields = {name: body.get(name) for name in ("profile", "recipient_name", "purpose", "date_of_birth")}
+    text_fields = {
+        name: body.get(name) for name in ("profile", "recipient_name", "purpose", "date_of_birth", "language")
+    }
     for name, value in text_fields.items():
         if value is not None and not isinstance(value, str):
             raise InvalidInput(_("{name} must be a string.").format(name=name), field=name)
@@ -297,6 +308,7 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
         text_fields["recipient_name"],
         text_fields["purpose"],
         text_fields["date_of_birth"],
+        language=text_fields["language"],
     )
     issued = await create_share(portal, token_actor(request), user, form)
     return _issued_response(portal, issued)
@@ -311,6 +323,7 @@ def _issued_response(portal: Portal, issued: IssuedShare, status_code: int = 201
         "expires_at": share.expires_at.isoformat(),
         "access_url": f"{portal.settings.public_url}/access",
         "profile": share.profile,
+        "language": share.language,
     }
     return Response(body_out, status_code=status_code, headers={"Cache-Control": "no-store"})
 

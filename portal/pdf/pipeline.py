@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pikepdf
 from pikepdf.models.encryption import EncryptionMethod
 
+from portal.i18n import N_
 from portal.pdf import buffers, content, fonts, inspect, marker, protect, watermark
 from portal.pdf import sanitize as active
 from portal.pdf.budgets import Budgets
@@ -43,6 +44,10 @@ class SanitizedDocument:
     repaired: bool = False
 
 
+# The watermark's footer line, translated by the caller into the recipient's language before the job.
+DEFAULT_FOOTER = N_("Personal copy for {name} · {date} · {reference} · Do not forward")
+
+
 @dataclass(frozen=True)
 class CopyRequest:
     """The contents and protection settings of one recipient copy."""
@@ -55,6 +60,8 @@ class CopyRequest:
     user_password: str | None
     allow_print: bool = True
     allow_copy: bool = False
+    # The footer line with {name}, {date} and {reference} in place, already in the recipient's language.
+    footer: str = DEFAULT_FOOTER
 
 
 def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
@@ -123,7 +130,7 @@ def prepare_copy(request: CopyRequest, budgets: Budgets) -> bytes:
         raise ValueError("a copy needs at least one document")
     if len(request.marker) != marker.MARKER_BYTES:
         raise ValueError(f"marker must be {marker.MARKER_BYTES} bytes, got {len(request.marker)}")
-    text = watermark_text(request.recipient_name, request.share_reference, request.issued_on)
+    text = watermark_text(request.recipient_name, request.share_reference, request.issued_on, request.footer)
     font = fonts.subset_for(text.diagonal + text.footer)
 
     with inspect.pdf_errors(), contextlib.ExitStack() as sources:
@@ -200,7 +207,7 @@ def _stamp_pages(pdf: pikepdf.Pdf, text: watermark.WatermarkText, font: fonts.Fo
 
 
 def watermark_text(
-    recipient_name: str, share_reference: str, issued_on: datetime.date
+    recipient_name: str, share_reference: str, issued_on: datetime.date, footer: str = DEFAULT_FOOTER
 ) -> watermark.WatermarkText:
     """Build the diagonal and footer lines for a recipient, normalised and shortened for the page.
 
@@ -214,7 +221,7 @@ def watermark_text(
     issued = issued_on.isoformat()
     return watermark.WatermarkText(
         diagonal=f"{name} · {issued} · {reference}",
-        footer=f"Personal copy for {name} · {issued} · {reference} · Do not forward",
+        footer=fonts.normalise(footer).format(name=name, date=issued, reference=reference),
     )
 
 

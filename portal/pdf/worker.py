@@ -368,6 +368,7 @@ def _run_job(
             user_password=header["user_password"],
             allow_print=bool(header["allow_print"]),
             allow_copy=bool(header["allow_copy"]),
+            footer=str(header["footer"]),
         )
         return {}, [pipeline.prepare_copy(request, budgets)]
     if job == "render_page":

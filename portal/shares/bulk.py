@@ -21,11 +21,11 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import clean_text, patient_pseudonym
 from portal.errors import InvalidInput, NotFound, PortalError
-from portal.i18n import _, clinic_time_text
+from portal.i18n import _
 from portal.models import Document, Share, StaffUser
 from portal.security import codes
 from portal.shares.service import IssuedShare, ShareForm, create_share, parse_share_form, revoke_share
-from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
+from portal.shares.slip import share_slip_pdf
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ COLUMNS = {
     "recipient_name": ("recipient_name", "recipient"),
     "date_of_birth": ("date_of_birth", "dob", "birth_date"),
     "document": ("document", "document_id", "document_title", "document_id_or_title", "title"),
+    "language": ("language", "lang"),
 }
+OPTIONAL_COLUMNS = ("date_of_birth", "language")
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def _column_positions(header: list[str]) -> dict[str, int]:
         found = [index for index, value in enumerate(normalised) if value in aliases]
         if found:
             positions[name] = found[0]
-    missing = [name for name in COLUMNS if name not in positions and name != "date_of_birth"]
+    missing = [name for name in COLUMNS if name not in positions and name not in OPTIONAL_COLUMNS]
     if missing:
         raise BulkRejected(
             [
@@ -183,6 +185,7 @@ async def validate_rows(
                 values["recipient_name"],
                 purpose,
                 values.get("date_of_birth") or None,
+                language=values.get("language") or None,
             )
         except (InvalidInput, NotFound) as problem:
             errors.append(RowError(line, problem.message))
@@ -262,27 +265,9 @@ async def _withdraw(portal: Portal, who: Actor, shares: list[Share]) -> None:
 
 def slips_document(portal: Portal, issued: list[IssuedShare]) -> bytes:
     """Join one slip per share into a single PDF, in the order of the file's rows. CPU-bound: run in a thread."""
-    settings = portal.settings
     combined = pikepdf.new()
     for item in issued:
-        share = item.share
-        page = slip_pdf(
-            clinic=settings.clinic_name,
-            recipient=recipient_line(share.recipient_name, share.recipient_org),
-            public_url=settings.public_url,
-            printed_code=codes.display(item.code),
-            validity=validity_note(
-                uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, settings.timezone)
-            ),
-            needs_birth_date=share.second_factor_hash is not None,
-            copy_note=copy_note(
-                allows_download=share.allow_download,
-                password_is_code=share.copy_password_is_code,
-                downloads=share.max_downloads,
-            ),
-            reference=share.reference,
-            contact=settings.clinic_contact,
-        )
+        page = share_slip_pdf(item.share, codes.display(item.code), portal.settings)
         with pikepdf.open(io.BytesIO(page)) as single:
             combined.pages.extend(single.pages)
     buffer = io.BytesIO()

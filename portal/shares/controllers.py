@@ -25,7 +25,7 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import list_documents, load_document, open_patient_ref
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
-from portal.i18n import _, clinic_time_text
+from portal.i18n import _, clinic_time_text, using_language
 from portal.models import Document, StaffUser
 from portal.security import codes, throttle
 from portal.security.hashing import CODE_HASHER, verify_secret
@@ -53,7 +53,7 @@ from portal.shares.slip import (
     copy_note,
     qr_svg,
     recipient_line,
-    slip_pdf,
+    share_slip_pdf,
     validity_note,
 )
 from portal.web import actor_for, portal_of, require_staff
@@ -74,6 +74,7 @@ def _share_options(data: dict[str, Any]) -> dict[str, str | None]:
         "expiry_days": data.get("expiry_days"),
         "max_downloads": data.get("max_downloads"),
         "not_before": data.get("not_before"),
+        "language": data.get("language"),
     }
 
 
@@ -290,28 +291,36 @@ async def create_from_dialog(request: Request[Any, Any, Any]) -> Template:
 
 
 def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code: int = 201) -> Template:
-    """Show a new code once, with its slip; Cache-Control: no-store keeps it out of the browser cache."""
+    """Show a new code once, with its slip; Cache-Control: no-store keeps it out of the browser cache.
+
+    The page is in the clinician's language and the slip on it in the recipient's.
+    """
+    share = issued.share
     link = access_link(portal.settings.public_url, issued.printed_code)
+    with using_language(share.language):
+        slip_texts = {
+            "copy_note": copy_note(
+                allows_download=share.allow_download,
+                password_is_code=share.copy_password_is_code,
+                downloads=share.max_downloads,
+            ),
+            "recipient": recipient_line(share.recipient_name, share.recipient_org),
+            "validity": validity_note(
+                uses=share.max_redemptions,
+                expires=clinic_time_text(share.expires_at, portal.settings.timezone),
+            ),
+        }
     return Template(
         "staff/share_created.html",
         context={
             "user": user,
-            "share": issued.share,
-            "document_id": issued.share.documents[0].document_id if issued.share.documents else None,
+            "share": share,
+            "document_id": share.documents[0].document_id if share.documents else None,
             "code": issued.printed_code,
-            "profile": portal.policies.profiles.get(issued.share.profile),
+            "profile": portal.policies.profiles.get(share.profile),
             "access_url": f"{portal.settings.public_url}/access",
-            "copy_note": copy_note(
-                allows_download=issued.share.allow_download,
-                password_is_code=issued.share.copy_password_is_code,
-                downloads=issued.share.max_downloads,
-            ),
             "qr_svg": Markup(qr_svg(link)),  # noqa: S704 - segno's SVG markup, built from the server's own URL
-            "recipient": recipient_line(issued.share.recipient_name, issued.share.recipient_org),
-            "validity": validity_note(
-                uses=issued.share.max_redemptions,
-                expires=clinic_time_text(issued.share.expires_at, portal.settings.timezone),
-            ),
+            **slip_texts,
         },
         status_code=status_code,
     )
@@ -411,26 +420,7 @@ async def slip(request: Request[Any, Any, Any], share_id: FromPath[str], data: F
     if not await verify_secret(CODE_HASHER, share.code_hash, code):
         raise InvalidInput(_("This is not the share's current code. Reissue the share to get a new slip."))
 
-    document = await anyio.to_thread.run_sync(
-        lambda: slip_pdf(
-            clinic=portal.settings.clinic_name,
-            recipient=recipient_line(share.recipient_name, share.recipient_org),
-            public_url=portal.settings.public_url,
-            printed_code=codes.display(code),
-            validity=validity_note(
-                uses=share.max_redemptions,
-                expires=clinic_time_text(share.expires_at, portal.settings.timezone),
-            ),
-            needs_birth_date=share.second_factor_hash is not None,
-            copy_note=copy_note(
-                allows_download=share.allow_download,
-                password_is_code=share.copy_password_is_code,
-                downloads=share.max_downloads,
-            ),
-            reference=share.reference,
-            contact=portal.settings.clinic_contact,
-        )
-    )
+    document = await anyio.to_thread.run_sync(share_slip_pdf, share, codes.display(code), portal.settings)
     return Response(
         document,
         media_type="application/pdf",

@@ -20,10 +20,18 @@ from portal.crypto.marker import encode_marker
 from portal.crypto.pseudonym import pseudonymise
 from portal.documents.service import clean_text, load_document
 from portal.errors import InvalidInput, NotFound, UploadRejected
-from portal.i18n import _, clinic_time_text
+from portal.i18n import (
+    DEFAULT_LANGUAGE,
+    SUPPORTED_LANGUAGES,
+    _,
+    clinic_time_text,
+    language_var,
+    supported,
+    using_language,
+)
 from portal.models import Document, Share, ShareDocument, StaffUser, utcnow
 from portal.pdf.errors import PdfRejected
-from portal.pdf.pipeline import CopyRequest
+from portal.pdf.pipeline import DEFAULT_FOOTER, CopyRequest
 from portal.policies import Profile
 from portal.security import codes
 from portal.security.hashing import CODE_HASHER, hash_secret
@@ -46,6 +54,7 @@ class ShareForm:
     expiry_days: int | None = None  # None: the profile's expiry_days, which is also the maximum
     max_downloads: int | None = None  # None: the profile's max_downloads, which is also the maximum
     not_before: dt.datetime | None = None  # aware UTC; the code works from then on
+    language: str = DEFAULT_LANGUAGE  # of the slip and the watermark's footer
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,12 @@ def parse_share_form(
     expiry_days: str | int | None = None,
     max_downloads: str | int | None = None,
     not_before: str | None = None,
+    language: str | None = None,
 ) -> ShareForm:
-    """Validate a share request; expiry and downloads may only go down from the profile's values."""
+    """Validate a share request; expiry and downloads may only go down from the profile's values.
+
+    Without a ``language`` the recipient gets the language of the request that creates the share.
+    """
     if not document_ids:
         raise InvalidInput(
             _("No document chosen. Choose at least one report to share."), field="document_ids"
@@ -130,7 +143,23 @@ def parse_share_form(
         expiry_days=_limit_below(expiry_days, "expiry_days", _("Expiry (days)"), 1, chosen.expiry_days),
         max_downloads=_downloads_limit(max_downloads, chosen),
         not_before=_parse_not_before(not_before, portal.settings.timezone),
+        language=_recipient_language(language),
     )
+
+
+def _recipient_language(value: str | None) -> str:
+    text = (value or "").strip()
+    if not text:
+        return language_var.get()
+    language = supported(text)
+    if language is None:
+        raise InvalidInput(
+            _("Language '{value}' is not available. Use one of: {choices}.").format(
+                value=text[:20], choices=", ".join(SUPPORTED_LANGUAGES)
+            ),
+            field="language",
+        )
+    return language
 
 
 def _limit_below(value: str | int | None, field: str, label: str, minimum: int, maximum: int) -> int | None:
@@ -226,7 +255,15 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
     lifetime_days = form.expiry_days or profile.expiry_days
 
     copy_bytes = await _prepare_copy(
-        portal, documents, form.profile, form.recipient_name, share_id, reference, code, now.date()
+        portal,
+        documents,
+        form.profile,
+        form.recipient_name,
+        share_id,
+        reference,
+        code,
+        now.date(),
+        language=form.language,
     )
     code_hash = await hash_secret(CODE_HASHER, code)
     birth_date_hash = await hash_secret(CODE_HASHER, form.date_of_birth) if form.date_of_birth else None
@@ -240,6 +277,7 @@ async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: Sha
             profile=profile.name,
             recipient_name=form.recipient_name,
             recipient_org=form.recipient_org,
+            language=form.language,
             purpose=form.purpose,
             created_by=creator.id,
             created_at=now,
@@ -277,6 +315,8 @@ async def _prepare_copy(
     reference: str,
     code: str,
     issued_on: dt.date,
+    *,
+    language: str,
 ) -> bytes:
     # Keys are read in a short transaction and the bytes after it: the database blob store reads on its own
     # connection, which would wait for this transaction's SQLite write lock.
@@ -296,6 +336,7 @@ async def _prepare_copy(
         user_password=codes.display(code) if profile.pdf_password == "code" else None,  # noqa: S105 - a mode name
         allow_print=profile.allow_print,
         allow_copy=profile.allow_copy,
+        footer=_footer_in(language),
     )
     try:
         return await portal.pdf.prepare_copy(request)
@@ -453,7 +494,15 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     now = utcnow()
     lifetime_days = reissue_lifetime_days(share, profile)
     copy_bytes = await _prepare_copy(
-        portal, documents, profile, share.recipient_name, share.id, share.reference, code, now.date()
+        portal,
+        documents,
+        profile,
+        share.recipient_name,
+        share.id,
+        share.reference,
+        code,
+        now.date(),
+        language=share.language,
     )
     code_hash = await hash_secret(CODE_HASHER, code)
 
@@ -469,6 +518,11 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
     if old_blob_id:
         await portal.blobs.delete_bytes(old_blob_id)
     return IssuedShare(share=await load_share(portal, share.id), code=code)
+
+
+def _footer_in(language: str) -> str:
+    with using_language(language):
+        return _(DEFAULT_FOOTER)
 
 
 def reissue_lifetime_days(share: Share, profile: Profile | None) -> int:

@@ -11,7 +11,9 @@ import io
 import pikepdf
 import segno
 
-from portal.i18n import _, ngettext
+from portal.config import Settings
+from portal.i18n import _, clinic_time_text, ngettext, using_language
+from portal.models import Share
 from portal.pdf import fonts
 
 PAGE_WIDTH = 595.0
@@ -152,3 +154,25 @@ def _qr_commands(link: str, *, x: float, y: float, size: float) -> bytes:
                 bottom = y + size - (row_index + 1) * module
                 squares.append(f"{left:.2f} {bottom:.2f} {module:.2f} {module:.2f} re")
     return ("0 g\n" + "\n".join(squares) + "\nf").encode()
+
+
+def share_slip_pdf(share: Share, printed_code: str, settings: Settings) -> bytes:
+    """Build the slip of ``share`` in the recipient's language. CPU-bound: run it in a thread."""
+    with using_language(share.language):
+        return slip_pdf(
+            clinic=settings.clinic_name,
+            recipient=recipient_line(share.recipient_name, share.recipient_org),
+            public_url=settings.public_url,
+            printed_code=printed_code,
+            validity=validity_note(
+                uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, settings.timezone)
+            ),
+            needs_birth_date=share.second_factor_hash is not None,
+            copy_note=copy_note(
+                allows_download=share.allow_download,
+                password_is_code=share.copy_password_is_code,
+                downloads=share.max_downloads,
+            ),
+            reference=share.reference,
+            contact=settings.clinic_contact,
+        )

@@ -161,3 +161,22 @@ def test_non_utf8_rejected() -> None:
     with pytest.raises(bulk.BulkRejected) as rejected:
         bulk.read_rows(io.BytesIO("patient_ref\nZoë".encode("latin-1")).getvalue())
     assert "not UTF-8" in rejected.value.errors[0].message
+
+
+async def test_bulk_language_column(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    ids = await upload_reports(app, client)
+    csv_text = (
+        "patient_ref,recipient_name,document,language\n"
+        f"PAT-1,Anna Berg,{ids['PAT-1']},de\n"
+        f"PAT-2,Jan Nowak,{ids['PAT-2']},\n"
+    )
+    answer = await send_csv(client, csv_text)
+    assert answer.status_code == 200, answer.text
+    texts = page_texts(answer.content)
+    assert "Öffnen Sie diese Adresse in einem Webbrowser" in texts[0]
+    assert "Open this address in a web browser" in texts[1], "an empty cell takes the page's language"
+
+    wrong = await send_csv(client, csv_text.replace(",de\n", ",klingon\n"))
+    assert wrong.status_code == 400
+    assert "Language &#39;klingon&#39; is not available" in wrong.text
+    assert await share_count(app) == 2

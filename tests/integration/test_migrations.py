@@ -95,7 +95,7 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
     async with engine.connect() as connection:
         share = (
             await connection.execute(
-                text("SELECT recipient_name, approval_required, reissue_count FROM share")
+                text("SELECT recipient_name, approval_required, reissue_count, language FROM share")
             )
         ).one()
         links = (await connection.execute(text("SELECT count(*) FROM share_document"))).scalar_one()
@@ -106,6 +106,7 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
     assert share[0] == "Old Recipient"
     assert not share[1]
     assert share[2] == 0
+    assert share[3] == "en", "shares made before the language column had English slips and footers"
     assert links == 1, "rebuilding the share table must not cascade into share_document"
     assert token_scopes == "upload share audit-read"
     assert events == 1

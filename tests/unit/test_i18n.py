@@ -24,6 +24,7 @@ from portal.audit.recorder import EVENT_TYPES
 from portal.config import REPOSITORY_ROOT
 from portal.i18n import language_var
 from portal.labels import EVENT_LABELS, detail_items, event_label, outcome_label, role_label
+from portal.pdf.pipeline import DEFAULT_FOOTER
 from portal.policies import SHIPPED_PROFILE_TEXTS, load_policies, profile_label
 
 TEMPLATE_DIR = REPOSITORY_ROOT / "templates"
@@ -368,3 +369,25 @@ def test_detail_items_name_keys_and_keep_values() -> None:
         language_var.reset(token)
     # A value the log cannot hold is shown as it is rather than failing the page.
     assert detail_items("not json") == [("", "not json")]
+
+
+@pytest.mark.parametrize("language", i18n.SUPPORTED_LANGUAGES)
+def test_copy_footer_translations_format(language: str) -> None:
+    with i18n.using_language(language):
+        footer = i18n.gettext(DEFAULT_FOOTER).format(name="Zoë Ł", date="2026-12-05", reference="S-7K3M9QXA")
+    assert "Zoë Ł" in footer
+    assert "2026-12-05" in footer
+    assert "S-7K3M9QXA" in footer
+    assert "{" not in footer
+
+
+def test_using_language_restores_previous() -> None:
+    token = language_var.set("de")
+    try:
+        with i18n.using_language("fr"):
+            assert language_var.get() == "fr"
+        with i18n.using_language("xx"):
+            assert language_var.get() == i18n.DEFAULT_LANGUAGE
+        assert language_var.get() == "de"
+    finally:
+        language_var.reset(token)
