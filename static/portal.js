@@ -112,7 +112,7 @@
   document.addEventListener("htmx:beforeSwap", swapValidationErrors);
 
   // The expiry and download fields may only shorten what the chosen recipient type allows, so their
-  // maximum follows the chosen type. The server checks the same limits. The date-of-birth field shows
+  // maximum follows the chosen type, and the download field is disabled for a view-only type. The server checks the same limits. The date-of-birth field shows
   // only for a type with the date-of-birth check, and the server ignores it for the others.
   function applyProfileLimits(choice) {
     if (!choice.matches || !choice.matches("input[name=profile][data-expiry-days]") || !choice.form) return;
@@ -120,7 +120,11 @@
     var downloads = choice.form.querySelector("input[name=max_downloads]");
     var birthDate = choice.form.querySelector("[data-date-of-birth-field]");
     if (expiry) expiry.max = choice.dataset.expiryDays;
-    if (downloads) downloads.max = choice.dataset.maxDownloads;
+    if (downloads) {
+      downloads.max = choice.dataset.maxDownloads;
+      // A view-only type allows no download, so there is nothing to lower.
+      downloads.disabled = choice.dataset.maxDownloads === "0";
+    }
     if (birthDate) birthDate.hidden = choice.dataset.secondFactor !== "date_of_birth";
   }
 

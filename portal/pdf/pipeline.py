@@ -99,19 +99,24 @@ def sanitize(data: bytes, budgets: Budgets) -> SanitizedDocument:
         if leftovers:
             _verify_clean(result)
 
+    # Stored with the document in English; pages translate them when they show them.
     notes = []
     repaired = bool(opened.warnings)
     if repaired:
-        notes.append("The file was damaged and has been repaired. Check the pages before sharing it.")
+        notes.append(N_("The file was damaged and has been repaired. Check the pages before sharing it."))
     if signed:
         notes.append(
-            "The file was digitally signed. Shared copies carry a watermark, "
-            "so they no longer carry a valid signature."
+            N_(
+                "The file was digitally signed. Shared copies carry a watermark, "
+                "so they no longer carry a valid signature."
+            )
         )
     if was_encrypted:
         notes.append(
-            "The file was encrypted without a password to open it; the portal stores it decrypted "
-            "and encrypted at rest."
+            N_(
+                "The file was encrypted without a password to open it; the portal stores it decrypted "
+                "and encrypted at rest."
+            )
         )
     return SanitizedDocument(pdf=result, pages=page_count, removed=removed, warnings=notes, repaired=repaired)
 

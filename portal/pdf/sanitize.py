@@ -16,30 +16,32 @@ from collections.abc import Iterator
 
 import pikepdf
 
+from portal.i18n import N_
 from portal.pdf.errors import PdfRejected
 
-# Action types that run code, reach the network or the file system, or play media.
+# Action types that run code, reach the network or the file system, or play media. The names are stored
+# with the document in English and translated when a page shows them.
 ACTION_KINDS = {
-    "/JavaScript": "JavaScript",
-    "/Launch": "launch actions",
-    "/URI": "web links",
-    "/SubmitForm": "form submission",
-    "/ImportData": "data import actions",
-    "/GoToR": "links to other files",
-    "/GoToE": "links to embedded files",
-    "/RichMediaExecute": "multimedia",
-    "/Rendition": "multimedia",
-    "/Sound": "multimedia",
-    "/Movie": "multimedia",
-    "/GoTo3DView": "multimedia",
+    "/JavaScript": N_("JavaScript"),
+    "/Launch": N_("launch actions"),
+    "/URI": N_("web links"),
+    "/SubmitForm": N_("form submission"),
+    "/ImportData": N_("data import actions"),
+    "/GoToR": N_("links to other files"),
+    "/GoToE": N_("links to embedded files"),
+    "/RichMediaExecute": N_("multimedia"),
+    "/Rendition": N_("multimedia"),
+    "/Sound": N_("multimedia"),
+    "/Movie": N_("multimedia"),
+    "/GoTo3DView": N_("multimedia"),
 }
 ANNOTATION_KINDS = {
-    "/FileAttachment": "embedded files",
-    "/RichMedia": "multimedia",
-    "/Movie": "multimedia",
-    "/Sound": "multimedia",
-    "/Screen": "multimedia",
-    "/3D": "multimedia",
+    "/FileAttachment": N_("embedded files"),
+    "/RichMedia": N_("multimedia"),
+    "/Movie": N_("multimedia"),
+    "/Sound": N_("multimedia"),
+    "/Screen": N_("multimedia"),
+    "/3D": N_("multimedia"),
 }
 _ACTION_KEYS = ("/A", "/PA", "/Next")
 
@@ -199,12 +201,12 @@ def _clean_document(pdf: pikepdf.Pdf, removed: list[str]) -> None:
 
     if "/OpenAction" in root:
         del root["/OpenAction"]
-        removed.append("automatic actions")
+        removed.append(N_("automatic actions"))
     if "/Perms" in root:
         del root["/Perms"]
     if "/Collection" in root:
         del root["/Collection"]
-        removed.append("embedded files")
+        removed.append(N_("embedded files"))
     if "/NeedsRendering" in root:
         del root["/NeedsRendering"]
 
@@ -212,19 +214,19 @@ def _clean_document(pdf: pikepdf.Pdf, removed: list[str]) -> None:
     if isinstance(names, pikepdf.Dictionary):
         if "/JavaScript" in names:
             del names["/JavaScript"]
-            removed.append("JavaScript")
+            removed.append(N_("JavaScript"))
         if "/EmbeddedFiles" in names:
             del names["/EmbeddedFiles"]
-            removed.append("embedded files")
+            removed.append(N_("embedded files"))
 
     form = root.get("/AcroForm")
     if isinstance(form, pikepdf.Dictionary) and "/XFA" in form:
         del form["/XFA"]
-        removed.append("XFA form")
+        removed.append(N_("XFA form"))
 
     # Titles, authors and subjects often name the patient.
     if "/Metadata" in root or "/Info" in pdf.trailer:
-        removed.append("document metadata")
+        removed.append(N_("document metadata"))
     if "/Metadata" in root:
         del root["/Metadata"]
     if "/Info" in pdf.trailer:
@@ -234,7 +236,7 @@ def _clean_document(pdf: pikepdf.Pdf, removed: list[str]) -> None:
 def _clean_dictionary(dictionary: pikepdf.Dictionary, removed: list[str]) -> None:
     if "/AA" in dictionary:
         del dictionary["/AA"]
-        removed.append("automatic actions")
+        removed.append(N_("automatic actions"))
 
     for key in _ACTION_KEYS:
         value = dictionary.get(key)
@@ -254,13 +256,13 @@ def _clean_dictionary(dictionary: pikepdf.Dictionary, removed: list[str]) -> Non
 
     if "/EF" in dictionary:
         del dictionary["/EF"]
-        removed.append("embedded files")
+        removed.append(N_("embedded files"))
     if "/RichMediaContent" in dictionary:
         del dictionary["/RichMediaContent"]
-        removed.append("multimedia")
+        removed.append(N_("multimedia"))
     if "/JS" in dictionary:
         del dictionary["/JS"]
-        removed.append("JavaScript")
+        removed.append(N_("JavaScript"))
     for key in ("/Metadata", "/PieceInfo"):
         if key in dictionary:
             del dictionary[key]

@@ -303,9 +303,13 @@ def test_limits_follow_recipient_type(open_visitor: OpenVisitor) -> None:
     expect(birth_date).to_be_hidden()
     expect(expiry).to_have_attribute("max", "7")
     expect(downloads).to_have_attribute("max", "1")
+    expect(downloads).to_be_enabled()
     page.get_by_label("Insurer", exact=True).check()
     expect(expiry).to_have_attribute("max", "30")
     expect(downloads).to_have_attribute("max", "0")
+    expect(downloads).to_be_disabled()
+    page.get_by_label("Patient", exact=True).check()
+    expect(downloads).to_be_enabled()
     clinician.assert_console_clean()
 
 

@@ -10,7 +10,18 @@ from sqlalchemy import select
 
 from portal.models import Share
 from tests.conftest import csrf_from
-from tests.helpers import CLINICIAN, DPO, add_staff, portal_of, redeem, sign_in, simple_pdf
+from tests.helpers import (
+    CLINICIAN,
+    DPO,
+    add_staff,
+    portal_of,
+    redeem,
+    sign_in,
+    simple_pdf,
+    token_for,
+    upload_pdf,
+)
+from tests.unit.pdf.helpers import obfuscated_javascript
 
 
 async def test_upload_share_revoke_through_forms(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -165,3 +176,22 @@ async def test_resent_share_form_creates_nothing(app: Litestar, client: AsyncTes
     async with portal_of(app).transaction() as db:
         shares = (await db.scalars(select(Share.id))).all()
     assert len(shares) == 1
+
+
+async def test_removed_content_named_in_page_language(
+    app: Litestar, client: AsyncTestClient[Litestar]
+) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, obfuscated_javascript())
+    assert uploaded.status_code == 201, uploaded.text
+    await sign_in(client, CLINICIAN)
+
+    english = await client.get(f"/staff/documents/{uploaded.json()['id']}")
+    assert "Removed from the file for safety:" in english.text
+    assert "automatic actions" in english.text
+
+    german = await client.get(f"/staff/documents/{uploaded.json()['id']}?lang=de")
+    removed = german.text.split("Aus Sicherheitsgründen aus der Datei entfernt:", 1)[1].split("</p>", 1)[0]
+    assert "automatische Aktionen" in removed
+    assert "JavaScript" in removed
+    assert "automatic actions" not in removed
