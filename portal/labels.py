@@ -7,7 +7,9 @@ event table keeps each code in the cell's title and a data attribute.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 
 from portal.i18n import N_, gettext
 
@@ -21,7 +23,7 @@ EVENT_LABELS = {
     "share.expired": N_("Share expired"),
     "share.reissued": N_("New code issued"),
     "code.redeemed": N_("Code entered"),
-    "code.failed": N_("Wrong code"),
+    "code.failed": N_("Code refused"),
     "code.locked": N_("Code locked"),
     "access.viewed": N_("Page viewed"),
     "access.download.started": N_("Download started"),
@@ -54,6 +56,8 @@ ROLE_LABELS = {
     "dpo": N_("Data protection officer"),
 }
 
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)")
+
 # The keys that events put in their details. The values stay as logged: codes, numbers and ids.
 DETAIL_LABELS = {
     "reason": N_("reason"),
@@ -80,6 +84,28 @@ DETAIL_LABELS = {
     "page": N_("page"),
     "details": N_("details"),
     "policy_sha256": N_("policy SHA-256"),
+    "sha256": N_("SHA-256"),
+    "profile": N_("recipient type"),
+    "approval_required": N_("approval required"),
+    "max_downloads": N_("downloads allowed"),
+    "not_before": N_("code works from"),
+    "expires": N_("expires"),
+    "previous_kek_id": N_("previous key id"),
+    "rewrapped": N_("keys rewrapped"),
+    "unreadable": N_("unreadable keys"),
+}
+
+# Names of the refusal reasons that the access log stores in the ``reason`` detail of codes and sign-ins.
+REASON_LABELS = {
+    "wrong_code": N_("wrong code"),
+    "unknown": N_("unknown code"),
+    "locked": N_("share locked"),
+    "revoked": N_("share revoked"),
+    "expired": N_("share expired"),
+    "used": N_("code used up"),
+    "awaiting_approval": N_("awaiting approval"),
+    "not_yet_open": N_("before the start time"),
+    "invalid_credentials": N_("wrong e-mail address or password"),
 }
 
 
@@ -99,7 +125,10 @@ def role_label(code: str) -> str:
 
 
 def detail_items(details: str) -> list[tuple[str, str]]:
-    """Return an event's details (canonical JSON) as (name, value) pairs, names in the request's language."""
+    """Return an event's details (canonical JSON) as (name, value) pairs in the request's language.
+
+    Names, refusal reasons and yes/no are translated, and times shortened; other values stay as logged.
+    """
     try:
         mapping = json.loads(details)
     except ValueError:
@@ -109,9 +138,18 @@ def detail_items(details: str) -> list[tuple[str, str]]:
     items = []
     for key, value in mapping.items():
         name = gettext(DETAIL_LABELS[key]) if key in DETAIL_LABELS else key
-        if isinstance(value, bool):
-            text = gettext(N_("yes")) if value else gettext(N_("no"))
-        else:
-            text = "\u2013" if value is None else str(value)  # an en dash, as the pages show a missing value
-        items.append((name, text))
+        items.append((name, _detail_value(key, value)))
     return items
+
+
+def _detail_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return gettext(N_("yes")) if value else gettext(N_("no"))
+    if value is None:
+        return "\u2013"  # an en dash, as the pages show a missing value
+    if key == "reason" and isinstance(value, str) and value in REASON_LABELS:
+        return gettext(REASON_LABELS[value])
+    if isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        # The DPO's pages show the log's times in UTC to the second.
+        return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)

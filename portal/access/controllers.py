@@ -34,6 +34,7 @@ from portal.security.sessions import (
     RECIPIENT_COOKIE,
     end_session,
     expired_cookie,
+    load_session,
     open_sealed_secret,
     session_cookie,
 )
@@ -54,8 +55,11 @@ async def enter_code_page(request: Request[Any, Any, Any]) -> Template:
         "errors": {},
         "code": "",
         "ask_birth_date": False,
-        # Set by the redirect after "Finish", which then confirms that the report was closed.
-        "finished": request.query_params.get("finished") == "1",
+        # Set by the redirect after "Finish", which then confirms that the report was closed: "spent" when
+        # the code cannot open it again, "1" otherwise.
+        "finished": request.query_params.get("finished")
+        if request.query_params.get("finished") in ("1", "spent")
+        else None,
     }
     return Template("access/enter.html", context=context)
 
@@ -255,10 +259,16 @@ async def view_page(request: Request[Any, Any, Any], page: FromPath[int]) -> Res
 @post("/access/end", include_in_schema=False)
 async def end(request: Request[Any, Any, Any]) -> Redirect:
     portal = portal_of(request)
+    raw_id = request.cookies.get(RECIPIENT_COOKIE)
     async with portal.transaction() as db:
-        await end_session(db, request.cookies.get(RECIPIENT_COOKIE))
+        session = await load_session(db, kind="recipient", raw_id=raw_id)
+        share = await db.get(Share, session.subject_id) if session else None
+        await end_session(db, raw_id)
+    # The confirmation states whether the code can open the report again, so no message suggests retrying a
+    # code that is used up.
+    spent = share is not None and share.redemptions >= share.max_redemptions
     return Redirect(
-        "/access?finished=1",
+        "/access?finished=spent" if spent else "/access?finished=1",
         status_code=303,
         cookies=[expired_cookie("recipient")],
         # "cookies" is left out so the recipient's language choice survives; the session cookie expires above.

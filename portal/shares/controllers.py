@@ -54,6 +54,7 @@ from portal.shares.slip import (
     qr_svg,
     recipient_line,
     share_slip_pdf,
+    start_note,
     validity_note,
 )
 from portal.web import actor_for, portal_of, require_staff
@@ -309,6 +310,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
                 uses=share.max_redemptions,
                 expires=clinic_time_text(share.expires_at, portal.settings.timezone),
             ),
+            "start_note": start_note(share.not_before, portal.settings.timezone),
         }
     return Template(
         "staff/share_created.html",

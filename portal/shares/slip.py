@@ -6,6 +6,7 @@ the page's script copies it into the form, so the code still travels only in a P
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pikepdf
@@ -43,6 +44,13 @@ def validity_note(*, uses: int, expires: str) -> str:
     ).format(count=uses, date=expires)
 
 
+def start_note(not_before: dt.datetime | None, timezone: str) -> str:
+    """Return the sentence on when a code with a later start begins to work, or "" for a code that works now."""
+    if not_before is None:
+        return ""
+    return _("The code works from {date}.").format(date=clinic_time_text(not_before, timezone))
+
+
 def recipient_line(name: str, organisation: str | None) -> str:
     """Return the slip's "For:" line, with the recipient's organisation where the share has one."""
     if organisation:
@@ -70,10 +78,11 @@ def slip_pdf(
     copy_note: str,
     reference: str,
     contact: str,
+    start: str = "",
 ) -> bytes:
     """Build a one-page A4 slip; text in embedded DejaVu Sans, the QR code drawn as filled squares."""
     lines = [
-        (16, clinic),
+        (16, _("{clinic}: your report").format(clinic=clinic)),
         (12, recipient),
         (12, _("Open this address in a web browser:")),
         (13, f"{public_url}/access"),
@@ -81,6 +90,7 @@ def slip_pdf(
         (22, printed_code),
         (11, copy_note),
         (11, _("You will also be asked for your date of birth.") if needs_birth_date else ""),
+        (11, start),
         (11, validity),
         (10, _("Reference: {reference}").format(reference=reference)),
         (10, _("Questions: {contact}").format(contact=contact) if contact else ""),
@@ -175,4 +185,5 @@ def share_slip_pdf(share: Share, printed_code: str, settings: Settings) -> bytes
             ),
             reference=share.reference,
             contact=settings.clinic_contact,
+            start=start_note(share.not_before, settings.timezone),
         )

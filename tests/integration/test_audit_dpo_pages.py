@@ -366,10 +366,10 @@ async def test_event_table_names_system_and_details(app: Litestar, client: Async
     assert '<span title="system">System (the portal itself)</span>' in page.text
     assert '<span title="recipient:unknown">Someone with an unknown code</span>' in page.text
     assert (
-        'title="{&#34;reason&#34;:&#34;unknown&#34;}"><span class="nowrap">reason: unknown</span>'
+        'title="{&#34;reason&#34;:&#34;unknown&#34;}"><span class="detail">reason: unknown code</span>'
         in page.text
     )
 
     await client.get("/dpo/events?lang=de")
     german = await client.post("/dpo/events", data={"_csrf_token": token})
-    assert "Grund: unknown" in german.text
+    assert "Grund: unbekannter Code" in german.text

@@ -8,6 +8,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
+import pypdfium2
 import pytest
 import time_machine
 from litestar import Litestar
@@ -241,7 +242,17 @@ async def test_staff_times_in_clinic_time_zone(tmp_path: Path, database_url: str
         share = await only_share(app)
         assert share.not_before == local_start.replace(tzinfo=berlin).astimezone(dt.UTC)
         start_text = f"{local_start:%Y-%m-%d} 09:30 {local_start.replace(tzinfo=berlin).tzname()}"
-        assert f"The code works from {start_text}." in created.text
+        # The slip states when the code starts to work, on the page and in the PDF.
+        assert f'<p data-testid="slip-start">The code works from {start_text}.</p>' in created.text
+        code = CODE_PATTERN.search(created.text)
+        assert code
+        slip = await client.post(
+            f"/staff/shares/{share.id}/slip",
+            data={"_csrf_token": csrf_from(created.text), "code": code.group(1)},
+        )
+        assert slip.status_code == 200
+        slip_text = pypdfium2.PdfDocument(slip.content)[0].get_textpage().get_text_range()
+        assert f"The code works from {start_text}." in " ".join(slip_text.split())
 
         # Staff pages show times in Berlin time with the zone's abbreviation.
         expiry = share.expires_at.astimezone(berlin)

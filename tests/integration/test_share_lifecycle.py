@@ -349,3 +349,9 @@ async def test_share_page_warns_code_is_spent(app: Litestar, client: AsyncTestCl
     page = await client.get("/access/share")
     assert "after “Finish” it cannot open the report again." in page.text
     assert "Download the report first" not in page.text
+
+    # After "Finish" the confirmation states that the code is used up instead of suggesting to enter it again.
+    finished = await client.post("/access/end", data={"_csrf_token": csrf_from(page.text)})
+    assert str(finished.url).endswith("/access?finished=spent")
+    assert "Your code has been used as often as it allows" in finished.text
+    assert "you can enter it again" not in finished.text

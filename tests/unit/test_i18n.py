@@ -351,23 +351,28 @@ def test_labels_translated() -> None:
 
 
 def test_detail_items_name_keys_and_keep_values() -> None:
-    details = '{"failed_attempts":3,"new_key":"x","reason":"wrong_code","second_factor":true,"via":null}'
+    details = (
+        '{"expires":"2026-12-19T10:14:15.371056+00:00","failed_attempts":3,"new_key":"x",'
+        '"reason":"wrong_code","second_factor":true,"via":null}'
+    )
     assert detail_items(details) == [
+        ("expires", "2026-12-19 10:14:15 UTC"),
         ("failed attempts", "3"),
         ("new_key", "x"),
-        ("reason", "wrong_code"),
+        ("reason", "wrong code"),
         ("second factor", "yes"),
         ("via", "\u2013"),
     ]
     token = language_var.set("de")
     try:
         assert detail_items('{"reason":"locked","second_factor":false}') == [
-            ("Grund", "locked"),
+            ("Grund", "Freigabe gesperrt"),
             ("zweiter Faktor", "nein"),
         ]
     finally:
         language_var.reset(token)
-    # A value the log cannot hold is shown as it is rather than failing the page.
+    # A reason without a name and a value the log cannot hold are shown as they are.
+    assert detail_items('{"reason":"too_large"}') == [("reason", "too_large")]
     assert detail_items("not json") == [("", "not json")]
 
 
