@@ -21,7 +21,7 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import clean_text, patient_pseudonym
 from portal.errors import InvalidInput, NotFound, PortalError
-from portal.i18n import _
+from portal.i18n import _, ngettext
 from portal.models import Document, Share, StaffUser
 from portal.security import codes
 from portal.shares.service import IssuedShare, ShareForm, create_share, parse_share_form, revoke_share
@@ -58,8 +58,10 @@ class BulkRejected(InvalidInput):
 
     def __init__(self, errors: list[RowError]) -> None:
         super().__init__(
-            _(
-                "{count} problem(s) in the file. Nothing was created: fix them and upload the file again."
+            ngettext(
+                "The file has a problem. Nothing was created: fix it and upload the file again.",
+                "The file has {count} problems. Nothing was created: fix them and upload the file again.",
+                len(errors),
             ).format(count=len(errors)),
             field="csv",
         )

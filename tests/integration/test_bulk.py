@@ -178,5 +178,6 @@ async def test_bulk_language_column(app: Litestar, client: AsyncTestClient[Lites
 
     wrong = await send_csv(client, csv_text.replace(",de\n", ",klingon\n"))
     assert wrong.status_code == 400
+    assert "The file has a problem. Nothing was created: fix it and upload the file again." in wrong.text
     assert "Language &#39;klingon&#39; is not available" in wrong.text
     assert await share_count(app) == 2
