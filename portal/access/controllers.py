@@ -51,15 +51,14 @@ DAMAGED_COPY = N_("The stored copy failed its integrity check; ask the clinic to
 @get("/access", include_in_schema=False)
 async def enter_code_page(request: Request[Any, Any, Any]) -> Template:
     # A GET never spends anything: link scanners and previews only ever see this form.
+    finished = request.query_params.get("finished")
     context: dict[str, Any] = {
         "errors": {},
         "code": "",
         "ask_birth_date": False,
         # Set by the redirect after "Finish", which then confirms that the report was closed: "spent" when
         # the code cannot open it again, "1" otherwise.
-        "finished": request.query_params.get("finished")
-        if request.query_params.get("finished") in ("1", "spent")
-        else None,
+        "finished": finished if finished in ("1", "spent") else None,
     }
     return Template("access/enter.html", context=context)
 

@@ -25,7 +25,7 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import list_documents, load_document, open_patient_ref
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
-from portal.i18n import _, clinic_time_text, using_language
+from portal.i18n import _, using_language
 from portal.models import Document, StaffUser
 from portal.security import codes, throttle
 from portal.security.hashing import CODE_HASHER, verify_secret
@@ -48,15 +48,7 @@ from portal.shares.service import (
     share_status,
     shares_for_document,
 )
-from portal.shares.slip import (
-    access_link,
-    copy_note,
-    qr_svg,
-    recipient_line,
-    share_slip_pdf,
-    start_note,
-    validity_note,
-)
+from portal.shares.slip import access_link, qr_svg, share_slip_pdf, slip_texts
 from portal.web import actor_for, portal_of, require_staff
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -299,19 +291,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
     share = issued.share
     link = access_link(portal.settings.public_url, issued.printed_code)
     with using_language(share.language):
-        slip_texts = {
-            "copy_note": copy_note(
-                allows_download=share.allow_download,
-                password_is_code=share.copy_password_is_code,
-                downloads=share.max_downloads,
-            ),
-            "recipient": recipient_line(share.recipient_name, share.recipient_org),
-            "validity": validity_note(
-                uses=share.max_redemptions,
-                expires=clinic_time_text(share.expires_at, portal.settings.timezone),
-            ),
-            "start_note": start_note(share.not_before, portal.settings.timezone),
-        }
+        texts = slip_texts(share, portal.settings.timezone)
     return Template(
         "staff/share_created.html",
         context={
@@ -322,7 +302,7 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
             "profile": portal.policies.profiles.get(share.profile),
             "access_url": f"{portal.settings.public_url}/access",
             "qr_svg": Markup(qr_svg(link)),  # noqa: S704 - segno's SVG markup, built from the server's own URL
-            **slip_texts,
+            **texts,
         },
         status_code=status_code,
     )

@@ -166,24 +166,35 @@ def _qr_commands(link: str, *, x: float, y: float, size: float) -> bytes:
     return ("0 g\n" + "\n".join(squares) + "\nf").encode()
 
 
+def slip_texts(share: Share, timezone: str) -> dict[str, str]:
+    """Return the slip's sentences about ``share`` in the current language, for the page and the PDF."""
+    return {
+        "recipient": recipient_line(share.recipient_name, share.recipient_org),
+        "copy_note": copy_note(
+            allows_download=share.allow_download,
+            password_is_code=share.copy_password_is_code,
+            downloads=share.max_downloads,
+        ),
+        "validity": validity_note(
+            uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, timezone)
+        ),
+        "start_note": start_note(share.not_before, timezone),
+    }
+
+
 def share_slip_pdf(share: Share, printed_code: str, settings: Settings) -> bytes:
     """Build the slip of ``share`` in the recipient's language. CPU-bound: run it in a thread."""
     with using_language(share.language):
+        texts = slip_texts(share, settings.timezone)
         return slip_pdf(
             clinic=settings.clinic_name,
-            recipient=recipient_line(share.recipient_name, share.recipient_org),
+            recipient=texts["recipient"],
             public_url=settings.public_url,
             printed_code=printed_code,
-            validity=validity_note(
-                uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, settings.timezone)
-            ),
+            validity=texts["validity"],
             needs_birth_date=share.second_factor_hash is not None,
-            copy_note=copy_note(
-                allows_download=share.allow_download,
-                password_is_code=share.copy_password_is_code,
-                downloads=share.max_downloads,
-            ),
+            copy_note=texts["copy_note"],
             reference=share.reference,
             contact=settings.clinic_contact,
-            start=start_note(share.not_before, settings.timezone),
+            start=texts["start_note"],
         )
