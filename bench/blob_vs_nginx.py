@@ -36,7 +36,6 @@ from pathlib import Path
 
 import uvicorn
 from litestar import Litestar, get
-from litestar.response import Stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -53,6 +52,7 @@ from portal.crypto.envelope import (
 )
 from portal.storage.base import new_blob_id
 from portal.storage.filesystem import FileBlobStore
+from portal.streaming import BufferStream
 
 CHUNK_SIZE = 1024 * 1024
 WRK_CONNECTIONS = (1, 16)
@@ -119,7 +119,9 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-async def _read_path(service: BlobService, blob_id: str, data_key: bytes) -> AsyncIterator[bytes]:
+async def _read_path(
+    service: BlobService, blob_id: str, data_key: bytes
+) -> AsyncIterator[bytes | memoryview]:
     """Open the blob with the checks before the first byte, then decrypt once while yielding."""
     copy = await service.open_plaintext(blob_id, data_key)
     async for chunk in copy.chunks:
@@ -134,7 +136,7 @@ async def _two_pass_read_path(service: BlobService, blob_id: str, data_key: byte
         await asyncio.sleep(0)
 
 
-async def _time(chunks: AsyncIterator[bytes]) -> float:
+async def _time(chunks: AsyncIterator[bytes | memoryview]) -> float:
     started = time.perf_counter()
     size = 0
     async for chunk in chunks:
@@ -243,8 +245,8 @@ def _measure_portal_http(
     service: BlobService, blob_id: str, data_key: bytes, count: int, wrk_seconds: int
 ) -> tuple[list[float], dict[int, WrkResult]]:
     @get("/download")
-    async def download() -> Stream:
-        return Stream(_read_path(service, blob_id, data_key), media_type="application/pdf")
+    async def download() -> BufferStream:
+        return BufferStream(_read_path(service, blob_id, data_key), media_type="application/pdf")
 
     port = _free_port()
     config = uvicorn.Config(

@@ -5,8 +5,9 @@ deletes them again if that transaction fails (``discard``), and ``portal purge``
 by a crash between the two.
 
 Reading from the filesystem store runs in worker threads, one hop per step: each step reads whole
-sealed segments into a reused buffer with ``os.preadv`` and decrypts them straight from it. Other stores
-go through ``BlobStore.read`` and ``decrypt_async``.
+sealed segments into a reused buffer with ``os.preadv`` and decrypts them straight from it. A download
+decrypts each step into a new buffer, which goes to the server without a copy (``portal.streaming``).
+Other stores go through ``BlobStore.read`` and ``decrypt_async``.
 
 A download reads the copy once (``open_plaintext``): before the response starts, it checks the header and
 the blob size, authenticates the final segment and decrypts the first MiB, so a truncated copy, a copy
@@ -72,11 +73,12 @@ class StagedBlob:
 class PlaintextCopy:
     """A blob opened for one pass of reading: its plaintext size and its chunks, the first already decrypted.
 
-    Iterate ``chunks`` once; it closes the file when it ends, fails or is closed (``aclose``).
+    Iterate ``chunks`` once; it closes the file when it ends, fails or is closed (``aclose``). A chunk
+    from the filesystem store is a view of a buffer of its own, which no one changes after it is yielded.
     """
 
     size: int
-    chunks: AsyncGenerator[bytes, None]
+    chunks: AsyncGenerator[bytes | memoryview, None]
 
 
 class BlobService:
@@ -131,12 +133,11 @@ class BlobService:
         try:
             size = plaintext_size(decryption.file.size)
             await asyncio.to_thread(decryption.check_final_segment)
-            buffer = bytearray(STREAM_SEGMENTS * SEGMENT_SIZE)
-            first = await asyncio.to_thread(decryption.step_bytes, buffer)
+            first = await asyncio.to_thread(decryption.step, _stream_buffer())
         except BaseException:
             decryption.close()
             raise
-        return PlaintextCopy(size, _stream_rest(decryption, buffer, first))
+        return PlaintextCopy(size, _stream_rest(decryption, first))
 
     async def _open_from_store(self, blob_id: str, data_key: bytes) -> PlaintextCopy:
         total = await self.store.size(blob_id)
@@ -253,15 +254,24 @@ async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGene
 
 
 async def _stream_rest(
-    decryption: _FileDecryption, buffer: bytearray, first: bytes | None
-) -> AsyncGenerator[bytes, None]:
+    decryption: _FileDecryption, first: memoryview | None
+) -> AsyncGenerator[memoryview, None]:
     try:
         if first:
             yield first
-        while (chunk := await asyncio.to_thread(decryption.step_bytes, buffer)) is not None:
+        while (chunk := await asyncio.to_thread(decryption.step, _stream_buffer())) is not None:
             yield chunk
     finally:
         decryption.close()
+
+
+def _stream_buffer() -> bytearray:
+    """Allocate the buffer for one step of a download; call it on the event loop, which also frees it.
+
+    Each chunk gets its own buffer because the server may still hold the previous one. A buffer allocated
+    in the worker thread and freed on the event loop made downloads slower (docs/architecture.md).
+    """
+    return bytearray(STREAM_SEGMENTS * SEGMENT_SIZE)
 
 
 class _FileDecryption:

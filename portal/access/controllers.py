@@ -11,7 +11,7 @@ import anyio.lowlevel
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
-from litestar.response import Redirect, Response, Stream, Template
+from litestar.response import Redirect, Response, Template
 from sqlalchemy import update
 
 from portal.access.service import finish_download, recipient_share, redeem, start_download
@@ -39,6 +39,7 @@ from portal.security.sessions import (
     session_cookie,
 )
 from portal.storage.base import BlobNotFound
+from portal.streaming import BufferStream
 from portal.web import actor_for, portal_of
 
 log = logging.getLogger(__name__)
@@ -147,14 +148,14 @@ def _downloads_left(share: Share) -> int:
 
 
 @get("/access/download", include_in_schema=False)
-async def download(request: Request[Any, Any, Any]) -> Stream:
+async def download(request: Request[Any, Any, Any]) -> BufferStream:
     portal = portal_of(request)
     who = actor_for(request, "recipient")
     share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
     blob_id = share.copy_blob_id or ""
     copy = await _open_copy(portal, who, share, blob_id, data_key)
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes | memoryview]:
         sent = 0
         completed = False
         reason = None
@@ -180,7 +181,7 @@ async def download(request: Request[Any, Any, Any]) -> Stream:
                 await finish_download(portal, who, share, completed, sent, reason=reason)
 
     filename = f"report-{share.reference}.pdf"
-    return Stream(
+    return BufferStream(
         body(),
         media_type="application/pdf",
         headers={
