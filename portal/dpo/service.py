@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -271,7 +272,9 @@ async def event_labels(portal: Portal, events: Iterable[AccessEvent]) -> EventLa
         elif kind == "token" and owners.get(value) in staff:
             actors[row.actor] = _("API token of {email}").format(email=staff[owners[value]])
         elif kind == "recipient" and value in shares:
-            actors[row.actor] = _("Recipient of {reference}").format(reference=shares[value])
+            # The reference stays on one line: a break at its hyphen reads as two values.
+            reference = Markup('<span class="nowrap">{}</span>').format(shares[value])
+            actors[row.actor] = Markup.escape(_("Recipient of {reference}")).format(reference=reference)
         elif row.actor == "recipient:unknown":
             actors[row.actor] = _("Someone with an unknown code")
         elif row.actor == "system":

@@ -125,6 +125,9 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     actors = set(page.locator("#results tbody td:nth-child(5)").all_inner_texts())
     assert CLINICIAN in actors, "the clinician's events name their e-mail address"
     assert f"Recipient of {reference}" in actors
+    recipient_reference = page.locator("#results tbody td:nth-child(5) .nowrap").first
+    expect(recipient_reference).to_have_text(reference)
+    assert recipient_reference.evaluate("element => getComputedStyle(element).whiteSpace") == "nowrap"
     types = set(page.locator("#results tbody td[data-event-type]").evaluate_all(EVENT_TYPES_JS))
     assert types >= SHARE_EVENTS, f"the share's events lack {sorted(SHARE_EVENTS - types)}"
 
