@@ -86,12 +86,13 @@ def _wants_json(request: Request[Any, Any, Any]) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def _error_response(request: Request[Any, Any, Any], status: int, code: str, message: str) -> Response[Any]:
+def _error_response(
+    request: Request[Any, Any, Any], status: int, code: str, message: str, field: str | None = None
+) -> Response[Any]:
     request_id = request.scope.get("state", {}).get("request_id")
     if _wants_json(request):
-        return Response(
-            {"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status
-        )
+        error = {"code": code, "message": message, "field": field, "request_id": request_id}
+        return Response({"error": error}, status_code=status)
     return Template(
         "errors/error.html",
         context={"status": status, "code": code, "message": message, "request_id": request_id},
@@ -102,7 +103,7 @@ def _error_response(request: Request[Any, Any, Any], status: int, code: str, mes
 def handle_portal_error(request: Request[Any, Any, Any], error: PortalError) -> Response[Any]:
     if isinstance(error, NotAuthenticated) and not _wants_json(request):
         return Redirect("/staff/login", status_code=303)
-    return _error_response(request, error.status_code, error.code, error.message)
+    return _error_response(request, error.status_code, error.code, error.message, error.field)
 
 
 def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:

@@ -1,7 +1,7 @@
 """Expected failures, each with a stable code, an HTTP status and a message that says what to do.
 
 Handlers raise these; ``portal.app`` maps them to an HTML page or a JSON body
-``{"error": {"code", "message"}}`` in one place.
+``{"error": {"code", "message", "field", "request_id"}}`` in one place.
 """
 
 from __future__ import annotations

@@ -130,12 +130,20 @@
 
   document.addEventListener("change", function (event) { applyProfileLimits(event.target); });
 
-  // A click on a download link marked data-download-started dispatches "download-started" on the body,
-  // and the download count (hx-trigger="download-started from:body") reloads. htmx listening on the link
-  // itself would cancel the click, and with it the download.
+  // A click on a download link marked data-download-started dispatches "download-started" on the body
+  // 1.5 s later, once the server has counted the download, and the download count
+  // (hx-trigger="download-started from:body") reloads. Every click gets its own reload, so quick clicks
+  // do not keep putting it off. htmx listening on the link itself would cancel the click, and with it the
+  // download. The link has no download attribute: the copy comes as an attachment, and a refusal (limit
+  // reached, session ended) opens as a page instead of being saved as a file.
+  var COUNT_RELOAD_DELAY_MS = 1500;
+
   document.addEventListener("click", function (event) {
     var link = event.target.closest && event.target.closest("a[data-download-started]");
-    if (link) document.body.dispatchEvent(new CustomEvent("download-started"));
+    if (!link) return;
+    window.setTimeout(function () {
+      document.body.dispatchEvent(new CustomEvent("download-started"));
+    }, COUNT_RELOAD_DELAY_MS);
   });
 
   // Filters travel in POST bodies, so a language link (a GET) would reload the page without them. When a

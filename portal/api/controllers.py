@@ -43,6 +43,7 @@ from portal.shares.service import (
     parse_share_form,
     reissue_share,
     revoke_share,
+    share_status,
     share_summary,
 )
 from portal.staff.openapi import documented_operation, error_responses
@@ -66,20 +67,25 @@ class UploadedDocument:
     repaired: bool
 
 
+ShareState = Literal["revoked", "awaiting_approval", "locked", "expired", "downloaded", "opened", "issued"]
+
+
 @dataclass
 class ShareWithCode:
-    """A new share, or a share with a new code. The API returns ``access_code`` here once and never again."""
+    """A new share, or a share with a new code. The API returns ``access_code`` here once and never again.
+
+    ``status`` is ``awaiting_approval`` when the recipient type needs a second clinician's approval: the
+    code works only after a colleague approves the share on its page.
+    """
 
     id: str
     reference: str
     access_code: str
+    status: ShareState
     expires_at: dt.datetime
     access_url: str
     profile: str
     language: str
-
-
-ShareState = Literal["revoked", "awaiting_approval", "locked", "expired", "downloaded", "opened", "issued"]
 
 
 @dataclass
@@ -169,7 +175,10 @@ SHARE_BODY = RequestBody(
                     "date_of_birth": Schema(
                         type=OpenAPIType.STRING,
                         format=OpenAPIFormat.DATE,
-                        description="The recipient's date of birth, for profiles with that second factor.",
+                        description=(
+                            "The recipient's date of birth, required by profiles with that second factor. "
+                            "YYYY-MM-DD; DD.MM.YYYY and DD/MM/YYYY are accepted too."
+                        ),
                     ),
                     "language": Schema(
                         type=OpenAPIType.STRING,
@@ -320,6 +329,7 @@ def _issued_response(portal: Portal, issued: IssuedShare, status_code: int = 201
         "id": str(share.id),
         "reference": share.reference,
         "access_code": issued.printed_code,
+        "status": share_status(share),
         "expires_at": share.expires_at.isoformat(),
         "access_url": f"{portal.settings.public_url}/access",
         "profile": share.profile,

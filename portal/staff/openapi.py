@@ -46,10 +46,15 @@ ERROR_DESCRIPTIONS = {
 
 @dataclass
 class ErrorDetail:
-    """What failed: a stable ``code``, a message with the next step for the caller, and the request id."""
+    """An error's stable ``code``, its message with the next step, the request field at fault and the request id.
+
+    ``field`` names the body or form field that the error is about, such as ``date_of_birth``, and is null
+    when the error is about no single field.
+    """
 
     code: str
     message: str
+    field: str | None
     request_id: str | None
 
 

@@ -505,6 +505,26 @@ def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[
     assert reader.problems() == []
 
 
+def test_download_at_limit_opens_page(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
+    reader, count = share_page_with_count(issuer, open_reader)
+    stale = reader.context.new_page()
+    stale.goto("/access/share")
+
+    for _ in range(3):
+        with reader.page.expect_download() as started:
+            reader.page.locator("#download-link").click()
+        assert started.value.failure() is None
+    expect(count).to_have_text("The download limit is reached. Contact the clinic if you need another copy.")
+
+    # A page opened before the limit still shows the link. Its refusal opens as a page, not as a saved file.
+    downloads: list[object] = []
+    stale.on("download", lambda download: downloads.append(download))
+    with stale.expect_navigation():
+        stale.locator("#download-link").click()
+    expect(stale.locator("main")).to_contain_text("The download limit for this report is reached.")
+    assert downloads == []
+
+
 def test_download_count_after_session_ends(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
     reader, count = share_page_with_count(issuer, open_reader)
     page = reader.page

@@ -26,6 +26,7 @@ from tests.helpers import (
     CLINICIAN,
     SECOND_CLINICIAN,
     add_staff,
+    create_share,
     portal_of,
     redeem,
     sign_in,
@@ -275,6 +276,20 @@ async def test_start_too_far_ahead_rejected(app: Litestar, client: AsyncTestClie
     assert answer.status_code == 400
     assert "more than 30 days ahead" in answer.text
     assert await share_count(app) == 0
+
+
+async def test_api_share_states_awaiting_approval(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    document_ids = [uploaded.json()["id"]]
+
+    insurer = await create_share(client, headers, document_ids, profile="insurer")
+    patient = await create_share(client, headers, document_ids, profile="patient")
+
+    assert insurer.status_code == 201, insurer.text
+    assert insurer.json()["status"] == "awaiting_approval"
+    assert patient.status_code == 201, patient.text
+    assert patient.json()["status"] == "issued"
 
 
 async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

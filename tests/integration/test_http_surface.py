@@ -90,4 +90,4 @@ async def test_unexpected_error_page(
 
     api = await client.get("/api/v1/shares/not-a-uuid", headers={"Authorization": "Bearer nope"})
     assert api.status_code == 401
-    assert set(api.json()["error"]) == {"code", "message", "request_id"}
+    assert set(api.json()["error"]) == {"code", "message", "field", "request_id"}

@@ -60,6 +60,7 @@ async def test_birth_date_required_at_creation(app: Litestar, client: AsyncTestC
     assert answer.json()["error"]["message"].startswith(
         "The profile 'Patient, with date-of-birth check' asks"
     )
+    assert answer.json()["error"]["field"] == "date_of_birth"
 
 
 async def test_birth_date_asked_then_checked(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
