@@ -78,8 +78,14 @@ async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Templat
             client_address=client_ip(request, portal.settings.trusted_proxy_hops),
         )
     except SecondFactorNeeded as error:
-        context = {"errors": {"date_of_birth": error.message}, "code": entered[:40], "ask_birth_date": True}
-        return Template("access/enter.html", context=context, status_code=400)
+        # A next step, not a mistake: the page asks for the date of birth without error styling.
+        context = {
+            "errors": {},
+            "code": entered[:40],
+            "ask_birth_date": True,
+            "birth_date_prompt": error.message,
+        }
+        return Template("access/enter.html", context=context)
     except (AccessDenied, CodeMistyped, InvalidInput, TooManyRequests) as error:
         # The code is not echoed back after a refusal; the date field stays if it was asked for.
         context = {
