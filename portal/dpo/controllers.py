@@ -138,8 +138,10 @@ async def event_page(request: Request[Any, Any, Any], seq: FromPath[int]) -> Tem
     user = await require_staff(request, "dpo", "admin")
     portal = portal_of(request)
     detail = await event_detail(portal, seq)
+    labels = await event_labels(portal, [detail.event])
     profile = portal.policies.profiles.get(detail.share.profile) if detail.share else None
-    return Template("dpo/event.html", context={"user": user, "detail": detail, "profile": profile})
+    context = {"user": user, "detail": detail, "profile": profile, "labels": labels}
+    return Template("dpo/event.html", context=context)
 
 
 # Disclosures per patient

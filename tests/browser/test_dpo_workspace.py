@@ -140,7 +140,11 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Event \d+$"))
     expect(summary_value(page, "Event")).to_have_text("Download completed (access.download.completed)")
     expect(summary_value(page, "Outcome")).to_have_text("Success")
-    expect(summary_value(page, "Share")).to_have_text(share_id)
+    # Actor and share carry the names the table shows, above the ids the log stores.
+    expect(summary_value(page, "Share")).to_have_text(f"{reference}{share_id}")
+    expect(summary_value(page, "Actor")).to_have_text(
+        re.compile(rf"^Recipient of {reference}recipient:{share_id}$")
+    )
     expect(summary_value(page, "Leaf hash (SHA-256)")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
     share_panel = page.get_by_role("region", name=re.compile(r"^Share "))
     expect(share_panel).to_contain_text(RECIPIENT)
