@@ -11,6 +11,7 @@ from sqlalchemy import select
 from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.errors import Forbidden, NotAuthenticated
+from portal.i18n import _
 from portal.models import ApiToken, StaffUser, utcnow
 from portal.security.client import client_ip, ip_prefix, user_agent_family
 from portal.security.hashing import sha256_hex
@@ -55,9 +56,9 @@ async def require_staff(request: Request[Any, Any, Any], *roles: str) -> StaffUs
         user = await db.get(StaffUser, session.subject_id) if session else None
 
     if user is None or user.disabled_at is not None:
-        raise NotAuthenticated("Sign in to continue.")
+        raise NotAuthenticated(_("Sign in to continue."))
     if roles and user.role not in roles:
-        raise Forbidden("Your role does not allow this page. Ask an administrator if you need access.")
+        raise Forbidden(_("Your role does not allow this page. Ask an administrator if you need access."))
     return user
 
 
@@ -70,7 +71,7 @@ async def require_token(request: Request[Any, Any, Any], *roles: str, scope: str
     header = request.headers.get("authorization", "")
     scheme, _space, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise NotAuthenticated("Send an API token in the header 'Authorization: Bearer <token>'.")
+        raise NotAuthenticated(_("Send an API token in the header 'Authorization: Bearer <token>'."))
 
     portal = portal_of(request)
     now = utcnow()
@@ -80,14 +81,20 @@ async def require_token(request: Request[Any, Any, Any], *roles: str, scope: str
 
     if row is None or user is None or row.revoked_at is not None or _expired(row.expires_at, now):
         raise NotAuthenticated(
-            "The API token is invalid, expired or revoked. Ask an administrator for a new one."
+            _("The API token is invalid, expired or revoked. Ask an administrator for a new one.")
         )
     if user.disabled_at is not None:
-        raise NotAuthenticated("The API token's owner is disabled. Ask an administrator for a new token.")
+        raise NotAuthenticated(_("The API token's owner is disabled. Ask an administrator for a new token."))
     if roles and user.role not in roles:
-        raise Forbidden(f"The API token's role ({user.role}) does not allow this request.")
+        raise Forbidden(
+            _("The API token's role ({role}) does not allow this request.").format(role=user.role)
+        )
     if scope is not None and scope not in row.scopes.split():
-        raise Forbidden(f"The API token lacks the scope '{scope}'. Ask an administrator for a token with it.")
+        raise Forbidden(
+            _("The API token lacks the scope '{scope}'. Ask an administrator for a token with it.").format(
+                scope=scope
+            )
+        )
     request.scope.setdefault("state", {})["token_id"] = str(row.id)
     return user
 

@@ -97,6 +97,9 @@ async def test_admin_pages_by_role(app: Litestar, client: AsyncTestClient[Litest
     await sign_in(client, CLINICIAN)
     for path in ADMIN_PAGES:
         assert (await client.get(path, follow_redirects=False)).status_code == 403, path
+    # The refusal is in the clinician's language.
+    german = await client.get(ADMIN_PAGES[0], headers={"Accept-Language": "de"}, follow_redirects=False)
+    assert "Ihre Rolle erlaubt diese Seite nicht." in german.text
     token = csrf_from((await client.get("/staff")).text)
     admin_id = (await _user(app, ADMIN)).id
     for path in (

@@ -87,3 +87,7 @@ async def test_api_needs_token(client: AsyncTestClient[Litestar]) -> None:
     assert answer.json()["error"]["code"] == "not_authenticated"
     bad = await client.get("/api/v1/audit/events", headers={"Authorization": "Bearer pt_not-a-token"})
     assert bad.status_code == 401
+    french = await client.get(
+        "/api/v1/audit/events", headers={"Authorization": "Bearer pt_not-a-token", "Accept-Language": "fr"}
+    )
+    assert french.json()["error"]["message"].startswith("Le jeton d\u2019API est invalide")
