@@ -8,14 +8,16 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.audit.recorder import SYSTEM, record
 from portal.blobs import BlobService
 from portal.config import Settings
+from portal.crypto.errors import KeyRingError
 from portal.crypto.keyring import KeyRing
 from portal.db import create_engine, create_sessionmaker
-from portal.models import BLOB_CHUNK_TABLE
+from portal.models import BLOB_CHUNK_TABLE, DataKey
 from portal.pdf.budgets import Budgets
 from portal.pdf.worker import PdfWorkerPool
 from portal.policies import Policies, load_policies
@@ -77,11 +79,41 @@ def open_keyring(settings: Settings) -> KeyRing:
 
 
 async def prepare_storage(settings: Settings) -> None:
-    """Create the data folder, key file and schema if they are missing (first start)."""
+    """Create the data folder, schema and key file if they are missing (first start).
+
+    Raises:
+        KeyRingError: the database contains data keys wrapped under key ids that the key ring lacks, as after
+            a restore without the key file or with the key file of another installation.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.data_dir, 0o700)
-    open_keyring(settings)
     await migrate(settings.database_url)
+    stored = await _stored_kek_ids(settings.database_url)
+    if stored and not settings.kek_env and not settings.kek_file.exists():
+        # A new key ring could not unwrap a single stored data key, so none is created.
+        raise KeyRingError(
+            f"The key file {settings.kek_file} was not found, but the database contains data keys wrapped "
+            f"under key {', '.join(sorted(stored))}. Restore the key file that belongs to this database to "
+            "that path, or set PORTAL_KEK_FILE to where it is."
+        )
+    keyring = open_keyring(settings)
+    missing = stored - set(keyring.kek_ids)
+    if missing:
+        source = "PORTAL_KEK" if settings.kek_env else f"the key file {settings.kek_file}"
+        raise KeyRingError(
+            f"The key ring in {source} lacks key {', '.join(sorted(missing))}, which wraps data keys in the "
+            "database, so stored reports could not be read. Use the key file that belongs to this database, "
+            "for example the one from the same backup."
+        )
+
+
+async def _stored_kek_ids(database_url: str) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return set((await connection.scalars(select(DataKey.kek_id).distinct())).all())
+    finally:
+        await engine.dispose()
 
 
 def open_blob_store(settings: Settings, engine: AsyncEngine) -> BlobStore:

@@ -158,3 +158,30 @@ async def test_keys_commands(settings: Settings) -> None:
         assert downloaded.status_code == 200
         assert downloaded.content.startswith(b"%PDF")
         await assert_everything_readable(portal_of(app), portal_of(app).keyring)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_start_needs_matching_key_file(settings: Settings) -> None:
+    app = create_app(settings, pdf_workers=1)
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        await issue(app, client, documents=1)
+    original = settings.kek_file.read_bytes()
+
+    # A restore without the key file: start-up stops, names the path and creates no new key ring.
+    settings.kek_file.unlink()
+    missing = run_portal(["init"], settings)
+    assert missing.returncode == 2, missing.stderr
+    assert f"The key file {settings.kek_file} was not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert not settings.kek_file.exists()
+
+    # The key file of another installation lacks the key ids of the stored data keys.
+    KeyRing.create(settings.kek_file)
+    other = run_portal(["init"], settings)
+    assert other.returncode == 2, other.stderr
+    assert "which wraps data keys in the database" in other.stderr
+    assert "Traceback" not in other.stderr
+
+    settings.kek_file.write_bytes(original)
+    restored = run_portal(["init"], settings)
+    assert restored.returncode == 0, restored.stderr
