@@ -126,7 +126,7 @@ def _tokens_create(args: argparse.Namespace) -> int:
         from portal.staff.service import create_token
 
         async with portal.transaction() as db:
-            token = await create_token(db, args.user, args.label, args.days)
+            token = await create_token(db, args.user, args.label, args.days, args.scope)
         print(token)
         return 0
 
@@ -303,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", required=True, help="e-mail of the staff account the token acts for")
     create.add_argument("--label", default="", help="what the token is for, e.g. the photo system's name")
     create.add_argument("--days", type=int, default=365, help="days until the token expires (default 365)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=("upload", "share", "audit-read"),
+        help="a scope to grant; repeat for several (default: every scope the account's role can use)",
+    )
     create.set_defaults(handler=_tokens_create)
 
     audit = commands.add_parser("audit", help="access log").add_subparsers(

@@ -107,7 +107,8 @@ async def _tokens_page(request: Request[Any, Any, Any], admin: StaffUser, **extr
         "scopes": TOKEN_SCOPES,
         "now": utcnow(),
         "errors": {},
-        "form": {"days": "90", "scopes": list(TOKEN_SCOPES)},
+        # No scope is ticked in advance, so a token gets only the scopes the administrator picks.
+        "form": {"days": "90", "scopes": []},
         **extra,
     }
     return Template("admin/tokens.html", context=context, status_code=status_code)

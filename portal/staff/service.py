@@ -22,6 +22,20 @@ from portal.security.sessions import end_sessions_of
 ROLES = ("clinician", "admin", "dpo")
 # API token scopes: upload documents, create and follow shares, read the access log.
 TOKEN_SCOPES = ("upload", "share", "audit-read")
+# The roles whose API routes each scope opens. A token acts with its owner's role, so a scope outside it
+# would be refused on every request and is not granted.
+SCOPE_ROLES: dict[str, tuple[str, ...]] = {
+    "upload": ("clinician", "admin"),
+    "share": ("clinician", "admin"),
+    "audit-read": ("dpo", "admin"),
+}
+
+
+def scopes_for_role(role: str) -> list[str]:
+    """Return the scopes a token of a staff member with ``role`` can use, in canonical order."""
+    return [scope for scope in TOKEN_SCOPES if role in SCOPE_ROLES[scope]]
+
+
 # Session kinds of one staff member: signed in, waiting for the second factor, waiting for TOTP enrolment.
 STAFF_SESSION_KINDS = ("staff", "staff_totp", "staff_enrol")
 MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
@@ -91,14 +105,31 @@ async def issue_token(
     owner: StaffUser,
     *,
     label: str,
-    scopes: Sequence[str] = TOKEN_SCOPES,
+    scopes: Sequence[str] | None = None,
     days: int | None = None,
 ) -> tuple[ApiToken, str]:
-    """Create an API token for ``owner`` and return the row with the token; only its SHA-256 is stored."""
+    """Create an API token for ``owner`` and return the row with the token; only its SHA-256 is stored.
+
+    Without ``scopes`` the token gets every scope the owner's role can use.
+
+    Raises:
+        InvalidInput: the owner is disabled, or a scope is unknown or outside the owner's role.
+    """
     if owner.disabled_at is not None:
         raise InvalidInput(
             _("{email} is disabled; tokens can only belong to active accounts.").format(email=owner.email)
         )
+    usable = scopes_for_role(owner.role)
+    granted = parse_scopes(usable if scopes is None else scopes)
+    for scope in granted:
+        if scope not in usable:
+            raise InvalidInput(
+                _(
+                    "A token of {email} cannot use the scope '{scope}', because the account's role does not "
+                    "allow those requests. Choose from: {usable}."
+                ).format(email=owner.email, scope=scope, usable=", ".join(usable)),
+                field="scopes",
+            )
 
     token = "pt_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + dt.timedelta(days=days) if days else None
@@ -106,7 +137,7 @@ async def issue_token(
         user_id=owner.id,
         token_hash=sha256_hex(token),
         label=label.strip()[:100],
-        scopes=" ".join(parse_scopes(scopes)),
+        scopes=" ".join(granted),
         expires_at=expires_at,
     )
     db.add(row)
@@ -121,9 +152,12 @@ async def issue_token(
 
 
 async def create_token(
-    db: AsyncSession, email: str, label: str, days: int | None, scopes: Sequence[str] = TOKEN_SCOPES
+    db: AsyncSession, email: str, label: str, days: int | None, scopes: Sequence[str] | None = None
 ) -> str:
-    """Create an API token for the staff member with ``email`` (the command line's entry point)."""
+    """Create an API token for the staff member with ``email`` (the command line's entry point).
+
+    Without ``scopes`` the token gets every scope the staff member's role can use.
+    """
     user = await db.scalar(select(StaffUser).where(StaffUser.email == normalise_email(email)))
     if user is None or user.disabled_at is not None:
         raise InvalidInput(f"No active staff account for {email}. Add it first with 'portal users add'.")

@@ -7,11 +7,13 @@ import json
 import re
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from portal.audit.recorder import SYSTEM
+from portal.errors import InvalidInput
 from portal.models import AccessEvent, Invitation, StaffUser
 from portal.security.sessions import STAFF_COOKIE
 from portal.security.throttle import hit
@@ -312,14 +314,33 @@ async def test_login_throttle_address(app: Litestar, client: AsyncTestClient[Lit
 
 
 async def test_token_scopes_enforced(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    await add_staff(app, DPO, "dpo")
-    upload_only = await _token(app, DPO, ("upload",))
+    await add_staff(app, ADMIN, "admin")
+    upload_only = await _token(app, ADMIN, ("upload",))
     denied = await client.get("/api/v1/audit/events", headers=upload_only)
     assert denied.status_code == 403
     assert "audit-read" in denied.json()["error"]["message"]
 
-    audit = await _token(app, DPO, ("audit-read",))
+    audit = await _token(app, ADMIN, ("audit-read",))
     assert (await client.get("/api/v1/audit/events", headers=audit)).status_code == 200
+
+
+async def test_token_scopes_follow_role(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, CLINICIAN, "clinician")
+    await add_staff(app, DPO, "dpo")
+    clinician = await _user(app, CLINICIAN)
+    dpo = await _user(app, DPO)
+
+    async with portal_of(app).transaction() as db:
+        clinician_row, _token_text = await issue_token(db, SYSTEM, clinician, label="photo system")
+        dpo_row, _token_text = await issue_token(db, SYSTEM, dpo, label="exports")
+    assert clinician_row.scopes == "upload share"
+    assert dpo_row.scopes == "audit-read"
+
+    with pytest.raises(InvalidInput) as refused:
+        async with portal_of(app).transaction() as db:
+            await issue_token(db, SYSTEM, clinician, label="too wide", scopes=("upload", "audit-read"))
+    assert refused.value.field == "scopes"
+    assert "cannot use the scope 'audit-read'" in refused.value.message
 
 
 async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -334,7 +355,12 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     assert no_scope.status_code == 400
     assert "at least one scope" in no_scope.text
 
-    created = await client.post("/admin/tokens", data={**form, "scopes": ["audit-read", "share"]})
+    # The DPO's role cannot share, so a token of theirs cannot get that scope.
+    too_wide = await client.post("/admin/tokens", data={**form, "scopes": ["audit-read", "share"]})
+    assert too_wide.status_code == 400
+    assert "cannot use the scope &#39;share&#39;" in too_wide.text
+
+    created = await client.post("/admin/tokens", data={**form, "scopes": ["audit-read"]})
     assert created.status_code == 201
     token = re.search(r'data-testid="api-token">(pt_[^<]+)<', created.text)
     assert token
@@ -355,7 +381,7 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 401
 
     created_events = await _events(app, "api_token.created")
-    assert created_events[-1]["scopes"] == "share audit-read"
+    assert created_events[-1]["scopes"] == "audit-read"
     assert len(await _events(app, "api_token.revoked")) == 1
 
 

@@ -48,6 +48,13 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
     assert token.stdout.strip() not in token.stderr
     assert token.stderr == "", "a second run has no warning to give"
 
+    wide = run_portal(
+        ["tokens", "create", "--user", "dpo@riverside.test", "--scope", "audit-read", "--scope", "share"], env
+    )
+    assert wide.returncode == 2
+    assert "cannot use the scope 'share'" in wide.stderr
+    assert "Traceback" not in wide.stderr
+
     short = run_portal(
         ["users", "add", "x@riverside.test", "--role", "clinician", "--password-stdin"], env, "short\n"
     )
