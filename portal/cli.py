@@ -245,15 +245,17 @@ async def _verify_database() -> int:
 
     async with open_log(Settings.from_env()) as access:
         report = await verify_database(access)
+    done = f"{_counted(report.events, 'event')} and {_counted(report.checkpoints, 'checkpoint')}"
     if not report.ok:
-        done = f"{report.events} events and {report.checkpoints} checkpoints"
         print(f"FAILED after {done}: {report.first_failure}")
         return 1
-    print(
-        f"OK: {report.events} events and {report.checkpoints} checkpoints verified; "
-        f"{report.unsigned} events after the latest checkpoint are not signed yet."
-    )
+    unsigned = _counted(report.unsigned, "event")
+    print(f"OK: {done} verified; {unsigned} after the latest checkpoint not signed yet.")
     return 0
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _add_filter_options(command: argparse.ArgumentParser) -> None:
@@ -347,14 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-QUIET_COMMANDS = frozenset({"users", "tokens"})
+QUIET_COMMANDS = frozenset({"users", "tokens", "audit"})
 
 
 def main(argv: list[str] | None = None) -> int:
     # Files the portal creates (database, WAL, blobs, keys) are readable by its own user only.
     os.umask(0o077)
     args = build_parser().parse_args(argv)
-    # Account and token commands print their one result; start-up lines would bury it. Warnings, such as
+    # Account, token and audit commands print their result; start-up lines would bury it. Warnings, such as
     # where a newly created key file is, still show.
     configure_logging("WARNING" if args.command in QUIET_COMMANDS else "INFO")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,13 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
     assert "staff.created" in types
     assert "api_token.created" in types
     assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert "portal ready" not in exported.stderr
+
+    verified = run_portal(["audit", "verify", "--database"], env)
+    assert verified.returncode == 0, verified.stderr
+    assert re.match(r"OK: \d+ events? and \d+ checkpoints? verified; \d+ events? after", verified.stdout)
+    assert "1 checkpoints" not in verified.stdout
+    assert "1 events" not in verified.stdout
 
 
 def test_invalid_policy_stops_start(tmp_path: Path) -> None:
