@@ -137,6 +137,12 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
     for path in ("/admin/staff", "/admin/tokens"):
         page.goto(path)
         findings.check(page, path)
+        # Disabling an account or revoking a token needs a second click: its button shows once the disclosure opens.
+        confirmation = page.locator("details.confirm").first
+        expect(confirmation.locator("button.danger")).to_be_hidden()
+        confirmation.locator("summary").click()
+        expect(confirmation.locator("button.danger")).to_be_visible()
+        findings.check(page, f"{path} with a confirmation open")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

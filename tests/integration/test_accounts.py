@@ -168,6 +168,9 @@ async def test_disabled_user_cut_off(app: Litestar, client: AsyncTestClient[Lite
     await _signed_in(client, ADMIN)
     page = await client.get("/admin/staff")
     target = (await _user(app, DPO)).id
+    # Disabling opens a confirmation first that names the account.
+    assert f'<details class="confirm" data-testid="disable-{target}">' in page.text
+    assert f"Disable {DPO}" in page.text
     disabled = await client.post(
         f"/admin/staff/{target}/disable", data={"_csrf_token": csrf_from(page.text)}, follow_redirects=False
     )
@@ -370,6 +373,8 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     listing = await client.get("/admin/tokens")
     assert "Audit archive" in listing.text
     assert token.group(1) not in listing.text
+    # Revoking opens a confirmation first: the form sits inside a closed disclosure.
+    assert re.search(r'<details class="confirm"[^>]*>\s*<summary>Revoke…</summary>', listing.text)
     token_id = re.search(r'action="/admin/tokens/([0-9a-f-]+)/revoke"', listing.text)
     assert token_id
     revoked = await client.post(
