@@ -131,11 +131,11 @@
   document.addEventListener("change", function (event) { applyProfileLimits(event.target); });
 
   // A click on a download link marked data-download-started dispatches "download-started" on the body
-  // 1.5 s later, once the server has counted the download, and the download count
-  // (hx-trigger="download-started from:body") reloads. Every click gets its own reload, so quick clicks
-  // do not keep putting it off. htmx listening on the link itself would cancel the click, and with it the
-  // download. The link has no download attribute: the copy comes as an attachment, and a refusal (limit
-  // reached, session ended) opens as a page instead of being saved as a file.
+  // 1.5 s later, by when the server has usually counted the download, and the download count
+  // (hx-trigger="download-started from:body") reloads. Each click gets its own reload, so quick clicks do
+  // not delay it. htmx listening on the link itself would cancel the click, and with it the download.
+  // The link has no download attribute, so a refusal (limit reached, session ended) opens as a page
+  // instead of being saved as a file. The copy itself comes as an attachment.
   var COUNT_RELOAD_DELAY_MS = 1500;
 
   document.addEventListener("click", function (event) {

@@ -78,7 +78,7 @@ async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Templat
             client_address=client_ip(request, portal.settings.trusted_proxy_hops),
         )
     except SecondFactorNeeded as error:
-        # A next step, not a mistake: the page asks for the date of birth without error styling.
+        # The date of birth is a next step, not a mistake, so the page requests it without error styling.
         context = {
             "errors": {},
             "code": entered[:40],

@@ -23,7 +23,7 @@ ROLES = ("clinician", "admin", "dpo")
 # API token scopes: upload documents, create and follow shares, read the access log.
 TOKEN_SCOPES = ("upload", "share", "audit-read")
 # The roles whose API routes each scope opens. A token acts with its owner's role, so a scope outside it
-# would be refused on every request and is not granted.
+# would be rejected on every request and is not granted.
 SCOPE_ROLES: dict[str, tuple[str, ...]] = {
     "upload": ("clinician", "admin"),
     "share": ("clinician", "admin"),

@@ -467,7 +467,7 @@ def test_birth_date_flow_by_keyboard(issuer: Issuer, open_reader: Callable[[str]
     page.keyboard.press("Enter")
     page.wait_for_load_state()
 
-    # The next step asks for the date of birth without error styling, with the cursor in its field.
+    # The next step requests the date of birth without error styling, with the cursor in its field.
     expect(page.get_by_test_id("birth-date-prompt")).to_be_visible()
     expect(page.locator(".error-summary")).to_have_count(0)
     expect(page.locator("#date_of_birth")).to_be_focused()

@@ -373,7 +373,7 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     listing = await client.get("/admin/tokens")
     assert "Audit archive" in listing.text
     assert token.group(1) not in listing.text
-    # Revoking opens a confirmation first: the form sits inside a closed disclosure.
+    # Revoking opens a confirmation first, so the form sits inside a closed disclosure.
     assert re.search(r'<details class="confirm"[^>]*>\s*<summary>Revoke…</summary>', listing.text)
     token_id = re.search(r'action="/admin/tokens/([0-9a-f-]+)/revoke"', listing.text)
     assert token_id

@@ -167,7 +167,7 @@ async def test_start_needs_matching_key_file(settings: Settings) -> None:
         await issue(app, client, documents=1)
     original = settings.kek_file.read_bytes()
 
-    # A restore without the key file: start-up stops, names the path and creates no new key ring.
+    # After a restore without the key file, start-up stops, names the path and creates no new key ring.
     settings.kek_file.unlink()
     missing = run_portal(["init"], settings)
     assert missing.returncode == 2, missing.stderr
