@@ -39,6 +39,11 @@ class Forbidden(PortalError):
     code = "forbidden"
 
 
+class UnsupportedMediaType(PortalError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class UploadRejected(PortalError):
     status_code = 422
     code = "pdf_rejected"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from litestar import Request
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from portal.audit.recorder import Actor
 from portal.core import Portal
-from portal.errors import Forbidden, NotAuthenticated
+from portal.errors import Forbidden, InvalidInput, NotAuthenticated, UnsupportedMediaType
 from portal.i18n import _
 from portal.models import ApiToken, StaffUser, utcnow
 from portal.security.client import client_ip, ip_prefix, user_agent_family
@@ -105,3 +106,29 @@ def _expired(expires_at: dt.datetime | None, now: dt.datetime) -> bool:
 
 def token_actor(request: Request[Any, Any, Any]) -> Actor:
     return actor_for(request, f"token:{request.scope['state']['token_id']}")
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Return the request's JSON object body, or raise an error that says how to send one.
+
+    A body is read as JSON only when its Content-Type says so: a form or text body sent by mistake gets an
+    answer that names the header to fix instead of a parse error about its contents.
+    """
+    sent = request.headers.get("content-type", "")
+    if sent.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
+        shown = sent[:80] or _("no Content-Type header")
+        raise UnsupportedMediaType(
+            _(
+                "Send the body as JSON with the header Content-Type: application/json (this request had {sent})."
+            ).format(sent=shown)
+        )
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(_("The request body is not valid JSON. Send a JSON object.")) from None
+    if not isinstance(body, dict):
+        raise InvalidInput(_("The request body must be a JSON object."))
+    return body

@@ -47,7 +47,7 @@ from portal.shares.service import (
     share_summary,
 )
 from portal.staff.openapi import documented_operation, error_responses
-from portal.web import portal_of, require_token, token_actor
+from portal.web import json_object, portal_of, require_token, token_actor
 
 # Response models for the OpenAPI schema. The handlers build plain dicts, and
 # tests/integration/test_api_schema.py checks that the responses match these models.
@@ -272,16 +272,6 @@ async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]
     return Response(body, status_code=201)
 
 
-async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(_("The request body is not valid JSON. Send a JSON object.")) from None
-    if not isinstance(body, dict):
-        raise InvalidInput(_("The request body must be a JSON object."))
-    return body
-
-
 @post(
     "/api/v1/shares",
     include_in_schema=True,
@@ -292,13 +282,13 @@ async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         201: ResponseSpec(
             ShareWithCode, description="The share and its code, shown once.", generate_examples=False
         ),
-        **error_responses(400, 401, 403, 404, 422),
+        **error_responses(400, 401, 403, 404, 415, 422),
     },
 )
 async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     user = await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
-    body = await _json_body(request)
+    body = await json_object(request)
 
     document_ids = body.get("document_ids")
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from litestar import Request, post
@@ -15,7 +14,7 @@ from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.retention.erasure import ERASURE_REASONS, Erasure, erase_document
 from portal.staff.openapi import documented_operation, error_responses
-from portal.web import actor_for, portal_of, require_staff, require_token, token_actor
+from portal.web import actor_for, json_object, portal_of, require_staff, require_token, token_actor
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 CONFIRMATION = "erase"
@@ -57,25 +56,15 @@ ERASE_BODY = RequestBody(
     include_in_schema=True,
     status_code=200,
     operation_class=documented_operation(request_body=ERASE_BODY),
-    responses=error_responses(400, 401, 403, 404, 409),
+    responses=error_responses(400, 401, 403, 404, 409, 415),
 )
 async def erase_api(request: Request[Any, Any, Any], document_id: FromPath[str]) -> dict[str, Any]:
     await require_token(request, "clinician", "admin")
-    body = await _json_object(request)
+    body = await json_object(request)
     erasure = await erase_document(
         portal_of(request), token_actor(request), document_id, str(body.get("reason", ""))
     )
     return _summary(erasure)
-
-
-async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(_("The request body is not valid JSON. Send a JSON object.")) from None
-    if not isinstance(body, dict):
-        raise InvalidInput(_("The request body must be a JSON object."))
-    return body
 
 
 def _summary(erasure: Erasure) -> dict[str, Any]:
