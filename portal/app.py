@@ -200,6 +200,12 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
             "PORTAL_CLINIC_NAME or PORTAL_CLINIC_CONTACT is not set: recipients see 'Clinic' as the sender "
             "or get no number to call. Set both before handing out access codes."
         )
+    if not policies.security.staff_require_totp:
+        log.warning(
+            "Staff sign in with a password alone. Set require_totp = true in %s so that every staff "
+            "member enrols an authenticator app.",
+            settings.policy_dir / "security.toml",
+        )
     keyring = open_keyring(settings)
     csrf_secret = keyring.secret("session").hex()
 

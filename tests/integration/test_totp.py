@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -207,11 +208,8 @@ def test_pending_secret_expires() -> None:
         totp.unseal_pending(key, uuid.uuid4(), sealed, now=1_000.0)
 
 
-@pytest.fixture
-async def strict_client(
-    tmp_path: Path, database_url: str
-) -> AsyncIterator[tuple[Litestar, AsyncTestClient[Litestar]]]:
-    """A portal whose policy requires TOTP for every staff member."""
+def strict_settings(tmp_path: Path, database_url: str) -> Settings:
+    """Return settings whose policy requires TOTP for every staff member."""
     policy_dir = tmp_path / "policies"
     shutil.copytree(REPOSITORY_ROOT / "policies", policy_dir)
     security = policy_dir / "security.toml"
@@ -219,7 +217,7 @@ async def strict_client(
     assert "require_totp = false" in text
     security.write_text(text.replace("require_totp = false", "require_totp = true"))
 
-    settings = Settings.from_env(
+    return Settings.from_env(
         {
             "PORTAL_DATA_DIR": str(tmp_path / "data"),
             "PORTAL_DATABASE_URL": database_url,
@@ -227,7 +225,14 @@ async def strict_client(
             "PORTAL_PUBLIC_URL": BASE_URL,
         }
     )
-    app = create_app(settings, pdf_workers=1)
+
+
+@pytest.fixture
+async def strict_client(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Litestar, AsyncTestClient[Litestar]]]:
+    """A portal whose policy requires TOTP for every staff member."""
+    app = create_app(strict_settings(tmp_path, database_url), pdf_workers=1)
     async with AsyncTestClient(app=app, base_url=BASE_URL) as test_client:
         yield app, test_client
 
@@ -249,3 +254,19 @@ async def test_required_totp_enrols_first(strict_client: tuple[Litestar, AsyncTe
     session_id = client.cookies.get(STAFF_COOKIE)
     assert session_id and session_id != enrol_id
     assert (await client.get("/staff")).status_code == 200
+
+
+def test_password_only_sign_in_warned(
+    tmp_path: Path, database_url: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    warning = "Staff sign in with a password alone"
+
+    with caplog.at_level(logging.WARNING, logger="portal.app"):
+        create_app(settings, pdf_workers=1)
+    assert warning in caplog.text
+    assert str(settings.policy_dir / "security.toml") in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="portal.app"):
+        create_app(strict_settings(tmp_path / "strict", database_url), pdf_workers=1)
+    assert warning not in caplog.text
