@@ -37,6 +37,7 @@ EVENT_LABELS = {
     "staff.totp_enrolled": N_("Two-step sign-in set up"),
     "staff.role_changed": N_("Staff role changed"),
     "staff.disabled": N_("Staff account disabled"),
+    "staff.enabled": N_("Staff account enabled"),
     "api_token.created": N_("API token created"),
     "api_token.revoked": N_("API token revoked"),
     "export.created": N_("Access log exported"),

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.admin.service import (
     change_role,
     disable,
+    enable,
     list_staff,
     list_tokens,
     load_staff,
     parse_days,
     revoke_token,
 )
+from portal.audit.recorder import Actor
 from portal.errors import InvalidInput
 from portal.i18n import _
+from portal.labels import role_label
 from portal.models import StaffUser, utcnow
 from portal.staff.invitations import INVITATION_LIFETIME, create_invitation
 from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
@@ -34,8 +40,67 @@ async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra
     async with portal_of(request).transaction() as db:
         staff = await list_staff(db)
     status_code = extra.pop("status_code", 200)
-    context = {"user": admin, "staff": staff, "roles": ROLES, "errors": {}, "form": {}, **extra}
+    context = {
+        "user": admin,
+        "staff": staff,
+        "roles": ROLES,
+        "errors": {},
+        "form": {},
+        "confirmation": _confirmation(request, staff),
+        **extra,
+    }
     return Template("admin/staff.html", context=context, status_code=status_code)
+
+
+def _back_to_staff(done: str, staff_id: uuid.UUID) -> Redirect:
+    """Redirect to the staff page, which then confirms the action ``done`` on the account ``staff_id``."""
+    return Redirect(f"/admin/staff?done={done}&staff={staff_id}", status_code=303)
+
+
+def _confirmation(request: Request[Any, Any, Any], staff: list[StaffUser]) -> str | None:
+    """Build the message that confirms the action named in the address, or return None.
+
+    The address carries a fixed key and an account id, never message text. The message describes the
+    account as stored now, and none is shown when the account no longer matches the action (for example,
+    a "disabled" link opened again after another administrator enabled the account).
+    """
+    done = request.query_params.get("done")
+    staff_id = request.query_params.get("staff")
+    member = next((member for member in staff if str(member.id) == staff_id), None)
+    if member is None:
+        return None
+
+    if done == "role" and member.disabled_at is None:
+        return _(
+            "{email} now has the role “{role}”. Their sessions have ended and their API tokens are revoked, "
+            "so they sign in again to continue."
+        ).format(email=member.email, role=role_label(member.role))
+    if done == "disabled" and member.disabled_at is not None:
+        return _(
+            "The account of {email} is disabled. They can no longer sign in, their sessions have ended and "
+            "their API tokens are revoked."
+        ).format(email=member.email)
+    if done == "enabled" and member.disabled_at is None:
+        return " ".join(
+            [
+                _("The account of {email} is enabled again.").format(email=member.email),
+                _sign_in_again(request, member),
+                _(
+                    "API tokens revoked when the account was disabled stay revoked, so create a new one on "
+                    "the API tokens page if they need it."
+                ),
+            ]
+        )
+    return None
+
+
+def _sign_in_again(request: Request[Any, Any, Any], member: StaffUser) -> str:
+    # Disabling keeps the password hash and the TOTP secret, so an enabled account signs in with both.
+    if member.totp_secret_sealed is not None:
+        return _("They sign in with their existing password and a code from their authenticator app.")
+    if portal_of(request).policies.security.staff_require_totp:
+        return _("They sign in with their existing password and then set up two-step sign in.")
+    return _("They sign in with their existing password.")
 
 
 @get("/admin", include_in_schema=False)
@@ -83,16 +148,31 @@ async def set_role(request: Request[Any, Any, Any], staff_id: FromPath[str], dat
     async with portal_of(request).transaction() as db:
         target = await load_staff(db, staff_id)
         await change_role(db, actor_for(request, f"staff:{admin.id}"), admin, target, data.get("role", ""))
-    return Redirect("/admin/staff", status_code=303)
+    return _back_to_staff("role", target.id)
+
+
+AccountAction = Callable[[AsyncSession, Actor, StaffUser, StaffUser], Awaitable[object]]
+
+
+async def _act_on_account(
+    request: Request[Any, Any, Any], staff_id: str, action: AccountAction, done: str
+) -> Redirect:
+    """Run ``action`` as the signed-in admin on the account ``staff_id``, then confirm it on the staff page."""
+    admin = await require_staff(request, "admin")
+    async with portal_of(request).transaction() as db:
+        target = await load_staff(db, staff_id)
+        await action(db, actor_for(request, f"staff:{admin.id}"), admin, target)
+    return _back_to_staff(done, target.id)
 
 
 @post("/admin/staff/{staff_id:str}/disable", include_in_schema=False)
 async def disable_account(request: Request[Any, Any, Any], staff_id: FromPath[str]) -> Redirect:
-    admin = await require_staff(request, "admin")
-    async with portal_of(request).transaction() as db:
-        target = await load_staff(db, staff_id)
-        await disable(db, actor_for(request, f"staff:{admin.id}"), admin, target)
-    return Redirect("/admin/staff", status_code=303)
+    return await _act_on_account(request, staff_id, disable, "disabled")
+
+
+@post("/admin/staff/{staff_id:str}/enable", include_in_schema=False)
+async def enable_account(request: Request[Any, Any, Any], staff_id: FromPath[str]) -> Redirect:
+    return await _act_on_account(request, staff_id, enable, "enabled")
 
 
 async def _tokens_page(request: Request[Any, Any, Any], admin: StaffUser, **extra: Any) -> Template:
@@ -181,6 +261,7 @@ admin_routes = [
     invite,
     set_role,
     disable_account,
+    enable_account,
     tokens_list,
     token_create,
     token_revoke,

@@ -1,8 +1,11 @@
-"""Account administration: change a role, disable an account, list and revoke API tokens.
+"""Account administration: change a role, disable or enable an account, list and revoke API tokens.
 
 Changing a role or disabling an account ends every session of that person and revokes their API tokens
-in the same transaction, so the next request they make fails. An administrator cannot change or disable
-their own account, which also keeps at least one administrator in place.
+in the same transaction, so the next request they make fails. Enabling an account again brings back neither
+the sessions nor the tokens: the person signs in again with the password and second factor that the account
+kept, and needs new API tokens.
+An administrator cannot change, disable or enable their own account, which also keeps at least one
+administrator in place.
 """
 
 from __future__ import annotations
@@ -79,6 +82,29 @@ async def disable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffU
     revoked = await cut_off(db, target.id)
     await record(db, who, "staff.disabled", details={"staff_id": str(target.id), "tokens_revoked": revoked})
     return revoked
+
+
+async def enable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUser) -> None:
+    """Enable the disabled account ``target`` again, keeping its password and second factor.
+
+    Raises InvalidInput when the account is not disabled, or is the administrator's own.
+    """
+    _not_self(admin, target)
+
+    # A conditional update, so two administrators enabling the account at once record one event, not two.
+    result = await db.execute(
+        update(StaffUser)
+        .where(StaffUser.id == target.id, StaffUser.disabled_at.is_not(None))
+        .values(disabled_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidInput(
+            _("{email} is not disabled, so there is nothing to enable.").format(email=target.email)
+        )
+
+    await db.refresh(target)
+    await record(db, who, "staff.enabled", details={"staff_id": str(target.id)})
 
 
 async def list_tokens(db: AsyncSession) -> list[ApiToken]:

@@ -57,6 +57,7 @@ EVENT_TYPES = frozenset(
         "staff.totp_enrolled",
         "staff.role_changed",
         "staff.disabled",
+        "staff.enabled",
         "api_token.created",
         "api_token.revoked",
         "export.created",

@@ -144,6 +144,39 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
         expect(confirmation.locator("button.danger")).to_be_visible()
         findings.check(page, f"{path} with a confirmation open")
 
+    disable_and_enable(findings, page, DPO)
+
+
+def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
+    """Disable ``email``'s account and enable it again from the staff page, then sign in as that person."""
+    page.goto("/admin/staff")
+    row = page.locator("tbody tr", has_text=email)
+    row.locator("[data-testid^=disable-] summary").click()
+    with page.expect_navigation():
+        row.locator("[data-testid^=disable-] button").click()
+    # The message after the redirect is a status region that takes the focus, so a screen reader reads it.
+    message = page.locator("[data-testid=confirmation]")
+    expect(message).to_have_attribute("role", "status")
+    expect(message).to_contain_text(email)
+    expect(message).to_be_focused()
+    findings.check(page, "/admin/staff after disabling")
+
+    enable = row.locator("[data-testid^=enable-]")
+    expect(enable.locator("button")).to_be_hidden()
+    enable.locator("summary").click()
+    expect(enable.locator("button")).to_be_visible()
+    findings.check(page, "/admin/staff with the enable confirmation open")
+    with page.expect_navigation():
+        enable.locator("button").click()
+    expect(message).to_contain_text(email)
+    expect(message).to_be_focused()
+    expect(row.locator("[data-testid^=disable-]")).to_have_count(1)
+    expect(row.locator("[data-testid^=enable-]")).to_have_count(0)
+    findings.check(page, "/admin/staff after enabling")
+
+    # The account signs in with the password it had before it was disabled.
+    sign_in(page, email)
+
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_axe_every_page(language: str, issuer: Issuer, open_page: Callable[[str], Page]) -> None:

@@ -1,12 +1,16 @@
-"""Account administration: admin pages, invitations, password rules, role changes, throttles, API tokens."""
+"""Account administration: admin pages, invitations, password rules, role changes, disabling and enabling
+accounts, throttles, API tokens."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import re
+import uuid
 from typing import Any
 
+import pyotp
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -15,19 +19,21 @@ from sqlalchemy import select, update
 from portal.audit.recorder import SYSTEM
 from portal.errors import InvalidInput
 from portal.models import AccessEvent, Invitation, StaffUser
+from portal.security import totp
 from portal.security.sessions import STAFF_COOKIE
 from portal.security.throttle import hit
 from portal.staff.invitations import create_invitation
 from portal.staff.service import issue_token
 from portal.staff.signin import ADDRESS_ATTEMPT_LIMIT, ADDRESS_WINDOW, LoginThrottle
 from tests.conftest import BASE_URL, PASSWORD, csrf_from
-from tests.helpers import ADMIN, CLINICIAN, DPO, add_staff, portal_of, sign_in
+from tests.helpers import ADMIN, CLINICIAN, DPO, SECOND_CLINICIAN, add_staff, portal_of, sign_in
 
 ADMIN_PAGES = ("/admin", "/admin/staff", "/admin/tokens")
 NEWCOMER = "newcomer@riverside.test"
 NEW_PASSWORD = "lantern orchard violin meadow"
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 HOST = BASE_URL.split("//")[1]
+CONFIRMATION = re.compile(r'<div class="notice" role="status"[^>]*data-testid="confirmation"><p>([^<]+)</p>')
 
 
 async def _events(app: Litestar, event_type: str) -> list[dict[str, Any]]:
@@ -71,6 +77,34 @@ def _use_session(client: AsyncTestClient[Litestar], session: str) -> None:
     client.cookies.set(STAFF_COOKIE, session, domain=HOST)
 
 
+async def _admin_managing(app: Litestar, client: AsyncTestClient[Litestar], email: str, role: str) -> uuid.UUID:
+    """Add the admin and the account ``email``, sign the admin in on ``client`` and return the account's id."""
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, email, role)
+    await sign_in(client, ADMIN)
+    return (await _user(app, email)).id
+
+
+async def _admin_post(client: AsyncTestClient[Litestar], path: str, **fields: str) -> Any:
+    """POST a form of the staff page as the signed-in admin, without following the redirect."""
+    page = await client.get("/admin/staff")
+    return await client.post(
+        path, data={"_csrf_token": csrf_from(page.text), **fields}, follow_redirects=False
+    )
+
+
+async def _confirmation(client: AsyncTestClient[Litestar], location: str) -> str | None:
+    """Open the page a redirect leads to and return the text of its confirmation message, if any."""
+    page = await client.get(location)
+    assert page.status_code == 200
+    found = CONFIRMATION.search(page.text)
+    return html.unescape(found.group(1)) if found else None
+
+
+async def _disabled(app: Litestar, email: str) -> bool:
+    return (await _user(app, email)).disabled_at is not None
+
+
 async def _set_password(
     client: AsyncTestClient[Litestar], path: str, password: str, repeated: str | None = None
 ) -> Any:
@@ -107,6 +141,7 @@ async def test_admin_pages_by_role(app: Litestar, client: AsyncTestClient[Litest
     for path in (
         "/admin/invitations",
         f"/admin/staff/{admin_id}/disable",
+        f"/admin/staff/{admin_id}/enable",
         f"/admin/staff/{admin_id}/role",
         "/admin/tokens",
     ):
@@ -185,6 +220,177 @@ async def test_disabled_user_cut_off(app: Litestar, client: AsyncTestClient[Lite
     assert len(events) == 1
     assert events[0]["tokens_revoked"] == 1
     assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
+
+
+async def test_role_change_confirmed(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    target = await _admin_managing(app, client, CLINICIAN, "clinician")
+
+    changed = await _admin_post(client, f"/admin/staff/{target}/role", role="dpo")
+    assert changed.status_code == 303
+    assert changed.headers["location"] == f"/admin/staff?done=role&staff={target}"
+
+    message = await _confirmation(client, changed.headers["location"])
+    assert message is not None
+    assert message.startswith(f"{CLINICIAN} now has the role “Data protection officer”.")
+    assert "sessions have ended" in message
+    assert "API tokens are revoked" in message
+
+    german = await client.get(changed.headers["location"], headers={"Accept-Language": "de"})
+    assert f"{CLINICIAN} hat jetzt die Rolle „Datenschutzbeauftragte/r“." in html.unescape(german.text)
+
+
+async def test_disable_confirmed(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    target = await _admin_managing(app, client, DPO, "dpo")
+
+    disabled = await _admin_post(client, f"/admin/staff/{target}/disable")
+    assert disabled.status_code == 303
+    assert disabled.headers["location"] == f"/admin/staff?done=disabled&staff={target}"
+
+    message = await _confirmation(client, disabled.headers["location"])
+    assert message == (
+        f"The account of {DPO} is disabled. They can no longer sign in, their sessions have ended and their "
+        "API tokens are revoked."
+    )
+
+
+async def test_confirmation_follows_account(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    target = await _admin_managing(app, client, DPO, "dpo")
+
+    # The account is active, so a link that claims it was disabled confirms nothing.
+    assert await _confirmation(client, f"/admin/staff?done=disabled&staff={target}") is None
+    assert await _confirmation(client, f"/admin/staff?done=enabled&staff={target}") is not None
+    # Unknown keys and ids show no message, and no text from the address reaches the page.
+    assert await _confirmation(client, f"/admin/staff?done=Hacked&staff={target}") is None
+    assert await _confirmation(client, f"/admin/staff?done=role&staff={ZERO_ID}") is None
+    assert await _confirmation(client, "/admin/staff?done=role&staff=not-an-id") is None
+    page = await client.get("/admin/staff?done=%3Cb%3EHacked%3C%2Fb%3E&staff=x")
+    assert page.status_code == 200
+    assert "Hacked" not in page.text
+
+
+async def test_enable_restores_sign_in(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    headers = await _token(app, DPO, ("audit-read",))
+    dpo_session = await _signed_in(client, DPO)
+    await _signed_in(client, ADMIN)
+    target = (await _user(app, DPO)).id
+    assert (await _admin_post(client, f"/admin/staff/{target}/disable")).status_code == 303
+
+    # A disabled account offers "Enable" behind a confirmation, and no longer offers "Disable".
+    page = await client.get("/admin/staff")
+    assert f'<details class="confirm" data-testid="enable-{target}">' in page.text
+    assert f'action="/admin/staff/{target}/enable"' in page.text
+    assert f'data-testid="disable-{target}"' not in page.text
+    assert f"Enable {DPO}" in page.text
+
+    enabled = await _admin_post(client, f"/admin/staff/{target}/enable")
+    assert enabled.status_code == 303
+    assert enabled.headers["location"] == f"/admin/staff?done=enabled&staff={target}"
+    assert not await _disabled(app, DPO)
+    message = await _confirmation(client, enabled.headers["location"])
+    assert message == (
+        f"The account of {DPO} is enabled again. They sign in with their existing password. API tokens "
+        "revoked when the account was disabled stay revoked, so create a new one on the API tokens page if "
+        "they need it."
+    )
+    page = await client.get("/admin/staff")
+    assert f'data-testid="disable-{target}"' in page.text
+    assert f'data-testid="enable-{target}"' not in page.text
+
+    # The session and the token that the disable ended stay ended.
+    _use_session(client, dpo_session)
+    assert (await client.get("/dpo/events", follow_redirects=False)).status_code == 303
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 401
+    # The password the account had before still signs in.
+    client.cookies.clear()
+    assert (await sign_in(client, DPO)).status_code == 303
+    assert (await client.get("/dpo/events")).status_code == 200
+
+    events = await _events(app, "staff.enabled")
+    assert len(events) == 1
+    assert events[0]["staff_id"] == str(target)
+    assert events[0]["outcome"] == "success"
+    assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
+
+
+async def test_enable_keeps_second_factor(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    portal = portal_of(app)
+    dpo = await _user(app, DPO)
+    secret = totp.new_secret()
+    sealed = totp.seal(totp.sealing_key(portal.keyring.secret("session")), dpo.id, secret)
+    async with portal.transaction() as db:
+        await db.execute(update(StaffUser).where(StaffUser.id == dpo.id).values(totp_secret_sealed=sealed))
+
+    await sign_in(client, ADMIN)
+    assert (await _admin_post(client, f"/admin/staff/{dpo.id}/disable")).status_code == 303
+    enabled = await _admin_post(client, f"/admin/staff/{dpo.id}/enable")
+    message = await _confirmation(client, enabled.headers["location"])
+    assert message is not None
+    assert "They sign in with their existing password and a code from their authenticator app." in message
+
+    # The password alone is not enough: the second factor kept through the disable is still asked for.
+    client.cookies.clear()
+    password_step = await sign_in(client, DPO)
+    assert password_step.status_code == 303
+    assert password_step.headers["location"] == "/staff/login/verify"
+    page = await client.get("/staff/login/verify")
+    code_step = await client.post(
+        "/staff/login/verify",
+        data={"_csrf_token": csrf_from(page.text), "code": pyotp.TOTP(secret).now()},
+        follow_redirects=False,
+    )
+    assert code_step.status_code == 303
+    assert (await client.get("/dpo/events")).status_code == 200
+
+
+async def test_enable_needs_admin(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+    await add_staff(app, DPO, "dpo")
+    await add_staff(app, SECOND_CLINICIAN, "clinician")
+    await sign_in(client, ADMIN)
+    target = (await _user(app, SECOND_CLINICIAN)).id
+    assert (await _admin_post(client, f"/admin/staff/{target}/disable")).status_code == 303
+
+    for email in (CLINICIAN, DPO):
+        client.cookies.clear()
+        await sign_in(client, email)
+        token = csrf_from((await client.get("/staff/login")).text)
+        rejected = await client.post(
+            f"/admin/staff/{target}/enable", data={"_csrf_token": token}, follow_redirects=False
+        )
+        assert rejected.status_code == 403, email
+        assert "Your role does not allow this page." in rejected.text, email
+
+    # Without a session there is no CSRF token either, and the CSRF check answers first.
+    client.cookies.clear()
+    anonymous = await client.post(f"/admin/staff/{target}/enable", follow_redirects=False)
+    assert anonymous.status_code == 403
+
+    assert await _disabled(app, SECOND_CLINICIAN)
+    assert await _events(app, "staff.enabled") == []
+
+
+async def test_enable_active_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    target = await _admin_managing(app, client, DPO, "dpo")
+
+    active = await _admin_post(client, f"/admin/staff/{target}/enable")
+    assert active.status_code == 400
+    assert f"{DPO} is not disabled, so there is nothing to enable." in active.text
+
+    admin_id = (await _user(app, ADMIN)).id
+    own = await _admin_post(client, f"/admin/staff/{admin_id}/enable")
+    assert own.status_code == 400
+    assert "your own account" in own.text
+
+    unknown = await _admin_post(client, f"/admin/staff/{ZERO_ID}/enable")
+    assert unknown.status_code == 404
+    assert "No staff account with this id." in unknown.text
+
+    assert await _events(app, "staff.enabled") == []
 
 
 async def test_admin_cannot_demote_self(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
-from portal.admin.service import change_role, disable, revoke_token
+from portal.admin.service import change_role, disable, enable, revoke_token
 from portal.audit.recorder import EVENT_TYPES, SYSTEM, Actor
 from portal.models import AccessEvent, ApiToken, Share, StaffUser
 from portal.retention.erasure import add_hold, release_hold
@@ -179,6 +179,14 @@ async def test_each_action_writes_one_event(
     await disable_dpo()
     assert (await counts(app))["staff.disabled"] - before_disable["staff.disabled"] == 1
     covered.add("staff.disabled")
+
+    async def enable_dpo() -> Any:
+        async with portal.transaction() as db:
+            target = await db.get(StaffUser, dpo_user.id)
+            assert target is not None
+            return await enable(db, admin_actor, admin, target)
+
+    await expect_one("staff.enabled", enable_dpo)
 
     hold = await expect_one(
         "legal_hold.added",
