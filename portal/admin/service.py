@@ -75,10 +75,18 @@ async def change_role(db: AsyncSession, who: Actor, admin: StaffUser, target: St
 async def disable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUser) -> int:
     """Disable ``target``, end their sessions and revoke their tokens; return the tokens revoked."""
     _not_self(admin, target)
-    if target.disabled_at is not None:
+
+    # A conditional update, so two administrators disabling the account at once record one event, not two.
+    result = await db.execute(
+        update(StaffUser)
+        .where(StaffUser.id == target.id, StaffUser.disabled_at.is_(None))
+        .values(disabled_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         raise InvalidInput(_("{email} is already disabled.").format(email=target.email))
 
-    target.disabled_at = utcnow()
+    await db.refresh(target)
     revoked = await cut_off(db, target.id)
     await record(db, who, "staff.disabled", details={"staff_id": str(target.id), "tokens_revoked": revoked})
     return revoked

@@ -16,6 +16,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
+from portal.admin.service import disable
 from portal.audit.recorder import SYSTEM
 from portal.errors import InvalidInput
 from portal.models import AccessEvent, Invitation, StaffUser
@@ -77,7 +78,9 @@ def _use_session(client: AsyncTestClient[Litestar], session: str) -> None:
     client.cookies.set(STAFF_COOKIE, session, domain=HOST)
 
 
-async def _admin_managing(app: Litestar, client: AsyncTestClient[Litestar], email: str, role: str) -> uuid.UUID:
+async def _admin_managing(
+    app: Litestar, client: AsyncTestClient[Litestar], email: str, role: str
+) -> uuid.UUID:
     """Add the admin and the account ``email``, sign the admin in on ``client`` and return the account's id."""
     await add_staff(app, ADMIN, "admin")
     await add_staff(app, email, role)
@@ -220,6 +223,28 @@ async def test_disabled_user_cut_off(app: Litestar, client: AsyncTestClient[Lite
     assert len(events) == 1
     assert events[0]["tokens_revoked"] == 1
     assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
+
+
+async def test_disable_twice_records_once(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    async with portal_of(app).transaction() as db:
+        admin = await db.scalar(select(StaffUser).where(StaffUser.email == ADMIN))
+        target = await db.scalar(select(StaffUser).where(StaffUser.email == DPO))
+        assert admin is not None and target is not None
+        # Another administrator's request disabled the account after this one loaded it as active.
+        await db.execute(
+            update(StaffUser)
+            .where(StaffUser.id == target.id)
+            .values(disabled_at=dt.datetime.now(dt.UTC))
+            .execution_options(synchronize_session=False)
+        )
+        assert target.disabled_at is None
+
+        with pytest.raises(InvalidInput, match=f"{DPO} is already disabled"):
+            await disable(db, SYSTEM, admin, target)
+
+    assert await _events(app, "staff.disabled") == []
 
 
 async def test_role_change_confirmed(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
