@@ -143,11 +143,19 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
 
 
 @post("/admin/staff/{staff_id:str}/role", include_in_schema=False)
-async def set_role(request: Request[Any, Any, Any], staff_id: FromPath[str], data: FormData) -> Redirect:
+async def set_role(
+    request: Request[Any, Any, Any], staff_id: FromPath[str], data: FormData
+) -> Template | Redirect:
     admin = await require_staff(request, "admin")
-    async with portal_of(request).transaction() as db:
-        target = await load_staff(db, staff_id)
-        await change_role(db, actor_for(request, f"staff:{admin.id}"), admin, target, data.get("role", ""))
+    try:
+        async with portal_of(request).transaction() as db:
+            target = await load_staff(db, staff_id)
+            await change_role(
+                db, actor_for(request, f"staff:{admin.id}"), admin, target, data.get("role", "")
+            )
+    except InvalidInput as error:
+        # The error summary links to the role field of the account in the table.
+        return await _staff_page(request, admin, errors={f"role-{staff_id}": error.message}, status_code=400)
     return _back_to_staff("role", target.id)
 
 

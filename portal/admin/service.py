@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.audit.recorder import Actor, record
 from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
+from portal.labels import role_label
 from portal.models import ApiToken, StaffUser, utcnow
 from portal.staff.service import check_role, cut_off
 
@@ -56,7 +57,10 @@ async def change_role(db: AsyncSession, who: Actor, admin: StaffUser, target: St
     _not_self(admin, target)
     if target.role == role:
         raise InvalidInput(
-            _("{email} is already {role}.").format(email=target.email, role=role), field="role"
+            _("{email} already has the role “{role}”. Choose another role to change it.").format(
+                email=target.email, role=role_label(role)
+            ),
+            field="role",
         )
 
     previous = target.role

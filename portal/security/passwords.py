@@ -59,6 +59,9 @@ def check_password(password: str, email: str | None = None) -> None:
     local_part = (email or "").split("@", 1)[0].lower()
     if len(local_part) >= _MIN_CONTEXT_WORD and local_part in password.lower():
         raise InvalidInput(
-            _("The password contains your e-mail address, which attackers try first. Choose another."),
+            _(
+                "The password contains the part of your e-mail address before the @, which attackers try "
+                "first. Choose another."
+            ),
             field="password",
         )
