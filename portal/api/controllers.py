@@ -272,6 +272,12 @@ async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]
     return Response(body, status_code=201)
 
 
+# The fields of a share request; a misspelt optional field is refused instead of silently ignored.
+SHARE_FIELDS = frozenset(
+    {"document_ids", "profile", "recipient_name", "purpose", "date_of_birth", "language"}
+)
+
+
 @post(
     "/api/v1/shares",
     include_in_schema=True,
@@ -289,6 +295,14 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
     user = await require_token(request, "clinician", "admin", scope="share")
     portal = portal_of(request)
     body = await json_object(request)
+    unknown = sorted(set(body) - SHARE_FIELDS)
+    if unknown:
+        raise InvalidInput(
+            _("Unknown field '{name}'. A share takes: {fields}.").format(
+                name=unknown[0][:40], fields=", ".join(sorted(SHARE_FIELDS))
+            ),
+            field=unknown[0][:40],
+        )
 
     document_ids = body.get("document_ids")
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):

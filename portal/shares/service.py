@@ -111,7 +111,14 @@ def parse_share_form(
     if len(set(parsed_ids)) != len(parsed_ids):
         raise InvalidInput(_("A document is listed twice. List each document once."), field="document_ids")
 
-    chosen = portal.policies.profiles.get(profile or "")
+    if not profile:
+        raise InvalidInput(
+            _("No recipient profile chosen. Use one of: {choices}.").format(
+                choices=", ".join(portal.policies.profiles)
+            ),
+            field="profile",
+        )
+    chosen = portal.policies.profiles.get(profile)
     if chosen is None:
         raise InvalidInput(
             _("Profile '{value}' is unknown. Use one of: {choices}.").format(
@@ -238,7 +245,11 @@ def _share_reference() -> str:
 
 async def create_share(portal: Portal, who: Actor, creator: StaffUser, form: ShareForm) -> IssuedShare:
     """Create a share with a new access code and its prepared, encrypted recipient copy."""
-    documents = [await load_document(portal, document_id) for document_id in form.document_ids]
+    try:
+        documents = [await load_document(portal, document_id) for document_id in form.document_ids]
+    except NotFound as error:
+        error.field = "document_ids"
+        raise
     if len({document.patient_pseudonym for document in documents}) > 1:
         raise InvalidInput(
             _("The chosen reports belong to different patients. A share holds reports of one patient only."),
@@ -393,14 +404,20 @@ async def _insert_share(
 
 
 async def load_share(portal: Portal, share_id: str | uuid.UUID) -> Share:
+    """Return the share with this id, or with this reference (``S-7K3M9QXA``, as printed on the slip)."""
+    key: uuid.UUID | None = None
+    reference: str | None = None
     try:
         key = share_id if isinstance(share_id, uuid.UUID) else uuid.UUID(str(share_id))
     except ValueError:
-        raise NotFound(_("Share {value} was not found.").format(value=str(share_id)[:40])) from None
+        reference = str(share_id).strip().upper()
     async with portal.transaction() as db:
-        share = await db.get(Share, key)
+        if key is not None:
+            share = await db.get(Share, key)
+        else:
+            share = await db.scalar(select(Share).where(Share.reference == reference))
     if share is None:
-        raise NotFound(_("Share {value} was not found.").format(value=key))
+        raise NotFound(_("Share {value} was not found.").format(value=key or str(share_id)[:40]))
     return share
 
 

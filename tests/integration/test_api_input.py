@@ -1,4 +1,5 @@
-"""JSON request bodies on the API: the Content-Type they need and the errors for bodies that are not JSON objects."""
+"""JSON request bodies on the API: the Content-Type they need, the errors for bodies that are not JSON objects or
+name unknown fields, and the ids a share can be read by."""
 
 from __future__ import annotations
 
@@ -109,3 +110,60 @@ async def test_erase_body_needs_json_content_type(app: Litestar, client: AsyncTe
     async with portal_of(app).transaction() as db:
         document = await db.get(Document, uuid.UUID(document_id))
     assert document is not None and document.blob_id is not None
+
+
+async def test_unknown_share_field_refused(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, body = await share_body(app, client)
+    misspelt = {**json.loads(body), "lang": "de"}
+
+    answer = await client.post("/api/v1/shares", headers=headers, json=misspelt)
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "lang"
+    assert error["message"] == (
+        "Unknown field 'lang'. A share takes: date_of_birth, document_ids, language, profile, purpose, "
+        "recipient_name."
+    )
+    assert await share_count(app) == 0
+
+
+async def test_missing_profile_named(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, body = await share_body(app, client)
+    without_profile = {key: value for key, value in json.loads(body).items() if key != "profile"}
+
+    answer = await client.post("/api/v1/shares", headers=headers, json=without_profile)
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "profile"
+    assert error["message"].startswith("No recipient profile chosen. Use one of: patient, ")
+
+
+async def test_unknown_document_names_field(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, body = await share_body(app, client)
+    unknown_id = str(uuid.uuid4())
+    unknown_document = {**json.loads(body), "document_ids": [unknown_id]}
+
+    answer = await client.post("/api/v1/shares", headers=headers, json=unknown_document)
+
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["field"] == "document_ids"
+    assert answer.json()["error"]["message"] == f"Document {unknown_id} was not found."
+
+
+async def test_share_read_by_reference(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, body = await share_body(app, client)
+    created = await client.post("/api/v1/shares", headers=headers, json=json.loads(body))
+    assert created.status_code == 201, created.text
+    share_id, reference = created.json()["id"], created.json()["reference"]
+
+    # The reference as printed on the slip, and typed in lower case, reach the same share as its id.
+    for key in (share_id, reference, reference.lower()):
+        answer = await client.get(f"/api/v1/shares/{key}", headers=headers)
+        assert answer.status_code == 200, f"{key}: {answer.text}"
+        assert answer.json()["id"] == share_id
+
+    missing = await client.get("/api/v1/shares/S-AAAAAAAA", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "Share S-AAAAAAAA was not found."
