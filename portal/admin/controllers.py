@@ -27,7 +27,7 @@ from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.labels import role_label
 from portal.models import StaffUser, utcnow
-from portal.staff.invitations import INVITATION_LIFETIME, create_invitation
+from portal.staff.invitations import INVITATION_LIFETIME, create_invitation, open_invitations
 from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
@@ -39,10 +39,12 @@ ListFormData = Annotated[dict[str, list[str] | str], Body(media_type=RequestEnco
 async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra: Any) -> Template:
     async with portal_of(request).transaction() as db:
         staff = await list_staff(db)
+        invitations = await open_invitations(db)
     status_code = extra.pop("status_code", 200)
     context = {
         "user": admin,
         "staff": staff,
+        "invitations": invitations,
         "roles": ROLES,
         "errors": {},
         "form": {},

@@ -42,7 +42,10 @@ def _unavailable() -> InvitationUnavailable:
 async def create_invitation(
     db: AsyncSession, who: Actor, *, email: str, role: str, created_by: StaffUser
 ) -> tuple[Invitation, str]:
-    """Create an invitation and return it with the raw token for the link; record ``staff.invited``."""
+    """Create an invitation and return it with the raw token for the link; record ``staff.invited``.
+
+    Earlier invitations for the same address that are still open stop working.
+    """
     address = normalise_email(email)
     check_role(role)
     if await db.scalar(select(StaffUser).where(StaffUser.email == address)):
@@ -50,17 +53,30 @@ async def create_invitation(
             _("A staff account for {address} exists already.").format(address=address), field="email"
         )
 
+    # A new link for the same address replaces any earlier one still open, so only the newest one works.
+    now = utcnow()
+    replaced = await db.execute(
+        update(Invitation)
+        .where(Invitation.email == address, Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
     token = secrets.token_urlsafe(32)
     invitation = Invitation(
         token_hash=sha256_hex(token),
         email=address,
         role=role,
         created_by=created_by.id,
-        expires_at=utcnow() + INVITATION_LIFETIME,
+        expires_at=now + INVITATION_LIFETIME,
     )
     db.add(invitation)
     await db.flush()
-    details: EventDetails = {"role": role, "invitation_id": str(invitation.id)}
+    details: EventDetails = {
+        "role": role,
+        "invitation_id": str(invitation.id),
+        "replaced": replaced.rowcount,  # type: ignore[attr-defined]
+    }
     await record(db, who, "staff.invited", details=details)
     return invitation, token
 
@@ -121,3 +137,14 @@ async def accept_invitation(
     }
     await record(db, actor, "staff.created", details=details)
     return user
+
+
+async def open_invitations(db: AsyncSession) -> list[Invitation]:
+    """Return the invitations that are neither used nor expired, newest first."""
+    now = utcnow()
+    query = (
+        select(Invitation)
+        .where(Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .order_by(Invitation.created_at.desc())
+    )
+    return list((await db.scalars(query)).all())

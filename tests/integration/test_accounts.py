@@ -488,6 +488,45 @@ async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient
     assert stages == ["activated"]
 
 
+async def _invite_on_page(client: AsyncTestClient[Litestar], email: str, role: str) -> str:
+    """Create an invitation on the staff page as the signed-in admin and return the link's path."""
+    page = await client.get("/admin/staff")
+    created = await client.post(
+        "/admin/invitations", data={"_csrf_token": csrf_from(page.text), "email": email, "role": role}
+    )
+    assert created.status_code == 201, created.text
+    link = re.search(r'data-testid="invitation-link">([^<]+)<', created.text)
+    assert link
+    return link.group(1).removeprefix(BASE_URL)
+
+
+async def test_new_invitation_replaces_old(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    first = await _invite_on_page(client, NEWCOMER, "clinician")
+    second = await _invite_on_page(client, NEWCOMER, "dpo")
+
+    # The staff page lists the one open invitation, with the newer role.
+    page = html.unescape((await client.get("/admin/staff")).text)
+    listed = re.search(r'data-testid="open-invitations">.*?<tbody>(.*?)</tbody>', page, re.DOTALL)
+    assert listed is not None
+    assert listed.group(1).count("<tr>") == 1
+    assert NEWCOMER in listed.group(1)
+    assert "Data protection officer" in listed.group(1)
+
+    client.cookies.delete(STAFF_COOKIE)
+    assert (await client.get(first)).status_code == 410
+    assert (await _set_password(client, second, NEW_PASSWORD)).status_code == 303
+    assert (await _user(app, NEWCOMER)).role == "dpo"
+
+    replaced = [event["replaced"] for event in await _events(app, "staff.invited")]
+    assert replaced == [0, 1]
+
+    # Once used, the invitation is no longer listed.
+    await sign_in(client, ADMIN)
+    assert 'data-testid="open-invitations"' not in (await client.get("/admin/staff")).text
+
+
 async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, ADMIN, "admin")
     path = await _invite(app)
