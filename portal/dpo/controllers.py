@@ -29,6 +29,7 @@ from portal.dpo.service import (
 )
 from portal.errors import InvalidInput
 from portal.i18n import _
+from portal.labels import event_label
 from portal.web import actor_for, portal_of, require_staff
 
 PAGE_SIZE = 50
@@ -110,7 +111,8 @@ async def _events_response(
         "events": events,
         "labels": await event_labels(portal, events),
         "params": {key: params.get(key) or "" for key in FILTER_KEYS},
-        "event_types": sorted(EVENT_TYPES),
+        # In the order of the labels the DPO reads, in the page's language.
+        "event_types": sorted(EVENT_TYPES, key=lambda name: event_label(name).casefold()),
         "errors": errors,
         "next_before": events[-1].seq if len(events) == PAGE_SIZE else None,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import re
@@ -373,3 +374,23 @@ async def test_event_table_names_system_and_details(app: Litestar, client: Async
     await client.get("/dpo/events?lang=de")
     german = await client.post("/dpo/events", data={"_csrf_token": token})
     assert "Grund: unbekannter Code" in german.text
+
+
+@pytest.mark.parametrize("language", ["en", "de", "fr"])
+async def test_event_types_sorted_by_label(
+    app: Litestar, client: AsyncTestClient[Litestar], language: str
+) -> None:
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, DPO)
+
+    page = await client.get("/dpo/events", headers={"Accept-Language": language})
+
+    assert page.status_code == 200
+    select = re.search(r'<select id="event_type" name="event_type">(.*?)</select>', page.text, re.DOTALL)
+    assert select is not None
+    labels = [
+        html.unescape(label)
+        for label in re.findall(r'<option value="[a-z_.]+"[^>]*>([^<]+)</option>', select.group(1))
+    ]
+    assert len(labels) > 20
+    assert labels == sorted(labels, key=str.casefold)
