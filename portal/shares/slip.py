@@ -23,13 +23,24 @@ LINE_SPACING = 1.8
 WRAPPED_LINE_SPACING = 1.3
 
 
-def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1) -> str:
-    """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only."""
+def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1, uses: int = 1) -> str:
+    """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only.
+
+    A code that works once opens one visit, and every download happens in it, so the slip says so rather
+    than let "up to 3 times" read as three visits.
+    """
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")
-    count = ngettext(
-        "You can download the report once.", "You can download the report up to {count} times.", downloads
-    ).format(count=downloads)
+    if uses == 1 and downloads > 1:
+        count = ngettext(
+            "You can download the report up to {count} time during the visit that the code opens.",
+            "You can download the report up to {count} times during the visit that the code opens.",
+            downloads,
+        ).format(count=downloads)
+    else:
+        count = ngettext(
+            "You can download the report once.", "You can download the report up to {count} times.", downloads
+        ).format(count=downloads)
     if password_is_code:
         return count + " " + _("The downloaded PDF opens with the same code, typed exactly as printed.")
     return count
@@ -174,6 +185,7 @@ def slip_texts(share: Share, timezone: str) -> dict[str, str]:
             allows_download=share.allow_download,
             password_is_code=share.copy_password_is_code,
             downloads=share.max_downloads,
+            uses=share.max_redemptions,
         ),
         "validity": validity_note(
             uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, timezone)

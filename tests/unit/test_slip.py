@@ -71,9 +71,13 @@ def test_copy_note_counts_downloads() -> None:
     assert copy_note(allows_download=True, password_is_code=False, downloads=1) == (
         "You can download the report once."
     )
-    assert copy_note(allows_download=True, password_is_code=True, downloads=3) == (
+    assert copy_note(allows_download=True, password_is_code=True, downloads=3, uses=2) == (
         "You can download the report up to 3 times. "
         "The downloaded PDF opens with the same code, typed exactly as printed."
+    )
+    # A code that works once opens one visit, so the downloads all belong to it.
+    assert copy_note(allows_download=True, password_is_code=False, downloads=3, uses=1) == (
+        "You can download the report up to 3 times during the visit that the code opens."
     )
     assert copy_note(allows_download=False, password_is_code=True, downloads=0) == (
         "You can read the report in the web browser. It cannot be downloaded."
