@@ -109,6 +109,14 @@ def token_actor(request: Request[Any, Any, Any]) -> Actor:
 
 
 JSON_MEDIA_TYPE = "application/json"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
+
+
+def require_media_type(request: Request[Any, Any, Any], expected: str, message: str) -> None:
+    """Raise UnsupportedMediaType with ``message`` (its ``{sent}`` filled in) unless the body is ``expected``."""
+    sent = request.headers.get("content-type", "")
+    if sent.split(";", 1)[0].strip().lower() != expected:
+        raise UnsupportedMediaType(message.format(sent=sent[:80] or _("no Content-Type header")))
 
 
 async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -117,14 +125,11 @@ async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
     A body is read as JSON only when its Content-Type says so: a form or text body sent by mistake gets an
     answer that names the header to fix instead of a parse error about its contents.
     """
-    sent = request.headers.get("content-type", "")
-    if sent.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
-        shown = sent[:80] or _("no Content-Type header")
-        raise UnsupportedMediaType(
-            _(
-                "Send the body as JSON with the header Content-Type: application/json (this request had {sent})."
-            ).format(sent=shown)
-        )
+    require_media_type(
+        request,
+        JSON_MEDIA_TYPE,
+        _("Send the body as JSON with the header Content-Type: application/json (this request had {sent})."),
+    )
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):

@@ -47,7 +47,14 @@ from portal.shares.service import (
     share_summary,
 )
 from portal.staff.openapi import documented_operation, error_responses
-from portal.web import json_object, portal_of, require_token, token_actor
+from portal.web import (
+    MULTIPART_MEDIA_TYPE,
+    json_object,
+    portal_of,
+    require_media_type,
+    require_token,
+    token_actor,
+)
 
 # Response models for the OpenAPI schema. The handlers build plain dicts, and
 # tests/integration/test_api_schema.py checks that the responses match these models.
@@ -250,11 +257,19 @@ BUNDLE_RESPONSE = OpenAPIResponse(
     operation_class=documented_operation(request_body=UPLOAD_BODY),
     responses={
         201: ResponseSpec(UploadedDocument, description="The report was stored.", generate_examples=False),
-        **error_responses(400, 401, 403, 413, 422),
+        **error_responses(400, 401, 403, 413, 415, 422),
     },
 )
 async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     user = await require_token(request, "clinician", "admin", scope="upload")
+    require_media_type(
+        request,
+        MULTIPART_MEDIA_TYPE,
+        _(
+            "Send the upload as multipart/form-data with the PDF in a part named file "
+            "(this request had {sent})."
+        ),
+    )
     portal = portal_of(request)
     fields, data = await read_upload(request, portal)
     form = parse_upload_form(fields.get("title"), fields.get("patient_ref"), fields.get("report_date"))

@@ -36,7 +36,7 @@ def clean_text(value: str | None, field: str, label: str, max_length: int) -> st
     text = (value or "").strip()
     if not text:
         raise InvalidInput(
-            _("{label} is missing. Enter it and send the form again.").format(label=label), field=field
+            _("{label} is missing. Fill it in and send again.").format(label=label), field=field
         )
     if len(text) > max_length:
         raise InvalidInput(

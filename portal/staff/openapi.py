@@ -40,7 +40,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such object, or one the token may not see.",
     413: "The request body is larger than the upload limit.",
     409: "A legal hold applies to the document, so it cannot be erased until the hold is released.",
-    415: "The body is not sent as JSON: the request needs the header Content-Type: application/json.",
+    415: "The body's Content-Type is not the one the route reads: application/json, or multipart/form-data for uploads.",
     422: "The PDF was rejected. The message gives the reason and what to upload instead.",
 }
 

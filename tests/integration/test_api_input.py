@@ -167,3 +167,33 @@ async def test_share_read_by_reference(app: Litestar, client: AsyncTestClient[Li
     missing = await client.get("/api/v1/shares/S-AAAAAAAA", headers=headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["message"] == "Share S-AAAAAAAA was not found."
+
+
+async def test_upload_needs_multipart(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+
+    answer = await client.post(
+        "/api/v1/documents", headers=headers, json={"title": "Report", "patient_ref": "PAT-1"}
+    )
+
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"]["message"] == (
+        "Send the upload as multipart/form-data with the PDF in a part named file "
+        "(this request had application/json)."
+    )
+
+
+async def test_upload_missing_field_named(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+
+    answer = await client.post(
+        "/api/v1/documents",
+        headers=headers,
+        data={"title": "Report"},
+        files={"file": ("report.pdf", simple_pdf(), "application/pdf")},
+    )
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "patient_ref"
+    assert error["message"] == "Patient reference is missing. Fill it in and send again."
