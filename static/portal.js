@@ -167,10 +167,30 @@
     );
   });
 
+  // A link or token that the portal shows only once has a button that copies it. The button stays hidden
+  // where the Clipboard API is missing (a page served without HTTPS, other than on localhost).
+  function showCopyButtons() {
+    if (!navigator.clipboard) return;
+    document.querySelectorAll("button[data-copy]").forEach(function (button) { button.hidden = false; });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.dataset.copy);
+    var status = document.getElementById(button.dataset.copy + "-status");
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.textContent.trim()).then(
+      function () { if (status) status.textContent = button.dataset.copied; },
+      function () { if (status) status.textContent = button.dataset.copyFailed; }
+    );
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     forgetHtmxPath();
     focusErrorSummary();
     wirePrintButtons();
+    showCopyButtons();
     fillCodeFromFragment();
     wireUploadForms(document);
     document.querySelectorAll("input[name=profile][data-expiry-days]:checked").forEach(applyProfileLimits);

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,31 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
         expect(confirmation.locator("button.danger")).to_be_visible()
         findings.check(page, f"{path} with a confirmation open")
 
+    invite_and_copy_link(findings, page)
     disable_and_enable(findings, page, DPO)
+
+
+def invite_and_copy_link(findings: Findings, page: Page) -> None:
+    """Invite a new staff member, copy the one-time link with its button, and find the invitation listed."""
+    email = f"invited-{uuid.uuid4().hex[:8]}@riverside.test"
+    page.goto("/admin/staff")
+    page.locator("#email").fill(email)
+    with page.expect_navigation():
+        page.locator("form[action='/admin/invitations'] button[type=submit]").click()
+    link = page.get_by_test_id("invitation-link").inner_text().strip()
+    assert "/staff/invitations/" in link
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    copy = page.locator("button[data-copy=invitation-link]")
+    expect(copy).to_be_visible()
+    copy.click()
+    expect(page.locator("#invitation-link-status")).not_to_have_text("")
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    findings.check(page, "invitation created, link copied")
+
+    page.goto("/admin/staff")
+    expect(page.get_by_test_id("open-invitations")).to_contain_text(email)
+    findings.check(page, "/admin/staff with an open invitation")
 
 
 def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
