@@ -34,6 +34,7 @@ EVENT_LABELS = {
     "staff.logout": N_("Staff sign-out"),
     "staff.created": N_("Staff account created"),
     "staff.invited": N_("Staff member invited"),
+    "staff.invitation_withdrawn": N_("Staff invitation withdrawn"),
     "staff.totp_enrolled": N_("Two-step sign-in set up"),
     "staff.role_changed": N_("Staff role changed"),
     "staff.disabled": N_("Staff account disabled"),

@@ -26,8 +26,13 @@ from portal.audit.recorder import Actor
 from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.labels import role_label
-from portal.models import StaffUser, utcnow
-from portal.staff.invitations import INVITATION_LIFETIME, create_invitation, open_invitations
+from portal.models import Invitation, StaffUser, utcnow
+from portal.staff.invitations import (
+    INVITATION_LIFETIME,
+    create_invitation,
+    open_invitations,
+    withdraw_invitation,
+)
 from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
@@ -40,6 +45,7 @@ async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra
     async with portal_of(request).transaction() as db:
         staff = await list_staff(db)
         invitations = await open_invitations(db)
+        withdrawn = await _withdrawn_invitation(request, db)
     status_code = extra.pop("status_code", 200)
     context = {
         "user": admin,
@@ -48,10 +54,30 @@ async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra
         "roles": ROLES,
         "errors": {},
         "form": {},
-        "confirmation": _confirmation(request, staff),
+        "confirmation": _confirmation(request, staff) or withdrawn,
         **extra,
     }
     return Template("admin/staff.html", context=context, status_code=status_code)
+
+
+async def _withdrawn_invitation(request: Request[Any, Any, Any], db: AsyncSession) -> str | None:
+    """Return the message that confirms a withdrawn invitation named in the address, or None.
+
+    As for accounts, the address carries only the key and the invitation's id, and the message appears only
+    while the invitation is still unused and ended.
+    """
+    if request.query_params.get("done") != "withdrawn":
+        return None
+    try:
+        key = uuid.UUID(request.query_params.get("invitation") or "")
+    except ValueError:
+        return None
+    invitation = await db.get(Invitation, key)
+    if invitation is None or invitation.used_at is not None or invitation.expires_at > utcnow():
+        return None
+    return _("The invitation for {email} is withdrawn. Its link no longer works.").format(
+        email=invitation.email
+    )
 
 
 def _back_to_staff(done: str, staff_id: uuid.UUID) -> Redirect:
@@ -142,6 +168,19 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
         "hours": int(INVITATION_LIFETIME.total_seconds() // 3600),
     }
     return Template("admin/invitation_created.html", context=context, status_code=201)
+
+
+@post("/admin/invitations/{invitation_id:str}/withdraw", include_in_schema=False)
+async def withdraw(request: Request[Any, Any, Any], invitation_id: FromPath[str]) -> Template | Redirect:
+    admin = await require_staff(request, "admin")
+    try:
+        async with portal_of(request).transaction() as db:
+            invitation = await withdraw_invitation(db, actor_for(request, f"staff:{admin.id}"), invitation_id)
+    except InvalidInput as error:
+        return await _staff_page(
+            request, admin, errors={"invitations-heading": error.message}, status_code=400
+        )
+    return Redirect(f"/admin/staff?done=withdrawn&invitation={invitation.id}", status_code=303)
 
 
 @post("/admin/staff/{staff_id:str}/role", include_in_schema=False)
@@ -269,6 +308,7 @@ admin_routes = [
     admin_home,
     staff_list,
     invite,
+    withdraw,
     set_role,
     disable_account,
     enable_account,

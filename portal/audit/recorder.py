@@ -54,6 +54,7 @@ EVENT_TYPES = frozenset(
         "staff.logout",
         "staff.created",
         "staff.invited",
+        "staff.invitation_withdrawn",
         "staff.totp_enrolled",
         "staff.role_changed",
         "staff.disabled",

@@ -1,19 +1,21 @@
 """Invitation links: an administrator invites an e-mail address with a role, the invitee sets a password.
 
 The link carries 256 random bits; the table keeps only their SHA-256. A link works once (a conditional
-UPDATE on ``used_at``) and for 72 hours. Unknown, used and expired links get the same response.
+UPDATE on ``used_at``) and for 72 hours, or until an administrator withdraws it or invites the same address
+again. Unknown, used, expired and withdrawn links get the same response.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import Actor, record
-from portal.errors import InvalidInput, PortalError
+from portal.errors import InvalidInput, NotFound, PortalError
 from portal.i18n import _
 from portal.models import Invitation, StaffUser, utcnow
 from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret, sha256_hex
@@ -55,12 +57,7 @@ async def create_invitation(
 
     # A new link for the same address replaces any earlier one still open, so only the newest one works.
     now = utcnow()
-    replaced = await db.execute(
-        update(Invitation)
-        .where(Invitation.email == address, Invitation.used_at.is_(None), Invitation.expires_at > now)
-        .values(expires_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    replaced = await _end_open(db, Invitation.email == address, now)
 
     token = secrets.token_urlsafe(32)
     invitation = Invitation(
@@ -75,7 +72,7 @@ async def create_invitation(
     details: EventDetails = {
         "role": role,
         "invitation_id": str(invitation.id),
-        "replaced": replaced.rowcount,  # type: ignore[attr-defined]
+        "replaced": replaced,
     }
     await record(db, who, "staff.invited", details=details)
     return invitation, token
@@ -148,3 +145,46 @@ async def open_invitations(db: AsyncSession) -> list[Invitation]:
         .order_by(Invitation.created_at.desc())
     )
     return list((await db.scalars(query)).all())
+
+
+async def withdraw_invitation(db: AsyncSession, who: Actor, invitation_id: str) -> Invitation:
+    """End an open invitation at once, so its link stops working; record ``staff.invitation_withdrawn``.
+
+    Raises:
+        NotFound: no invitation has this id.
+        InvalidInput: the invitation is used, expired or withdrawn already.
+    """
+    try:
+        key = uuid.UUID(invitation_id)
+    except ValueError:
+        raise NotFound(_("No invitation has the id {value}.").format(value=invitation_id[:40])) from None
+    invitation = await db.get(Invitation, key)
+    if invitation is None:
+        raise NotFound(_("No invitation has the id {value}.").format(value=key))
+
+    # A conditional update, so two administrators withdrawing at once record one event, not two.
+    if await _end_open(db, Invitation.id == key, utcnow()) != 1:
+        raise InvalidInput(
+            _("The invitation for {email} is used, expired or withdrawn already.").format(
+                email=invitation.email
+            )
+        )
+    await db.refresh(invitation)
+    await record(
+        db,
+        who,
+        "staff.invitation_withdrawn",
+        details={"invitation_id": str(invitation.id), "role": invitation.role},
+    )
+    return invitation
+
+
+async def _end_open(db: AsyncSession, which: ColumnElement[bool], now: dt.datetime) -> int:
+    """Let the open invitations that match ``which`` expire now; return how many there were."""
+    ended = await db.execute(
+        update(Invitation)
+        .where(which, Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(ended.rowcount)  # type: ignore[attr-defined]

@@ -150,7 +150,7 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
 
 
 def invite_and_copy_link(findings: Findings, page: Page) -> None:
-    """Invite a new staff member, copy the one-time link with its button, and find the invitation listed."""
+    """Invite a staff member, copy the one-time link with its button, find the invitation listed, withdraw it."""
     email = f"invited-{uuid.uuid4().hex[:8]}@riverside.test"
     page.goto("/admin/staff")
     page.locator("#email").fill(email)
@@ -168,8 +168,20 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     findings.check(page, "invitation created, link copied")
 
     page.goto("/admin/staff")
-    expect(page.get_by_test_id("open-invitations")).to_contain_text(email)
+    row = page.get_by_test_id("open-invitations").locator("tbody tr", has_text=email)
+    expect(row).to_have_count(1)
     findings.check(page, "/admin/staff with an open invitation")
+
+    # Withdrawing asks for a second click, then confirms in a focused status message.
+    row.locator("[data-testid^=withdraw-] summary").click()
+    findings.check(page, "/admin/staff with the withdraw confirmation open")
+    with page.expect_navigation():
+        row.locator("[data-testid^=withdraw-] button").click()
+    message = page.locator("[data-testid=confirmation]")
+    expect(message).to_contain_text(email)
+    expect(message).to_be_focused()
+    expect(page.get_by_test_id("open-invitations")).to_have_count(0)
+    findings.check(page, "/admin/staff after withdrawing an invitation")
 
 
 def disable_and_enable(findings: Findings, page: Page, email: str) -> None:

@@ -527,6 +527,40 @@ async def test_new_invitation_replaces_old(app: Litestar, client: AsyncTestClien
     assert 'data-testid="open-invitations"' not in (await client.get("/admin/staff")).text
 
 
+async def test_invitation_withdrawn(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    path = await _invite_on_page(client, NEWCOMER, "clinician")
+    listed = re.search(r'data-testid="withdraw-([0-9a-f-]+)"', (await client.get("/admin/staff")).text)
+    assert listed is not None
+    invitation_id = listed.group(1)
+
+    withdrawn = await _admin_post(client, f"/admin/invitations/{invitation_id}/withdraw")
+    assert withdrawn.status_code == 303
+    assert withdrawn.headers["location"] == f"/admin/staff?done=withdrawn&invitation={invitation_id}"
+    message = await _confirmation(client, withdrawn.headers["location"])
+    assert message == f"The invitation for {NEWCOMER} is withdrawn. Its link no longer works."
+    assert 'data-testid="open-invitations"' not in (await client.get("/admin/staff")).text
+
+    # A second withdrawal, from a page opened before the first, stays on the staff page with the reason.
+    again = await _admin_post(client, f"/admin/invitations/{invitation_id}/withdraw")
+    assert again.status_code == 400
+    assert f"The invitation for {NEWCOMER} is used, expired or withdrawn already." in html.unescape(
+        again.text
+    )
+    unknown = await _admin_post(client, f"/admin/invitations/{ZERO_ID}/withdraw")
+    assert unknown.status_code == 404
+
+    events = await _events(app, "staff.invitation_withdrawn")
+    assert len(events) == 1
+    assert events[0]["invitation_id"] == invitation_id
+    assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
+
+    client.cookies.delete(STAFF_COOKIE)
+    assert (await client.get(path)).status_code == 410
+    assert (await _set_password(client, path, NEW_PASSWORD)).status_code == 410
+
+
 async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, ADMIN, "admin")
     path = await _invite(app)

@@ -27,7 +27,7 @@ from portal.retention.policy import load_retention_policy
 from portal.retention.purge import purge
 from portal.security import codes
 from portal.shares.service import approve_share
-from portal.staff.invitations import create_invitation
+from portal.staff.invitations import create_invitation, withdraw_invitation
 from tests.conftest import csrf_from
 from tests.helpers import (
     ADMIN,
@@ -150,6 +150,16 @@ async def test_each_action_writes_one_event(
             )
 
     await expect_one("staff.invited", invite)
+
+    async def withdraw() -> Any:
+        async with portal.transaction() as db:
+            invitation, _token = await create_invitation(
+                db, admin_actor, email="withdrawn@riverside.test", role="dpo", created_by=admin
+            )
+        async with portal.transaction() as db:
+            return await withdraw_invitation(db, admin_actor, str(invitation.id))
+
+    await expect_one("staff.invitation_withdrawn", withdraw)
 
     async def demote() -> Any:
         async with portal.transaction() as db:
