@@ -36,6 +36,7 @@ from portal.staff.invitations import (
 from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
+INVITATION_HOURS = int(INVITATION_LIFETIME.total_seconds() // 3600)
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 # Checkboxes repeat their name, so the token form is read as lists.
 ListFormData = Annotated[dict[str, list[str] | str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -51,6 +52,7 @@ async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra
         "user": admin,
         "staff": staff,
         "invitations": invitations,
+        "invitation_hours": INVITATION_HOURS,
         "roles": ROLES,
         "errors": {},
         "form": {},
@@ -165,7 +167,7 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
         "user": admin,
         "invitation": invitation,
         "link": f"{portal.settings.public_url}/staff/invitations/{token}",
-        "hours": int(INVITATION_LIFETIME.total_seconds() // 3600),
+        "hours": INVITATION_HOURS,
     }
     return Template("admin/invitation_created.html", context=context, status_code=201)
 

@@ -26,15 +26,17 @@ WRAPPED_LINE_SPACING = 1.3
 def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1, uses: int = 1) -> str:
     """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only.
 
-    A code that works once opens one visit, and every download happens in it, so the slip says so rather
-    than let "up to 3 times" read as three visits.
+    A code that works once opens one session, and every download happens in it, so the slip says so rather
+    than let "up to 3 times" read as three sessions.
     """
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")
     if uses == 1 and downloads > 1:
         count = ngettext(
-            "You can download the report up to {count} time during the visit that the code opens.",
-            "You can download the report up to {count} times during the visit that the code opens.",
+            "You can download the report up to {count} time in the one session that the code opens. After "
+            "you press Finish, or when the session times out, the code no longer opens the report.",
+            "You can download the report up to {count} times in the one session that the code opens. After "
+            "you press Finish, or when the session times out, the code no longer opens the report.",
             downloads,
         ).format(count=downloads)
     else:

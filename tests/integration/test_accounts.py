@@ -442,6 +442,10 @@ async def test_same_role_stays_on_page(app: Litestar, client: AsyncTestClient[Li
     assert "<h1>Staff accounts</h1>" in page
     assert f'<a href="#role-{target}">{DPO} already has the role “Data protection officer”.' in page
     assert "Choose another role to change it." in page
+    assert re.search(
+        rf'<select id="role-{target}" name="role"\s+aria-describedby="role-{target}-error" aria-invalid="true">',
+        page,
+    )
     assert await _events(app, "staff.role_changed") == []
 
     german = await client.post(
@@ -548,6 +552,10 @@ async def test_invitation_withdrawn(app: Litestar, client: AsyncTestClient[Lites
     assert f"The invitation for {NEWCOMER} is used, expired or withdrawn already." in html.unescape(
         again.text
     )
+    # The summary links to the invitations heading, which the page keeps although no invitation is open.
+    assert '<a href="#invitations-heading">' in again.text
+    assert '<h2 id="invitations-heading" tabindex="-1">' in again.text
+    assert "No invitation is open." in again.text
     unknown = await _admin_post(client, f"/admin/invitations/{ZERO_ID}/withdraw")
     assert unknown.status_code == 404
 

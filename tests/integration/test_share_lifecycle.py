@@ -192,10 +192,11 @@ async def test_slip_page_and_pdf(
         assert "The code works once and expires on" in slip_text
     assert "Or scan the QR code with a phone camera" in text
     if profile == "patient":
-        # The patient profile allows three downloads in the one visit its code opens, as both slips state.
+        # The patient profile allows three downloads in the one session its code opens, as both slips state.
         for slip_text in (text, created.text):
             assert (
-                "You can download the report up to 3 times during the visit that the code opens." in slip_text
+                "You can download the report up to 3 times in the one session that the code opens."
+                in slip_text
             )
     # The page's heading, like the PDF's first line, comes from one sentence that each language punctuates.
     assert '<h2 id="slip-heading">Riverside Dermatology: your report</h2>' in created.text

@@ -75,9 +75,10 @@ def test_copy_note_counts_downloads() -> None:
         "You can download the report up to 3 times. "
         "The downloaded PDF opens with the same code, typed exactly as printed."
     )
-    # A code that works once opens one visit, so the downloads all belong to it.
+    # A code that works once opens one session, so the downloads all belong to it.
     assert copy_note(allows_download=True, password_is_code=False, downloads=3, uses=1) == (
-        "You can download the report up to 3 times during the visit that the code opens."
+        "You can download the report up to 3 times in the one session that the code opens. After you press "
+        "Finish, or when the session times out, the code no longer opens the report."
     )
     assert copy_note(allows_download=False, password_is_code=True, downloads=0) == (
         "You can read the report in the web browser. It cannot be downloaded."
