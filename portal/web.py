@@ -120,10 +120,10 @@ def require_media_type(request: Request[Any, Any, Any], expected: str, message: 
 
 
 async def json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """Return the request's JSON object body, or raise an error that says how to send one.
+    """Return the request's JSON object body, or raise an error that explains how to send one.
 
-    A body is read as JSON only when its Content-Type says so: a form or text body sent by mistake gets an
-    answer that names the header to fix instead of a parse error about its contents.
+    The body is parsed only when its Content-Type is application/json, so a form or text body sent by
+    mistake gets an error that names the header to fix instead of a parse error about its contents.
     """
     require_media_type(
         request,

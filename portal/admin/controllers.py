@@ -163,6 +163,8 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
         return await _staff_page(request, admin, errors=errors, form=data, status_code=400)
 
     # The link appears on this response only; the table keeps its SHA-256.
+    # NOTE: this page answers the POST, so a reload sends the form again, and the new invitation replaces
+    # the link shown here.
     context = {
         "user": admin,
         "invitation": invitation,

@@ -79,18 +79,9 @@ async def change_role(db: AsyncSession, who: Actor, admin: StaffUser, target: St
 async def disable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUser) -> int:
     """Disable ``target``, end their sessions and revoke their tokens; return the tokens revoked."""
     _not_self(admin, target)
-
-    # A conditional update, so two administrators disabling the account at once record one event, not two.
-    result = await db.execute(
-        update(StaffUser)
-        .where(StaffUser.id == target.id, StaffUser.disabled_at.is_(None))
-        .values(disabled_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await _switch_disabled(db, target, disabled=True):
         raise InvalidInput(_("{email} is already disabled.").format(email=target.email))
 
-    await db.refresh(target)
     revoked = await cut_off(db, target.id)
     await record(db, who, "staff.disabled", details={"staff_id": str(target.id), "tokens_revoked": revoked})
     return revoked
@@ -102,21 +93,28 @@ async def enable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffUs
     Raises InvalidInput when the account is not disabled, or is the administrator's own.
     """
     _not_self(admin, target)
-
-    # A conditional update, so two administrators enabling the account at once record one event, not two.
-    result = await db.execute(
-        update(StaffUser)
-        .where(StaffUser.id == target.id, StaffUser.disabled_at.is_not(None))
-        .values(disabled_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await _switch_disabled(db, target, disabled=False):
         raise InvalidInput(
             _("{email} is not disabled, so there is nothing to enable.").format(email=target.email)
         )
 
-    await db.refresh(target)
     await record(db, who, "staff.enabled", details={"staff_id": str(target.id)})
+
+
+async def _switch_disabled(db: AsyncSession, target: StaffUser, *, disabled: bool) -> bool:
+    """Disable or enable ``target`` if it is not so already; return False when another request did it first.
+
+    A conditional update, so two administrators acting on one account at once record one event, not two.
+    """
+    current = StaffUser.disabled_at.is_(None) if disabled else StaffUser.disabled_at.is_not(None)
+    result = await db.execute(
+        update(StaffUser)
+        .where(StaffUser.id == target.id, current)
+        .values(disabled_at=utcnow() if disabled else None)
+        .execution_options(synchronize_session=False)
+    )
+    await db.refresh(target)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def list_tokens(db: AsyncSession) -> list[ApiToken]:

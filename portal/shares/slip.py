@@ -26,8 +26,8 @@ WRAPPED_LINE_SPACING = 1.3
 def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int = 1, uses: int = 1) -> str:
     """Return the sentences on the copy: how often it can be downloaded and how it opens, or that it is view-only.
 
-    A code that works once opens one session, and every download happens in it, so the slip says so rather
-    than let "up to 3 times" read as three sessions.
+    A code that works once opens one session, and every download happens in it. The sentence states this,
+    so that "up to 3 times" does not read as three sessions.
     """
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")

@@ -179,11 +179,11 @@ async def withdraw_invitation(db: AsyncSession, who: Actor, invitation_id: str) 
     return invitation
 
 
-async def _end_open(db: AsyncSession, which: ColumnElement[bool], now: dt.datetime) -> int:
-    """Let the open invitations that match ``which`` expire now; return how many there were."""
+async def _end_open(db: AsyncSession, condition: ColumnElement[bool], now: dt.datetime) -> int:
+    """Let the open invitations that match ``condition`` expire now; return how many there were."""
     ended = await db.execute(
         update(Invitation)
-        .where(which, Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .where(condition, Invitation.used_at.is_(None), Invitation.expires_at > now)
         .values(expires_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -172,7 +172,7 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     expect(row).to_have_count(1)
     findings.check(page, "/admin/staff with an open invitation")
 
-    # Withdrawing asks for a second click, then confirms in a focused status message.
+    # Withdrawing needs a second click, then a focused status message confirms it.
     row.locator("[data-testid^=withdraw-] summary").click()
     findings.check(page, "/admin/staff with the withdraw confirmation open")
     with page.expect_navigation():

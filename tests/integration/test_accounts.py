@@ -390,7 +390,7 @@ async def test_enable_needs_admin(app: Litestar, client: AsyncTestClient[Litesta
         assert rejected.status_code == 403, email
         assert "Your role does not allow this page." in rejected.text, email
 
-    # Without a session there is no CSRF token either, and the CSRF check answers first.
+    # Without a session there is no CSRF token either, so the CSRF check rejects the request first.
     client.cookies.clear()
     anonymous = await client.post(f"/admin/staff/{target}/enable", follow_redirects=False)
     assert anonymous.status_code == 403
