@@ -342,6 +342,33 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
     assert str(opened.url).endswith("/access/share")
 
 
+async def test_reissue_keeps_approval_state(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    await add_staff(app, SECOND_CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    created = await create_share(client, headers, [uploaded.json()["id"]], profile="insurer")
+    share_id = created.json()["id"]
+
+    waiting = await client.post(f"/api/v1/shares/{share_id}/reissue", headers=headers)
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["status"] == "awaiting_approval", "a reissue does not release a waiting share"
+    assert (await redeem(client, waiting.json()["access_code"])).status_code == 400
+
+    await sign_in(client, SECOND_CLINICIAN)
+    share_page = await client.get(f"/staff/shares/{share_id}")
+    approved = await client.post(
+        f"/staff/shares/{share_id}/approve", data={"_csrf_token": csrf_from(share_page.text)}
+    )
+    assert approved.status_code == 200, approved.text
+    client.cookies.clear()
+    reissued = await client.post(f"/api/v1/shares/{share_id}/reissue", headers=headers)
+    assert reissued.status_code == 200, reissued.text
+    # The approval covers the recipient and the reports, which a reissue keeps; only the code is new.
+    assert reissued.json()["status"] == "issued"
+    assert (await redeem(client, waiting.json()["access_code"])).status_code == 400, "the old code is dead"
+    assert (await redeem(client, reissued.json()["access_code"])).status_code == 200
+
+
 async def test_dialog_builds_referral_package(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     first = await signed_in_upload(app, client, title="Before treatment")
     headers = await token_for(app, CLINICIAN, "clinician")
