@@ -58,7 +58,7 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
         lstrip_blocks=True,
     )
     environment.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
-    # A fresh one-time id for forms whose second submission must not repeat the action (see shares).
+    # A fresh one-time id for forms whose second send must not repeat the action (portal/form_ids.py).
     environment.globals["new_form_id"] = lambda: secrets.token_urlsafe(16)
     environment.globals["clinic_name"] = settings.clinic_name
     environment.globals["clinic_contact"] = settings.clinic_contact

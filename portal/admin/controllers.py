@@ -24,9 +24,10 @@ from portal.admin.service import (
 )
 from portal.audit.recorder import Actor
 from portal.errors import InvalidInput
+from portal.form_ids import sent_once
 from portal.i18n import _
 from portal.labels import role_label
-from portal.models import Invitation, StaffUser, utcnow
+from portal.models import ApiToken, Invitation, StaffUser, utcnow
 from portal.staff.invitations import (
     INVITATION_LIFETIME,
     create_invitation,
@@ -149,12 +150,20 @@ async def staff_list(request: Request[Any, Any, Any]) -> Template:
 async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
     admin = await require_staff(request, "admin")
     portal = portal_of(request)
+    email = data.get("email", "")
+    resent = _(
+        "This form was sent already, so the invitation for {email} exists and its link was shown once. "
+        "If the link is lost, withdraw the invitation in the list of open invitations and invite {email} again."
+    ).format(email=email.strip()[:254])
     try:
-        async with portal.transaction() as db:
-            invitation, token = await create_invitation(
+        async with (
+            sent_once(portal, data.get("form_id"), "invitation-form", resent, field="email"),
+            portal.transaction() as db,
+        ):
+            created = await create_invitation(
                 db,
                 actor_for(request, f"staff:{admin.id}"),
-                email=data.get("email", ""),
+                email=email,
                 role=data.get("role", ""),
                 created_by=admin,
             )
@@ -163,13 +172,12 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
         return await _staff_page(request, admin, errors=errors, form=data, status_code=400)
 
     # The link appears on this response only; the table keeps its SHA-256.
-    # NOTE: this page answers the POST, so a reload sends the form again, and the new invitation replaces
-    # the link shown here.
     context = {
         "user": admin,
-        "invitation": invitation,
-        "link": f"{portal.settings.public_url}/staff/invitations/{token}",
+        "invitation": created.invitation,
+        "link": f"{portal.settings.public_url}/staff/invitations/{created.token}",
         "hours": INVITATION_HOURS,
+        "replaced": created.replaced,
     }
     return Template("admin/invitation_created.html", context=context, status_code=201)
 
@@ -267,28 +275,23 @@ def _first(value: list[str] | str | None) -> str:
 @post("/admin/tokens", include_in_schema=False)
 async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> Template:
     admin = await require_staff(request, "admin")
+    portal = portal_of(request)
     scopes = _as_list(data.get("scopes"))
     form = {
         "owner": _first(data.get("owner")),
         "label": _first(data.get("label")),
         "days": _first(data.get("days")),
     }
+    resent = _(
+        "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
+        "it in the list of tokens and create a new one."
+    )
     try:
-        async with portal_of(request).transaction() as db:
-            owner = await load_staff(db, form["owner"]) if form["owner"] else None
-            if owner is None:
-                raise InvalidInput(_("Choose the staff member the token acts for."), field="owner")
-            if not form["label"].strip():
-                raise InvalidInput(_("Give the token a label that names the system using it."), field="label")
-            row, token = await issue_token(
-                db,
-                actor_for(request, f"staff:{admin.id}"),
-                owner,
-                label=form["label"],
-                scopes=scopes,
-                days=parse_days(form["days"]),
-            )
-            owner_email = owner.email
+        async with (
+            sent_once(portal, _first(data.get("form_id")), "token-form", resent, field="label"),
+            portal.transaction() as db,
+        ):
+            row, token, owner_email = await _issue_from_form(request, db, admin, form, scopes)
     except InvalidInput as error:
         errors = {error.field or "label": error.message}
         return await _tokens_page(
@@ -298,6 +301,30 @@ async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> T
     # The token appears on this response only; the table keeps its SHA-256.
     context = {"user": admin, "token": token, "row": row, "owner_email": owner_email}
     return Template("admin/token_created.html", context=context, status_code=201)
+
+
+async def _issue_from_form(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    admin: StaffUser,
+    form: dict[str, str],
+    scopes: list[str],
+) -> tuple[ApiToken, str, str]:
+    """Issue the token that the form describes and return the row, the token and the owner's e-mail address."""
+    owner = await load_staff(db, form["owner"]) if form["owner"] else None
+    if owner is None:
+        raise InvalidInput(_("Choose the staff member the token acts for."), field="owner")
+    if not form["label"].strip():
+        raise InvalidInput(_("Give the token a label that names the system using it."), field="label")
+    row, token = await issue_token(
+        db,
+        actor_for(request, f"staff:{admin.id}"),
+        owner,
+        label=form["label"],
+        scopes=scopes,
+        days=parse_days(form["days"]),
+    )
+    return row, token, owner.email
 
 
 @post("/admin/tokens/{token_id:str}/revoke", include_in_schema=False)

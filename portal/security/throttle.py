@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,12 @@ async def hit(db: AsyncSession, bucket: str, window: dt.timedelta, now: dt.datet
     statement = upsert_statement(db.get_bind().dialect.name)
     result = await db.execute(statement, {"bucket": bucket[:120], "window_start": start})
     return int(result.scalar_one())
+
+
+async def total(db: AsyncSession, bucket: str) -> int:
+    """Return the count of ``bucket`` summed over every window still stored."""
+    summed = await db.scalar(select(func.sum(Throttle.count)).where(Throttle.bucket == bucket[:120]))
+    return int(summed or 0)
 
 
 async def forget_old_windows(db: AsyncSession, older_than: dt.timedelta) -> int:

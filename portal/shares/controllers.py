@@ -7,7 +7,6 @@ the address into sessionStorage, and a patient reference must not land there.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from typing import Annotated, Any
@@ -25,9 +24,10 @@ from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.documents.service import list_documents, load_document, open_patient_ref
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
+from portal.form_ids import sent_once
 from portal.i18n import _, using_language
 from portal.models import Document, StaffUser
-from portal.security import codes, throttle
+from portal.security import codes
 from portal.security.hashing import CODE_HASHER, verify_secret
 from portal.shares import bulk
 from portal.shares.service import (
@@ -158,33 +158,16 @@ def _document_context(
     }
 
 
-# A browser that reloads the code page sends the share form again; its one-time id makes the second send fail
-# instead of creating a second share with a second valid code.
-_FORM_ID_LIFETIME = dt.timedelta(days=1)
-
-
 async def _create_once(
     portal: Portal, who: Actor, user: StaffUser, form: ShareForm, form_id: str | None
 ) -> IssuedShare:
-    bucket = f"share-form:{form_id[:64]}" if form_id else None
-    if bucket:
-        async with portal.transaction() as db:
-            sent_before = await throttle.hit(db, bucket, _FORM_ID_LIFETIME) > 1
-        if sent_before:
-            raise InvalidInput(
-                _(
-                    "This form was sent already, so the share exists and its code was shown once. Open the share "
-                    "from the report's page and reissue it if you need a new code."
-                ),
-                field="recipient_name",
-            )
-    try:
+    """Create the share, unless this form was sent before (a reload of the code page sends it again)."""
+    resent = _(
+        "This form was sent already, so the share exists and its code was shown once. Open the share "
+        "from the report's page and reissue it if you need a new code."
+    )
+    async with sent_once(portal, form_id, "share-form", resent, field="recipient_name"):
         return await create_share(portal, who, user, form)
-    except BaseException:
-        if bucket:
-            async with portal.transaction() as db:
-                await throttle.forget(db, bucket)
-        raise
 
 
 @post("/staff/documents/{document_id:str}/shares", include_in_schema=False)

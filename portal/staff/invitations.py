@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +36,15 @@ class InvitationUnavailable(PortalError):
     code = "invitation_unavailable"
 
 
+@dataclass(frozen=True)
+class NewInvitation:
+    """An invitation just created, with the raw token of its link."""
+
+    invitation: Invitation
+    token: str  # shown once and stored only as its SHA-256
+    replaced: int  # how many open invitations for the same address this one ended
+
+
 def _unavailable() -> InvitationUnavailable:
     return InvitationUnavailable(
         _("This invitation link is invalid, expired or already used. Ask an administrator for a new one.")
@@ -43,10 +53,10 @@ def _unavailable() -> InvitationUnavailable:
 
 async def create_invitation(
     db: AsyncSession, who: Actor, *, email: str, role: str, created_by: StaffUser
-) -> tuple[Invitation, str]:
-    """Create an invitation and return it with the raw token for the link; record ``staff.invited``.
+) -> NewInvitation:
+    """Create an invitation and record ``staff.invited``.
 
-    Earlier invitations for the same address that are still open stop working.
+    Earlier invitations for the same address that are still open stop working, and the result counts them.
     """
     address = normalise_email(email)
     check_role(role)
@@ -75,7 +85,7 @@ async def create_invitation(
         "replaced": replaced,
     }
     await record(db, who, "staff.invited", details=details)
-    return invitation, token
+    return NewInvitation(invitation, token, replaced)
 
 
 async def load_invitation(db: AsyncSession, token: str) -> Invitation:

@@ -167,6 +167,12 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     assert page.evaluate("navigator.clipboard.readText()") == link
     findings.check(page, "invitation created, link copied")
 
+    # Reloading the page sends the form again, which creates nothing, and the staff page explains why.
+    page.reload()
+    expect(page.locator(".error-summary a[href='#email']")).to_contain_text(email)
+    expect(page.get_by_test_id("invitation-link")).to_have_count(0)
+    findings.check(page, "/admin/staff after reloading the invitation page")
+
     page.goto("/admin/staff")
     row = page.get_by_test_id("open-invitations").locator("tbody tr", has_text=email)
     expect(row).to_have_count(1)

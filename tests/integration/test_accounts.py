@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from portal.admin.service import disable
 from portal.audit.recorder import SYSTEM
 from portal.errors import InvalidInput
-from portal.models import AccessEvent, Invitation, StaffUser
+from portal.models import AccessEvent, ApiToken, Invitation, StaffUser
 from portal.security import totp
 from portal.security.sessions import STAFF_COOKIE
 from portal.security.throttle import hit
@@ -34,6 +34,7 @@ NEWCOMER = "newcomer@riverside.test"
 NEW_PASSWORD = "lantern orchard violin meadow"
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 HOST = BASE_URL.split("//")[1]
+FORM_ID = re.compile(r'name="form_id" value="([^"]+)"')
 CONFIRMATION = re.compile(r'<div class="notice" role="status"[^>]*data-testid="confirmation"><p>([^<]+)</p>')
 
 
@@ -60,8 +61,8 @@ async def _token(app: Litestar, email: str, scopes: tuple[str, ...]) -> dict[str
 async def _invite(app: Litestar, email: str = NEWCOMER, role: str = "clinician") -> str:
     admin = await _user(app, ADMIN)
     async with portal_of(app).transaction() as db:
-        _invitation, token = await create_invitation(db, SYSTEM, email=email, role=role, created_by=admin)
-    return f"/staff/invitations/{token}"
+        created = await create_invitation(db, SYSTEM, email=email, role=role, created_by=admin)
+    return f"/staff/invitations/{created.token}"
 
 
 async def _signed_in(client: AsyncTestClient[Litestar], email: str) -> str:
@@ -492,16 +493,47 @@ async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient
     assert stages == ["activated"]
 
 
-async def _invite_on_page(client: AsyncTestClient[Litestar], email: str, role: str) -> str:
-    """Create an invitation on the staff page as the signed-in admin and return the link's path."""
-    page = await client.get("/admin/staff")
-    created = await client.post(
-        "/admin/invitations", data={"_csrf_token": csrf_from(page.text), "email": email, "role": role}
-    )
-    assert created.status_code == 201, created.text
-    link = re.search(r'data-testid="invitation-link">([^<]+)<', created.text)
+def _form_id(page: str) -> str:
+    found = FORM_ID.search(page)
+    assert found, "page has no form_id field"
+    return found.group(1)
+
+
+def _link_path(created: str) -> str:
+    """Return the path of the invitation link on an "Invitation created" page."""
+    link = re.search(r'data-testid="invitation-link">([^<]+)<', created)
     assert link
     return link.group(1).removeprefix(BASE_URL)
+
+
+async def _invitation_form(
+    client: AsyncTestClient[Litestar], email: str, role: str = "clinician"
+) -> dict[str, str]:
+    """Return the invitation form's fields as a fresh staff page fills them, with ``email`` and ``role``."""
+    page = (await client.get("/admin/staff")).text
+    return {"_csrf_token": csrf_from(page), "form_id": _form_id(page), "email": email, "role": role}
+
+
+def _resent_page(answer: Any, form_id: str, *, field: str, secret: str) -> str:
+    """Check the response to a form sent a second time and return its text, unescaped."""
+    assert answer.status_code == 400
+    assert f'<a href="#{field}">' in answer.text
+    assert f'data-testid="{secret}"' not in answer.text
+    # The form on the error page carries a new id, so it can create another one.
+    assert _form_id(answer.text) != form_id
+    return html.unescape(answer.text)
+
+
+async def _row_count(app: Litestar, model: type[Invitation | ApiToken]) -> int:
+    async with portal_of(app).transaction() as db:
+        return len((await db.scalars(select(model))).all())
+
+
+async def _invite_on_page(client: AsyncTestClient[Litestar], email: str, role: str) -> str:
+    """Create an invitation on the staff page as the signed-in admin and return the link's path."""
+    created = await client.post("/admin/invitations", data=await _invitation_form(client, email, role))
+    assert created.status_code == 201, created.text
+    return _link_path(created.text)
 
 
 async def test_new_invitation_replaces_old(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -529,6 +561,74 @@ async def test_new_invitation_replaces_old(app: Litestar, client: AsyncTestClien
     # Once used, the invitation is no longer listed.
     await sign_in(client, ADMIN)
     assert 'data-testid="open-invitations"' not in (await client.get("/admin/staff")).text
+
+
+async def test_resent_invitation_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    fields = await _invitation_form(client, NEWCOMER)
+    first = await client.post("/admin/invitations", data=fields)
+    assert first.status_code == 201
+    path = _link_path(first.text)
+
+    # What a browser sends when the admin reloads the "Invitation created" page.
+    again = await client.post("/admin/invitations", data=fields)
+    message = _resent_page(again, fields["form_id"], field="email", secret="invitation-link")
+    assert (
+        f"This form was sent already, so the invitation for {NEWCOMER} exists and its link was shown once."
+        in message
+    )
+    assert (
+        "If the link is lost, withdraw the invitation in the list of open invitations and invite "
+        f"{NEWCOMER} again." in message
+    )
+    assert await _row_count(app, Invitation) == 1
+    assert len(await _events(app, "staff.invited")) == 1
+
+    client.cookies.delete(STAFF_COOKIE)
+    assert (await client.get(path)).status_code == 200
+    assert (await _set_password(client, path, NEW_PASSWORD)).status_code == 303
+
+
+async def test_rejected_invitation_frees_form_id(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    fields = await _invitation_form(client, ADMIN)
+
+    rejected = await client.post("/admin/invitations", data=fields)
+    assert rejected.status_code == 400
+    assert "exists already" in rejected.text
+
+    # The rejected send created nothing, so the corrected form may use the same id.
+    corrected = await client.post("/admin/invitations", data={**fields, "email": NEWCOMER})
+    assert corrected.status_code == 201
+
+
+async def test_invitation_page_names_replaced_link(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    first = await client.post("/admin/invitations", data=await _invitation_form(client, NEWCOMER))
+    assert first.status_code == 201
+    assert 'data-testid="replaced"' not in first.text
+
+    second = await client.post("/admin/invitations", data=await _invitation_form(client, NEWCOMER))
+    assert second.status_code == 201
+    sentence = re.search(r'data-testid="replaced">([^<]+)<', second.text)
+    assert sentence is not None
+    assert html.unescape(sentence.group(1)) == (
+        f"The earlier invitation link sent to {NEWCOMER} no longer works, because this one replaces it."
+    )
+
+    german = await client.post(
+        "/admin/invitations",
+        data=await _invitation_form(client, NEWCOMER),
+        headers={"Accept-Language": "de"},
+    )
+    assert german.status_code == 201
+    sentence = re.search(r'data-testid="replaced">([^<]+)<', german.text)
+    assert sentence is not None
+    assert NEWCOMER in sentence.group(1)
+    assert "no longer works" not in sentence.group(1)
 
 
 async def test_invitation_withdrawn(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -722,6 +822,38 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     created_events = await _events(app, "api_token.created")
     assert created_events[-1]["scopes"] == "audit-read"
     assert len(await _events(app, "api_token.revoked")) == 1
+
+
+async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    await sign_in(client, ADMIN)
+    page = (await client.get("/admin/tokens")).text
+    fields = {
+        "_csrf_token": csrf_from(page),
+        "form_id": _form_id(page),
+        "owner": str((await _user(app, DPO)).id),
+        "label": "Audit archive",
+        "days": "30",
+        "scopes": ["audit-read"],
+    }
+    first = await client.post("/admin/tokens", data=fields)
+    assert first.status_code == 201
+    token = re.search(r'data-testid="api-token">(pt_[^<]+)<', first.text)
+    assert token
+
+    # What a browser sends when the admin reloads the "Token created" page.
+    again = await client.post("/admin/tokens", data=fields)
+    message = _resent_page(again, fields["form_id"], field="label", secret="api-token")
+    assert (
+        "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
+        "it in the list of tokens and create a new one." in message
+    )
+    assert await _row_count(app, ApiToken) == 1
+    assert len(await _events(app, "api_token.created")) == 1
+
+    headers = {"Authorization": f"Bearer {token.group(1)}"}
+    assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 200
 
 
 async def test_openapi_needs_auth(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

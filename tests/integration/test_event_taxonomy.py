@@ -153,11 +153,11 @@ async def test_each_action_writes_one_event(
 
     async def withdraw() -> Any:
         async with portal.transaction() as db:
-            invitation, _token = await create_invitation(
+            created = await create_invitation(
                 db, admin_actor, email="withdrawn@riverside.test", role="dpo", created_by=admin
             )
         async with portal.transaction() as db:
-            return await withdraw_invitation(db, admin_actor, str(invitation.id))
+            return await withdraw_invitation(db, admin_actor, str(created.invitation.id))
 
     await expect_one("staff.invitation_withdrawn", withdraw)
 

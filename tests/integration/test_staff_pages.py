@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
+import pytest
+import time_machine
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
+from portal.errors import InvalidInput
+from portal.form_ids import sent_once
 from portal.models import Share
 from tests.conftest import csrf_from
 from tests.helpers import (
@@ -176,6 +181,29 @@ async def test_resent_share_form_creates_nothing(app: Litestar, client: AsyncTes
     async with portal_of(app).transaction() as db:
         shares = (await db.scalars(select(Share.id))).all()
     assert len(shares) == 1
+
+
+async def test_form_id_spent_past_midnight(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    portal = portal_of(app)
+    created = []
+    with time_machine.travel(dt.datetime(2030, 1, 1, 23, 59, 50, tzinfo=dt.UTC)):
+        async with sent_once(portal, "reloaded", "test-form", "Sent already.", field="label"):
+            created.append("first")
+
+    # The counter's day window has changed, but the id stays spent.
+    next_day = dt.datetime(2030, 1, 2, 0, 0, 10, tzinfo=dt.UTC)
+    with time_machine.travel(next_day), pytest.raises(InvalidInput) as resent:
+        async with sent_once(portal, "reloaded", "test-form", "Sent already.", field="label"):
+            created.append("second")
+    assert resent.value.message == "Sent already."
+    assert resent.value.field == "label"
+    assert created == ["first"]
+
+    # Without an id the form is not guarded.
+    for _send in range(2):
+        async with sent_once(portal, None, "test-form", "Sent already.", field="label"):
+            created.append("unguarded")
+    assert created == ["first", "unguarded", "unguarded"]
 
 
 async def test_removed_content_named_in_page_language(
