@@ -21,7 +21,7 @@ from portal.errors import InvalidInput
 from portal.security import throttle
 
 # The counter's window. The check adds up every window of the id, so an id stays spent after the window
-# ends (at midnight UTC) for as long as its counter rows are kept.
+# ends (at midnight UTC) until ``portal purge`` deletes counters older than two days.
 FORM_ID_WINDOW = dt.timedelta(days=1)
 # new_form_id() draws 22 characters. A longer id is cut so that the bucket fits its column.
 _MAX_FORM_ID_LENGTH = 64

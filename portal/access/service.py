@@ -90,9 +90,10 @@ async def _find_share(
     """Count this attempt against the client's address across all processes and read the share.
 
     Addresses count per IPv4 /32 and IPv6 /64; without an address nothing is counted and 0 is returned.
+    The counter's name is an HMAC of the prefix, as for sign-in, so the table holds no client address.
     """
     prefix = ip_prefix(client_address, 32, 64)
-    bucket = f"code:{prefix}"[:120] if prefix is not None else None
+    bucket = throttle.keyed_bucket("code", prefix, portal.keyring.secret("session")) if prefix else None
     window = throttle.window_start(utcnow(), FLOOD_WINDOW)
     if batched.uses_batches(portal.engine):
         return await batched.find_share(portal.engine, locator, bucket, window)

@@ -2,8 +2,8 @@
 
 Steps, in order: record expired shares, shred the copies of shares that ended, erase documents past their
 clock (unless a legal hold applies), remove orphan blobs, delete expired sessions and clear old session IP
-prefixes, and count the access events past the log's clock. Access events are never deleted: the log is
-insert-only, so that count is reported and nothing more.
+prefixes, delete old throttle counters, and count the access events past the log's clock. Access events are
+never deleted: the log is insert-only, so that count is reported and nothing more.
 
 Each share or document is handled in its own short transaction, because on SQLite every transaction takes
 the database's write lock. Stored bytes are deleted only after the transaction that destroyed their data
@@ -29,6 +29,7 @@ from portal.models import AccessEvent, AuthSession, Blob, Document, Share, Share
 from portal.retention.erasure import RETENTION_REASON, LegalHoldApplies, active_hold, erase_in_transaction
 from portal.retention.policy import RetentionPolicy
 from portal.retention.shredding import delete_bytes_after_commit, shred_rows
+from portal.security import throttle
 from portal.security.sessions import end_sessions_of
 from portal.storage.filesystem import FileBlobStore
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Bytes younger than this may belong to an upload or share whose rows are not committed yet.
 ORPHAN_MIN_AGE = dt.timedelta(hours=1)
+# Throttle counters whose window started longer ago than this are deleted. The longest window is a
+# one-time form id's day (portal.form_ids), so older counters limit nothing.
+COUNTER_MAX_AGE = dt.timedelta(days=2)
 _BATCH = 200
 
 
@@ -52,6 +56,7 @@ class PurgeReport:
     temporary_files_deleted: int = 0
     sessions_deleted: int = 0
     session_ips_cleared: int = 0
+    throttle_counters_deleted: int = 0
     access_events_past_clock: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -78,6 +83,10 @@ async def purge(
     await _remove_orphans(portal, moment, dry_run, report)
     report.sessions_deleted = await _delete_expired_sessions(portal, moment, dry_run)
     report.session_ips_cleared = await _clear_session_ips(portal, policy, moment, dry_run)
+    async with portal.transaction() as db:
+        report.throttle_counters_deleted = await throttle.forget_windows_before(
+            db, moment - COUNTER_MAX_AGE, dry_run=dry_run
+        )
     report.access_events_past_clock = await _count_old_events(portal, policy, moment)
 
     if not dry_run:

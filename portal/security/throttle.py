@@ -8,6 +8,8 @@ real budget for guessing a code is the per-share failure count, which locks the 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
@@ -17,6 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from portal.models import Throttle, utcnow
+
+
+def keyed_bucket(kind: str, value: str, secret: bytes) -> str:
+    """Return the bucket name for ``value``: an HMAC, so counters name no address or e-mail address."""
+    digest = hmac.new(secret, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()[:40]
+    return f"{kind}:{digest}"
 
 
 def window_start(now: dt.datetime, window: dt.timedelta) -> dt.datetime:
@@ -58,9 +66,10 @@ async def total(db: AsyncSession, bucket: str) -> int:
     return int(summed or 0)
 
 
-async def forget_old_windows(db: AsyncSession, older_than: dt.timedelta) -> int:
-    """Delete counters of windows that ended long ago; returns how many rows went."""
-    cutoff = utcnow() - older_than
+async def forget_windows_before(db: AsyncSession, cutoff: dt.datetime, *, dry_run: bool = False) -> int:
+    """Delete the counters of windows that started before ``cutoff``; return how many there were."""
+    if dry_run:
+        return int(await db.scalar(select(func.count()).where(Throttle.window_start < cutoff)) or 0)
     result = await db.execute(delete(Throttle).where(Throttle.window_start < cutoff))
     return result.rowcount or 0  # type: ignore[attr-defined]
 

@@ -14,8 +14,6 @@ neither.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
@@ -33,7 +31,7 @@ from portal.security.hashing import (
     verify_secret,
 )
 from portal.security.sessions import end_session, load_session, start_session
-from portal.security.throttle import hit, window_start
+from portal.security.throttle import hit, keyed_bucket, window_start
 from portal.staff.service import MAX_PASSWORD_LENGTH
 
 EventDetails = dict[str, str | int | bool | None]
@@ -54,8 +52,7 @@ class LoginThrottle:
     client_address: str | None  # IPv4 /32 or IPv6 /64 prefix
 
     def _bucket(self, kind: str, value: str) -> str:
-        digest = hmac.new(self.secret, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()[:40]
-        return f"login-{kind}:{digest}"
+        return keyed_bucket(f"login-{kind}", value, self.secret)
 
     def account_bucket(self, email: str) -> str:
         return self._bucket("account", email)

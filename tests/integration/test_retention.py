@@ -21,14 +21,24 @@ from sqlalchemy import func, select
 from portal.app import create_app
 from portal.config import REPOSITORY_ROOT, Settings
 from portal.core import Portal
-from portal.models import BLOB_CHUNK_TABLE, AccessEvent, AuthSession, DataKey, Document, Share, utcnow
+from portal.models import (
+    BLOB_CHUNK_TABLE,
+    AccessEvent,
+    AuthSession,
+    DataKey,
+    Document,
+    Share,
+    Throttle,
+    utcnow,
+)
 from portal.policies import PolicyError
 from portal.retention.erasure import add_hold, release_hold
 from portal.retention.policy import load_retention_policy
 from portal.retention.purge import PurgeReport, purge
+from portal.security import codes, throttle
 from portal.storage.base import new_blob_id
 from portal.storage.database import DatabaseBlobStore
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, csrf_from, make_settings
 from tests.helpers import CLINICIAN, create_share, portal_of, redeem, simple_pdf, token_for, upload_pdf
 
 DAY = dt.timedelta(days=1)
@@ -210,6 +220,48 @@ async def test_purge_sessions_and_ips(
         prefixes = sorted(str(row) for row in await db.scalars(select(AuthSession.ip_prefix)))
     assert prefixes == ["198.51.100.0/24", "None"]
     assert (await client.get("/access/share")).status_code == 410
+
+
+async def test_purge_deletes_old_throttle_counters(
+    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings
+) -> None:
+    portal = portal_of(app)
+    policy = load_retention_policy(settings.policy_dir)
+    now = utcnow()
+    async with portal.transaction() as db:
+        await throttle.hit(db, "share-form:old", dt.timedelta(days=1), now=now - 3 * DAY)
+        await throttle.hit(db, "share-form:yesterday", dt.timedelta(days=1), now=now - DAY)
+        await throttle.hit(db, "code:recent", dt.timedelta(minutes=1), now=now)
+
+    dry = await purge(portal, policy, dry_run=True)
+    assert dry.throttle_counters_deleted == 1
+    report = await purge(portal, policy)
+    assert report.throttle_counters_deleted == 1
+    async with portal.transaction() as db:
+        buckets = sorted((await db.scalars(select(Throttle.bucket))).all())
+    assert buckets == ["code:recent", "share-form:yesterday"]
+
+
+async def test_code_throttle_stores_no_address(tmp_path: Path, database_url: str) -> None:
+    app = create_app(
+        make_settings(tmp_path / "data", database_url, PORTAL_TRUSTED_PROXY_HOPS="1"), pdf_workers=1
+    )
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        token = csrf_from((await client.get("/access")).text)
+        for _attempt in range(2):
+            answer = await client.post(
+                "/access",
+                data={"code": codes.display(codes.generate_code()), "_csrf_token": token},
+                headers={"X-Forwarded-For": "198.51.100.7"},
+            )
+            assert answer.status_code == 400
+        async with portal_of(app).transaction() as db:
+            rows = (await db.execute(select(Throttle.bucket, Throttle.count))).all()
+    assert len(rows) == 1, "both attempts count in one counter"
+    bucket, count = rows[0]
+    assert count == 2
+    assert bucket.startswith("code:")
+    assert "198.51.100" not in bucket
 
 
 async def test_purge_orphans_after_an_hour(
