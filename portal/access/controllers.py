@@ -107,7 +107,7 @@ async def _documents_of(portal: Any, db: Any, share: Share) -> list[Document]:
 async def share_page(request: Request[Any, Any, Any]) -> Template:
     portal = portal_of(request)
     async with portal.transaction() as db:
-        _session, share = await recipient_share(portal, db, request.cookies.get(RECIPIENT_COOKIE))
+        session, share = await recipient_share(portal, db, request.cookies.get(RECIPIENT_COOKIE))
         documents = await _documents_of(portal, db, share)
         # A patient sees who else received these reports, by recipient profile only.
         disclosures = await other_disclosures(db, portal.policies, share)
@@ -120,6 +120,10 @@ async def share_page(request: Request[Any, Any, Any]) -> Template:
             "pages": pages,
             "profile": portal.policies.profiles.get(share.profile),
             "downloads_left": _downloads_left(share),
+            "code_spent": _code_spent(share),
+            # recipient_share refuses every request once the share expires, so the earlier end applies.
+            "session_ends_at": min(session.expires_at, share.expires_at),
+            "idle_minutes": session.idle_seconds // 60,
             "other_disclosures": disclosures,
             "show_disclosures": share.profile == PATIENT_PROFILE,
         },
@@ -140,17 +144,25 @@ async def downloads_left(request: Request[Any, Any, Any]) -> Template:
     except ShareUnavailable as error:
         return Template(
             "access/_downloads_left.html",
-            context={"downloads_left": 0, "ended": error.message, "update_action": True},
+            context={"downloads_left": 0, "code_spent": False, "ended": error.message, "update_action": True},
             status_code=error.status_code,
         )
-    return Template(
-        "access/_downloads_left.html",
-        context={"downloads_left": _downloads_left(share), "ended": None, "update_action": True},
-    )
+    context = {
+        "downloads_left": _downloads_left(share),
+        "code_spent": _code_spent(share),
+        "ended": None,
+        "update_action": True,
+    }
+    return Template("access/_downloads_left.html", context=context)
 
 
 def _downloads_left(share: Share) -> int:
     return max(share.max_downloads - share.downloads_started, 0)
+
+
+def _code_spent(share: Share) -> bool:
+    """Return whether the code has no redemption left, so the downloads left can happen in this session only."""
+    return share.redemptions >= share.max_redemptions
 
 
 @get("/access/download", include_in_schema=False)
@@ -272,7 +284,7 @@ async def end(request: Request[Any, Any, Any]) -> Redirect:
         await end_session(db, raw_id)
     # The confirmation states whether the code can open the report again, so no message suggests retrying a
     # code that is used up.
-    spent = share is not None and share.redemptions >= share.max_redemptions
+    spent = share is not None and _code_spent(share)
     return Redirect(
         "/access?finished=spent" if spent else "/access?finished=1",
         status_code=303,

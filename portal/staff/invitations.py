@@ -46,8 +46,13 @@ class NewInvitation:
 
 
 def _unavailable() -> InvitationUnavailable:
+    # The error page adds the next steps for staff: ask for a new invitation, or sign in.
+    hours = int(INVITATION_LIFETIME.total_seconds() // 3600)
     return InvitationUnavailable(
-        _("This invitation link is invalid, expired or already used. Ask an administrator for a new one.")
+        _(
+            "This invitation link no longer works, or it is incomplete. An invitation link works once and for "
+            "{hours} hours, and stops working when an administrator withdraws it or sends a newer invitation."
+        ).format(hours=hours)
     )
 
 

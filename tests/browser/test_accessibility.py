@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import test_recipient_pages as recipient
-from tests.browser.conftest import ACTION_TIMEOUT_MS, PortalServer
+from tests.browser.conftest import ACTION_TIMEOUT_MS, CLINIC_NAME, PortalServer
 from tests.browser.test_recipient_pages import BROWSER_LOCALES, LANGUAGES, SHOTS_DIR, Issuer, recipient_pages
 from tests.conftest import PASSWORD
 from tests.helpers import ADMIN, CLINICIAN, DPO
@@ -188,6 +188,13 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     expect(message).to_be_focused()
     expect(page.get_by_test_id("open-invitations")).to_have_count(0)
     findings.check(page, "/admin/staff after withdrawing an invitation")
+
+    # The withdrawn link leads staff to the administrator and the staff sign-in, not to an access code.
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text(CLINIC_NAME)
+    expect(page.locator("main a[href='/staff/login']")).to_have_count(1)
+    expect(page.locator("main a[href='/access']")).to_have_count(0)
+    findings.check(page, "withdrawn invitation link")
 
 
 def disable_and_enable(findings: Findings, page: Page, email: str) -> None:

@@ -365,13 +365,24 @@ def test_recipient_pages_in_language(
 def test_share_page_content(issuer: Issuer, open_reader: Callable[[str], Reader]) -> None:
     reader = open_reader("de")
     page = reader.page
+    page.set_viewport_size(SCREENSHOT_SIZES[0])
     submit_code(page, issuer.share("patient"))
     summary = page.locator(".summary")
+
+    # The patient's code works once: a phone shows that in its first screen, with the session's end.
+    spent = page.get_by_test_id("code-spent")
+    expect(spent).to_be_in_viewport()
+    expect(spent).to_contain_text("Er kann den Bericht hier nicht noch einmal öffnen.")
+    expect(spent).to_contain_text(re.compile(r"spätestens aber am \d+\. \w+ \d{4} um \d\d:\d\d Uhr UTC\."))
+    expect(spent).to_contain_text("laden Sie ihn jetzt herunter, bevor Sie „Beenden“ wählen.")
+    expect(summary).not_to_contain_text("Verfügbar bis")
+    expect(summary).to_contain_text(
+        re.compile(r"Sitzung endetspätestens am \d+\. \w+ \d{4} um \d\d:\d\d Uhr UTC")
+    )
 
     expect(summary).to_contain_text("Wound healing progress, 30. November 2026")
     expect(summary).to_contain_text(f"Freigegeben von{CLINIC_NAME}")
     expect(summary).to_contain_text("Zoë Łukasiewicz")
-    expect(summary).to_contain_text(re.compile(r"Verfügbar bis\d+\. \w+ \d{4} um \d\d:\d\d Uhr UTC"))
     expect(page.locator("#download-heading + p")).to_contain_text("genau so ein, wie er auf dem Brief steht")
     expect(page.get_by_role("link", name="Bericht herunterladen (PDF)")).to_be_visible()
     images = page.get_by_role("img", name=re.compile(rf"^Seite \d von {REPORT_PAGES}$"))
@@ -479,11 +490,14 @@ def test_birth_date_flow_by_keyboard(issuer: Issuer, open_reader: Callable[[str]
 
 
 def share_page_with_count(issuer: Issuer, open_reader: Callable[[str], Reader]) -> tuple[Reader, Locator]:
-    """Open a patient share's page in English; return the reader and its download count (three left)."""
+    """Open a patient share's page in English; return the reader and its download count (three left).
+
+    The patient's code works once, so the count is for this session.
+    """
     reader = open_reader("en")
     submit_code(reader.page, issuer.share("patient"))
     count = reader.page.locator("#downloads-left")
-    expect(count).to_have_text("3 downloads left.")
+    expect(count).to_have_text("3 downloads left in this session.")
     return reader, count
 
 
@@ -491,7 +505,7 @@ def test_download_count_updates_in_place(issuer: Issuer, open_reader: Callable[[
     reader, count = share_page_with_count(issuer, open_reader)
     page = reader.page
 
-    for left in ("2 downloads left.", "1 download left."):
+    for left in ("2 downloads left in this session.", "1 download left in this session."):
         with page.expect_download() as started:
             page.locator("#download-link").click()
         assert started.value.failure() is None

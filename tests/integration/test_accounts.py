@@ -458,6 +458,20 @@ async def test_same_role_stays_on_page(app: Litestar, client: AsyncTestClient[Li
     assert "hat bereits die Rolle „Datenschutzbeauftragte/r“" in html.unescape(german.text)
 
 
+def _assert_dead_invitation_page(answer: Any) -> None:
+    """Check that a dead invitation link gets the staff's next steps, not a recipient's access code."""
+    assert answer.status_code == 410
+    page = html.unescape(answer.text)
+    assert "This invitation link no longer works, or it is incomplete." in page
+    assert "An invitation link works once and for 72 hours" in page
+    assert "Ask the administrator of Riverside Dermatology for a new invitation link." in page
+    assert "If you already set your password with this link, your account exists" in page
+    assert '<a href="/staff/login">Staff sign in</a>' in page
+    assert 'href="/access"' not in page
+    assert "Enter an access code" not in page
+    assert "Need help with a report?" not in page
+
+
 async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, ADMIN, "admin")
     await sign_in(client, ADMIN)
@@ -480,9 +494,8 @@ async def test_invitation_link_single_use(app: Litestar, client: AsyncTestClient
     assert accepted.headers["location"] == "/staff/login?welcome=1"
 
     second = await _set_password(client, path, "another fine passphrase")
-    assert second.status_code == 410
-    assert "invalid, expired or already used" in second.text
-    assert (await client.get(path)).status_code == 410
+    _assert_dead_invitation_page(second)
+    _assert_dead_invitation_page(await client.get(path))
 
     assert (await sign_in(client, NEWCOMER, NEW_PASSWORD)).status_code == 303
     assert (await sign_in(client, NEWCOMER, "another fine passphrase")).status_code == 400
@@ -665,8 +678,8 @@ async def test_invitation_withdrawn(app: Litestar, client: AsyncTestClient[Lites
     assert events[0]["actor"] == f"staff:{(await _user(app, ADMIN)).id}"
 
     client.cookies.delete(STAFF_COOKIE)
-    assert (await client.get(path)).status_code == 410
-    assert (await _set_password(client, path, NEW_PASSWORD)).status_code == 410
+    _assert_dead_invitation_page(await client.get(path))
+    _assert_dead_invitation_page(await _set_password(client, path, NEW_PASSWORD))
 
 
 async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -676,9 +689,8 @@ async def test_invitation_expired_rejected(app: Litestar, client: AsyncTestClien
         past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
         await db.execute(update(Invitation).values(expires_at=past))
 
-    assert (await client.get(path)).status_code == 410
-    answer = await _set_password(client, path, NEW_PASSWORD)
-    assert answer.status_code == 410
+    _assert_dead_invitation_page(await client.get(path))
+    _assert_dead_invitation_page(await _set_password(client, path, NEW_PASSWORD))
     async with portal_of(app).transaction() as db:
         assert await db.scalar(select(StaffUser).where(StaffUser.email == NEWCOMER)) is None
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html
 import io
 import re
+import shutil
 import uuid
 import zoneinfo
 from pathlib import Path
@@ -17,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from portal.app import create_app
-from portal.config import Settings
-from portal.models import AccessEvent, DataKey, Share, utcnow
+from portal.config import REPOSITORY_ROOT, Settings
+from portal.models import AccessEvent, AuthSession, DataKey, Share, utcnow
 from portal.security import codes
 from tests.conftest import BASE_URL, csrf_from, make_settings
 from tests.helpers import (
@@ -257,8 +260,10 @@ async def test_download_of_view_only_copy_not_allowed(
     assert "Not allowed" in rejected.text
     assert "This report can be viewed but not downloaded." in rejected.text
     assert 'href="/access/share"' in rejected.text, "the page leads back to the report"
-    # The report itself is still there for viewing.
-    assert (await client.get("/access/share")).status_code == 200
+    # The report itself is still there for viewing, in this session only.
+    page = await client.get("/access/share")
+    assert page.status_code == 200
+    assert "This report cannot be downloaded, so read it now." in page.text
     async with portal_of(app).transaction() as db:
         events = (await db.scalars(select(AccessEvent.event_type))).all()
     assert "access.download.started" not in events
@@ -295,7 +300,8 @@ async def _patient_share_page(app: Litestar, client: AsyncTestClient[Litestar]) 
 async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     page = await _patient_share_page(app, client)
     assert 'id="download-link"' in page.text
-    assert "3 downloads left." in page.text
+    # The patient's code works once, so the downloads left can only happen in this session.
+    assert "3 downloads left in this session." in page.text
 
     counts = []
     for _download in range(3):
@@ -304,8 +310,8 @@ async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Li
         assert fragment.status_code == 200
         assert "<html" not in fragment.text, "a fragment for the share page, not a whole page"
         counts.append(fragment.text)
-    assert "2 downloads left." in counts[0]
-    assert "1 download left." in counts[1]
+    assert "2 downloads left in this session." in counts[0]
+    assert "1 download left in this session." in counts[1]
     assert 'hx-get="/access/share/downloads"' in counts[1], "the count reloads after the next download"
 
     # At the limit the fragment shows the limit message and removes the download button from the page.
@@ -329,6 +335,16 @@ async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Li
     assert "Your session has ended." in ended.text
 
 
+async def _session_end(app: Litestar, share_id: str) -> dt.datetime:
+    """Return when the share's one recipient session ends at the latest."""
+    async with portal_of(app).transaction() as db:
+        share = await db.get(Share, uuid.UUID(share_id))
+        session = await db.scalar(select(AuthSession).where(AuthSession.subject_id == uuid.UUID(share_id)))
+    assert share is not None
+    assert session is not None
+    return min(session.expires_at, share.expires_at)
+
+
 async def test_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> None:
     app = create_app(
         make_settings(tmp_path / "data", database_url, PORTAL_TIMEZONE="Europe/Berlin"), pdf_workers=1
@@ -337,30 +353,98 @@ async def test_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> N
         _headers, shared = await issue_share(app, client)
         assert (await redeem(client, shared["access_code"])).status_code == 200
         page = await client.get("/access/share")
-        async with portal_of(app).transaction() as db:
-            share = await db.get(Share, uuid.UUID(shared["id"]))
-    assert share is not None
+        ends = await _session_end(app, shared["id"])
 
-    # The page shows the expiry in Berlin time with the zone's abbreviation, not in UTC.
-    local = share.expires_at.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
-    assert f"at {local:%H:%M} {local.tzname()}" in page.text
-    assert "UTC" not in page.text.split("Available until", 1)[1].split("</dd>", 1)[0]
+    # The page shows the session's end in Berlin time with the zone's abbreviation, not in UTC.
+    local = ends.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+    assert f"at {local:%H:%M} {local.tzname()}</dd>" in page.text
+    assert "UTC" not in page.text.split("Session ends", 1)[1].split("</dd>", 1)[0]
 
 
-async def test_share_page_warns_code_is_spent(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    page = await _patient_share_page(app, client)
-    assert 'data-testid="code-spent"' in page.text
-    assert "after “Finish” it cannot open the report again. Download the report first" in page.text
+async def test_share_page_once_only_code(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    _headers, shared = await issue_share(app, client)  # the patient profile: one redemption, three downloads
+    assert (await redeem(client, shared["access_code"])).status_code == 200
+    page = await client.get("/access/share")
+    text = html.unescape(page.text)
+    ends = await _session_end(app, shared["id"])
+
+    # Right under the heading, before the report's details, the page states that this session is the only one.
+    found = re.search(r'data-testid="code-spent">(.*?)</div>', text, re.DOTALL)
+    assert found is not None
+    notice = found.group(1)
+    assert text.index('data-testid="code-spent"') < text.index('<dl class="summary">')
+    assert "Your access code has now been used. It cannot open the report here again." in notice
+    assert "stays open on this page only until you select “Finish” or the session times out." in notice
+    # The shipped policy ends a recipient session after 15 idle or 60 minutes, long before the share expires.
+    session_end = f"no later than {ends.day} {ends:%B %Y} at {ends:%H:%M} UTC"
+    assert f"times out after 15 minutes without activity, and {session_end}." in notice
+    assert "download it now, before you select “Finish”." in notice
+
+    # No date suggests a later visit: the summary gives the session's end, and the count is for this session.
+    assert "Available until" not in text
+    assert session_end in text.split("<dt>Session ends</dt>", 1)[1].split("</dd>", 1)[0]
+    assert "3 downloads left in this session." in text
+    fragment = await client.get("/access/share/downloads")
+    assert "3 downloads left in this session." in fragment.text
 
     for _download in range(3):
         assert (await client.get("/access/download")).status_code == 200
-    # With no download left, the note no longer suggests one.
-    page = await client.get("/access/share")
-    assert "after “Finish” it cannot open the report again." in page.text
-    assert "Download the report first" not in page.text
+    # With no download left, the notice no longer mentions downloading.
+    text = html.unescape((await client.get("/access/share")).text)
+    assert "It cannot open the report here again." in text
+    assert "download it now" not in text
 
     # After "Finish" the confirmation states that the code is used up instead of suggesting to enter it again.
     finished = await client.post("/access/end", data={"_csrf_token": csrf_from(page.text)})
     assert str(finished.url).endswith("/access?finished=spent")
     assert "Your code has been used as often as it allows" in finished.text
     assert "you can enter it again" not in finished.text
+
+
+REUSABLE_PROFILE = """
+[profiles.family]
+label = "Family doctor, two visits"
+description = "The family doctor may open the report twice."
+expiry_days = 14
+max_redemptions = 2
+allow_download = true
+max_downloads = 3
+allow_view = true
+pdf_password = "code"
+allow_print = true
+allow_copy = true
+second_factor = "none"
+requires_approval = false
+"""
+
+
+async def test_share_page_reusable_code(tmp_path: Path, database_url: str) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(REPOSITORY_ROOT / "policies", policies)
+    with (policies / "profiles.toml").open("a", encoding="utf-8") as profiles:
+        profiles.write(REUSABLE_PROFILE)
+    settings = make_settings(tmp_path / "data", database_url, PORTAL_POLICY_DIR=str(policies))
+    app = create_app(settings, pdf_workers=1)
+
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        _headers, shared = await issue_share(app, client, profile="family")
+        assert (await redeem(client, shared["access_code"])).status_code == 200
+        page = await client.get("/access/share")
+        fragment = await client.get("/access/share/downloads")
+
+        # The code opens the report once more, so the page keeps the share's end and shows no last-visit notice.
+        assert 'data-testid="code-spent"' not in page.text
+        assert "Session ends" not in page.text
+        assert "Available until" in page.text
+        assert "3 downloads left." in page.text
+        assert "3 downloads left." in fragment.text
+        assert "in this session" not in fragment.text
+        finished = await client.post("/access/end", data={"_csrf_token": csrf_from(page.text)})
+        assert str(finished.url).endswith("/access?finished=1")
+
+        # The second redemption is the last one: now the page warns as for a code that works once.
+        assert (await redeem(client, shared["access_code"])).status_code == 200
+        page = await client.get("/access/share")
+        assert 'data-testid="code-spent"' in page.text
+        assert "Available until" not in page.text
+        assert "3 downloads left in this session." in page.text
