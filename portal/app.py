@@ -82,6 +82,10 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     return environment
 
 
+# Error pages under these paths offer staff links instead of the recipients' "Enter an access code".
+STAFF_AREA_PREFIXES = ("/staff", "/admin", "/dpo")
+
+
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
     return request.url.path.startswith("/api/")
 
@@ -93,11 +97,14 @@ def _error_response(
     if _wants_json(request):
         error = {"code": code, "message": message, "field": field, "request_id": request_id}
         return Response({"error": error}, status_code=status)
-    return Template(
-        "errors/error.html",
-        context={"status": status, "code": code, "message": message, "request_id": request_id},
-        status_code=status,
-    )
+    context = {
+        "status": status,
+        "code": code,
+        "message": message,
+        "request_id": request_id,
+        "staff_area": request.url.path.startswith(STAFF_AREA_PREFIXES),
+    }
+    return Template("errors/error.html", context=context, status_code=status)
 
 
 def handle_portal_error(request: Request[Any, Any, Any], error: PortalError) -> Response[Any]:

@@ -91,3 +91,16 @@ async def test_unexpected_error_page(
     api = await client.get("/api/v1/shares/not-a-uuid", headers={"Authorization": "Bearer nope"})
     assert api.status_code == 401
     assert set(api.json()["error"]) == {"code", "message", "field", "request_id"}
+
+
+@pytest.mark.parametrize(
+    ("path", "staff_links"),
+    [("/staff/no-such-page", True), ("/admin/no-such-page", True), ("/no-such-page", False)],
+)
+async def test_error_page_links_fit_area(
+    client: AsyncTestClient[Litestar], path: str, staff_links: bool
+) -> None:
+    answer = await client.get(path)
+    assert answer.status_code == 404
+    assert ('href="/staff/login"' in answer.text) is staff_links
+    assert ('href="/access"' in answer.text) is not staff_links, "recipients' links only outside staff pages"
