@@ -82,7 +82,8 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     return environment
 
 
-# Error pages under these paths offer staff links instead of the recipients' "Enter an access code".
+# Error pages under these paths link to the staff start page (GET /staff/home sends a signed-in member to
+# their role's page and anyone else to sign-in) instead of the recipients' "Enter an access code".
 STAFF_AREA_PREFIXES = ("/staff", "/admin", "/dpo")
 
 

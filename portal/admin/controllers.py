@@ -153,7 +153,7 @@ async def invite(request: Request[Any, Any, Any], data: FormData) -> Template:
     email = data.get("email", "")
     resent = _(
         "This form was sent already, so the invitation for {email} exists and its link was shown once. "
-        "If the link is lost, withdraw the invitation in the list of open invitations and invite {email} again."
+        "If the link is lost, invite {email} again: the new link replaces the one shown before."
     ).format(email=email.strip()[:254])
     try:
         async with (

@@ -44,7 +44,14 @@ def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int =
             "You can download the report once.", "You can download the report up to {count} times.", downloads
         ).format(count=downloads)
     if password_is_code:
-        return count + " " + _("The downloaded PDF opens with the same code, typed exactly as printed.")
+        return (
+            count
+            + " "
+            + _(
+                "The downloaded PDF opens with the same code, typed exactly as printed: capital letters and dashes. "
+                "The code has no letter O, only the digit zero."
+            )
+        )
     return count
 
 

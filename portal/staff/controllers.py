@@ -178,8 +178,16 @@ async def dashboard(request: Request[Any, Any, Any]) -> Template:
     return await render_dashboard(request, user)
 
 
+@get("/staff/home", include_in_schema=False)
+async def staff_home(request: Request[Any, Any, Any]) -> Redirect:
+    """Send a signed-in staff member to their role's start page; anyone else goes to sign-in."""
+    user = await require_staff(request)
+    return Redirect(landing_page(user.role), status_code=303)
+
+
 staff_routes = [
     home,
+    staff_home,
     login_page,
     login,
     verify_page,

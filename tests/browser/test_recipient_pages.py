@@ -372,7 +372,9 @@ def test_share_page_content(issuer: Issuer, open_reader: Callable[[str], Reader]
     # The patient's code works once: a phone shows that in its first screen, with the session's end.
     spent = page.get_by_test_id("code-spent")
     expect(spent).to_be_in_viewport()
-    expect(spent).to_contain_text("Er kann den Bericht hier nicht noch einmal öffnen.")
+    expect(spent).to_contain_text(
+        "Wenn Sie ihn auf dieser Website noch einmal eingeben, öffnet er den Bericht nicht mehr."
+    )
     expect(spent).to_contain_text(re.compile(r"spätestens aber am \d+\. \w+ \d{4} um \d\d:\d\d Uhr UTC\."))
     expect(spent).to_contain_text("laden Sie ihn jetzt herunter, bevor Sie „Beenden“ wählen.")
     expect(summary).not_to_contain_text("Verfügbar bis")

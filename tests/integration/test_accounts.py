@@ -592,8 +592,8 @@ async def test_resent_invitation_creates_nothing(app: Litestar, client: AsyncTes
         in message
     )
     assert (
-        "If the link is lost, withdraw the invitation in the list of open invitations and invite "
-        f"{NEWCOMER} again." in message
+        f"If the link is lost, invite {NEWCOMER} again: the new link replaces the one shown before."
+        in message
     )
     assert await _row_count(app, Invitation) == 1
     assert len(await _events(app, "staff.invited")) == 1

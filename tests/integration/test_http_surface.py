@@ -102,5 +102,5 @@ async def test_error_page_links_fit_area(
 ) -> None:
     answer = await client.get(path)
     assert answer.status_code == 404
-    assert ('href="/staff/login"' in answer.text) is staff_links
+    assert ('href="/staff/home"' in answer.text) is staff_links
     assert ('href="/access"' in answer.text) is not staff_links, "recipients' links only outside staff pages"

@@ -43,6 +43,7 @@ ROLE_RULES = [
     ("/dpo/", "session", {"dpo", "admin"}),
     ("/admin", "session", {"admin"}),
     ("/staff/totp", "session", {"clinician", "dpo", "admin"}),
+    ("/staff/home", "session", {"clinician", "dpo", "admin"}),
     ("/staff", "session", {"clinician", "admin"}),
 ]
 

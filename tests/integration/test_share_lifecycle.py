@@ -142,7 +142,7 @@ async def test_reissue_kills_old_code_and_copy(app: Litestar, client: AsyncTestC
 
 
 COPY_NOTES = {
-    "patient": "The downloaded PDF opens with the same code, typed exactly as printed.",
+    "patient": "The downloaded PDF opens with the same code, typed exactly as printed: capital letters and dashes.",
     "insurer": "You can read the report in the web browser. It cannot be downloaded.",
 }
 
@@ -373,7 +373,10 @@ async def test_share_page_once_only_code(app: Litestar, client: AsyncTestClient[
     assert found is not None
     notice = found.group(1)
     assert text.index('data-testid="code-spent"') < text.index('<dl class="summary">')
-    assert "Your access code has now been used. It cannot open the report here again." in notice
+    assert (
+        "Your access code has now been used. Entering it on this website again will not open the report."
+        in notice
+    )
     assert "stays open on this page only until you select “Finish” or the session times out." in notice
     # The shipped policy ends a recipient session after 15 idle or 60 minutes, long before the share expires.
     session_end = f"no later than {ends.day} {ends:%B %Y} at {ends:%H:%M} UTC"
@@ -391,7 +394,7 @@ async def test_share_page_once_only_code(app: Litestar, client: AsyncTestClient[
         assert (await client.get("/access/download")).status_code == 200
     # With no download left, the notice no longer mentions downloading.
     text = html.unescape((await client.get("/access/share")).text)
-    assert "It cannot open the report here again." in text
+    assert "Entering it on this website again will not open the report." in text
     assert "download it now" not in text
 
     # After "Finish" the confirmation states that the code is used up instead of suggesting to enter it again.

@@ -91,3 +91,21 @@ async def test_api_needs_token(client: AsyncTestClient[Litestar]) -> None:
         "/api/v1/audit/events", headers={"Authorization": "Bearer pt_not-a-token", "Accept-Language": "fr"}
     )
     assert french.json()["error"]["message"].startswith("Le jeton d\u2019API est invalide")
+
+
+async def test_staff_home_sends_each_role_home(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    anonymous = await client.get("/staff/home", follow_redirects=False)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/staff/login"
+
+    for email, role, landing in (
+        (CLINICIAN, "clinician", "/staff"),
+        ("dpo@riverside.test", "dpo", "/dpo/events"),
+        ("admin@riverside.test", "admin", "/staff"),
+    ):
+        client.cookies.clear()
+        await add_staff(app, email, role)
+        await sign_in(client, email)
+        answer = await client.get("/staff/home", follow_redirects=False)
+        assert answer.status_code == 303, role
+        assert answer.headers["location"] == landing, role

@@ -73,7 +73,8 @@ def test_copy_note_counts_downloads() -> None:
     )
     assert copy_note(allows_download=True, password_is_code=True, downloads=3, uses=2) == (
         "You can download the report up to 3 times. "
-        "The downloaded PDF opens with the same code, typed exactly as printed."
+        "The downloaded PDF opens with the same code, typed exactly as printed: capital letters and dashes. "
+        "The code has no letter O, only the digit zero."
     )
     # A code that works once opens one session, so the downloads all belong to it.
     assert copy_note(allows_download=True, password_is_code=False, downloads=3, uses=1) == (
