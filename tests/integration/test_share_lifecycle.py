@@ -387,6 +387,7 @@ async def test_share_page_once_only_code(app: Litestar, client: AsyncTestClient[
     assert "Available until" not in text
     assert session_end in text.split("<dt>Session ends</dt>", 1)[1].split("</dd>", 1)[0]
     assert "3 downloads left in this session." in text
+    assert text.count('action="/access/end"') == 2, "Finish at the top and at the end of the page"
     fragment = await client.get("/access/share/downloads")
     assert "3 downloads left in this session." in fragment.text
 
