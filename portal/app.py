@@ -71,6 +71,11 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     # Staff pages show times as "2026-12-31 23:59 CET"; the access log and the DPO's pages keep UTC.
     environment.globals["clinic_time_text"] = lambda moment: i18n.clinic_time_text(moment, settings.timezone)
     environment.globals["clinic_timezone"] = settings.timezone
+    # Recipients' pages and slips write dates out in words ("31 December 2026 at 23:59 CET").
+    environment.globals["long_date_text"] = i18n.long_date_text
+    environment.globals["recipient_time_text"] = lambda moment: i18n.recipient_time_text(
+        moment, settings.timezone
+    )
     # Profile labels and descriptions come from policies/profiles.toml. The shipped ones are in the
     # catalogue (portal.policies.SHIPPED_PROFILE_TEXTS). A clinic's own text is shown as written.
     environment.globals["policy_text"] = i18n.gettext

@@ -181,3 +181,35 @@ def clinic_time_text(moment: dt.datetime, timezone: str) -> str:
     """Format a time in the clinic's time zone, with the zone's abbreviation (2026-12-31 23:59 CET)."""
     local = moment.astimezone(ZoneInfo(timezone))
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+MONTH_NAMES = (
+    N_("January"),
+    N_("February"),
+    N_("March"),
+    N_("April"),
+    N_("May"),
+    N_("June"),
+    N_("July"),
+    N_("August"),
+    N_("September"),
+    N_("October"),
+    N_("November"),
+    N_("December"),
+)
+
+
+def long_date_text(day: dt.date) -> str:
+    """Format a date as recipients read it, in the current language (31 December 2026)."""
+    month = gettext(MONTH_NAMES[day.month - 1])
+    return gettext("%(day)s %(month)s %(year)s") % {"day": day.day, "month": month, "year": day.year}
+
+
+def recipient_time_text(moment: dt.datetime, timezone: str) -> str:
+    """Format a time for recipients, in the clinic's time zone (31 December 2026 at 23:59 CET)."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    return gettext("%(date)s at %(time)s %(zone)s") % {
+        "date": long_date_text(local),
+        "time": f"{local:%H:%M}",
+        "zone": local.tzname(),
+    }

@@ -13,7 +13,7 @@ import pikepdf
 import segno
 
 from portal.config import Settings
-from portal.i18n import _, clinic_time_text, ngettext, using_language
+from portal.i18n import _, ngettext, recipient_time_text, using_language
 from portal.models import Share
 from portal.pdf import fonts
 
@@ -68,7 +68,7 @@ def start_note(not_before: dt.datetime | None, timezone: str) -> str:
     """Return the sentence on when a code with a later start begins to work, or "" for a code that works now."""
     if not_before is None:
         return ""
-    return _("The code works from {date}.").format(date=clinic_time_text(not_before, timezone))
+    return _("The code works from {date}.").format(date=recipient_time_text(not_before, timezone))
 
 
 def recipient_line(name: str, organisation: str | None) -> str:
@@ -197,7 +197,7 @@ def slip_texts(share: Share, timezone: str) -> dict[str, str]:
             uses=share.max_redemptions,
         ),
         "validity": validity_note(
-            uses=share.max_redemptions, expires=clinic_time_text(share.expires_at, timezone)
+            uses=share.max_redemptions, expires=recipient_time_text(share.expires_at, timezone)
         ),
         "start_note": start_note(share.not_before, timezone),
     }

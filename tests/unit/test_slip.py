@@ -6,7 +6,7 @@ import datetime as dt
 
 import pypdfium2
 
-from portal.i18n import clinic_time_text, language_var
+from portal.i18n import clinic_time_text, language_var, recipient_time_text
 from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
 
 
@@ -25,6 +25,20 @@ def test_expiry_in_clinic_time_zone() -> None:
     assert clinic_time_text(moment, "Europe/Berlin") == "2026-12-31 23:59 CET"
     summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
     assert clinic_time_text(summer, "Europe/Paris") == "2026-07-01 14:00 CEST"
+
+
+def test_recipient_time_in_words() -> None:
+    moment = dt.datetime(2026, 12, 31, 22, 59, tzinfo=dt.UTC)
+    assert recipient_time_text(moment, "Europe/Berlin") == "31 December 2026 at 23:59 CET"
+    for language, expected in (
+        ("de", "31. Dezember 2026 um 23:59 Uhr CET"),
+        ("fr", "31 décembre 2026 à 23:59 CET"),
+    ):
+        token = language_var.set(language)
+        try:
+            assert recipient_time_text(moment, "Europe/Berlin") == expected
+        finally:
+            language_var.reset(token)
 
 
 def test_validity_translated() -> None:
