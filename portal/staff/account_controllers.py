@@ -1,4 +1,5 @@
-"""A staff member's own account: TOTP enrolment, and setting a password through an invitation link."""
+"""A staff member's own account: TOTP enrolment, and setting a password through an invitation link or a
+password reset link."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from sqlalchemy import func, select
 from portal.audit.recorder import record
 from portal.errors import InvalidInput
 from portal.models import RecoveryCode, StaffUser
-from portal.security.sessions import STAFF_COOKIE, session_cookie
+from portal.security.sessions import STAFF_COOKIE, expired_cookie, session_cookie
 from portal.security.totp import sealing_key
 from portal.staff.enrolment import confirm_enrolment, grouped, reopen_enrolment, start_enrolment
 from portal.staff.invitations import accept_invitation, load_invitation
+from portal.staff.password_reset import complete_reset, load_reset
 from portal.staff.signin import pending_user, start_full_session
 from portal.web import actor_for, portal_of, require_staff
 
@@ -122,4 +124,42 @@ async def invitation_accept(
     return Redirect("/staff/login?welcome=1", status_code=303)
 
 
-account_routes = [totp_page, totp_confirm, invitation_page, invitation_accept]
+async def _reset_page(request: Request[Any, Any, Any], token: str, errors: dict[str, str]) -> Template:
+    async with portal_of(request).transaction() as db:
+        row, account = await load_reset(db, token)
+    context = {
+        "row": row,
+        "account": account,
+        "totp_required": portal_of(request).policies.security.staff_require_totp,
+        "errors": errors,
+    }
+    return Template("staff/password_reset.html", context=context, status_code=400 if errors else 200)
+
+
+@get("/staff/password-reset/{token:str}", include_in_schema=False)
+async def reset_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Template:
+    return await _reset_page(request, token, {})
+
+
+@post("/staff/password-reset/{token:str}", include_in_schema=False)
+async def reset_accept(
+    request: Request[Any, Any, Any], token: FromPath[str], data: FormData
+) -> Template | Redirect:
+    try:
+        async with portal_of(request).transaction() as db:
+            _account, totp_reset = await complete_reset(
+                db,
+                actor_for(request, "staff:unknown"),
+                token,
+                data.get("password", ""),
+                data.get("password_repeat", ""),
+            )
+    except InvalidInput as error:
+        return await _reset_page(request, token, {error.field or "password": error.message})
+
+    # The browser may still carry a cookie of a session the reset just ended; the sign-in page replaces it.
+    done = "totp" if totp_reset else "1"
+    return Redirect(f"/staff/login?reset={done}", status_code=303, cookies=[expired_cookie("staff")])
+
+
+account_routes = [totp_page, totp_confirm, invitation_page, invitation_accept, reset_page, reset_accept]

@@ -146,6 +146,8 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
         findings.check(page, f"{path} with a confirmation open")
 
     invite_and_copy_link(findings, page)
+    reset_with_link(findings, page, DPO)
+    sign_in(page, ADMIN)
     disable_and_enable(findings, page, DPO)
 
 
@@ -182,6 +184,49 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     expect(message).to_be_focused()
     expect(page.get_by_test_id("open-invitations")).to_have_count(0)
     findings.check(page, "/admin/staff after withdrawing an invitation")
+
+
+def reset_with_link(findings: Findings, page: Page, email: str) -> None:
+    """Create a password reset link for ``email``, copy it, and set the same password again through it."""
+    page.goto("/admin/staff")
+    row = page.locator("section[aria-labelledby=list-heading] tbody tr", has_text=email)
+    reset = row.locator("[data-testid^=reset-]")
+    expect(reset.locator("button")).to_be_hidden()
+    reset.locator("summary").click()
+    expect(reset.locator("button")).to_be_visible()
+    findings.check(page, "/admin/staff with the reset confirmation open")
+    with page.expect_navigation():
+        reset.locator("button").click()
+    link = page.get_by_test_id("reset-link").inner_text().strip()
+    assert "/staff/password-reset/" in link
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("button[data-copy=reset-link]").click()
+    expect(page.locator("#reset-link-status")).not_to_have_text("")
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    findings.check(page, "password reset link created, link copied")
+
+    page.goto("/admin/staff")
+    expect(page.get_by_test_id("open-invitations").locator("tbody tr", has_text=email)).to_have_count(1)
+    findings.check(page, "/admin/staff with an open reset link")
+
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text(email)
+    findings.check(page, "password reset page")
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#password_repeat").fill(PASSWORD + " typo")
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    findings.check(page, "password reset page with an error")
+
+    # The same password again, so the next language's run signs in as before.
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#password_repeat").fill(PASSWORD)
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.get_by_test_id("reset-done")).to_be_visible()
+    findings.check(page, "sign-in after a password reset")
 
 
 def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
