@@ -7,25 +7,32 @@ and withdrawal from the staff page. It works for 24 hours, until it is used or w
 reset link for the same account replaces it, or until the account is disabled. Unknown, used, expired and
 withdrawn links get the same response.
 
+A signed-in staff member changes their own password by typing the current one. A wrong current password
+counts against the same per-account throttle as a failed sign-in, and the throttles that stop sign-ins
+stop password changes too.
+
 Either way of setting a password ends every session of the account; API tokens stay valid, because they
-belong to systems rather than to a browser. A reset link may also remove the account's TOTP secret and
-recovery codes, for a lost phone. The next sign-in then asks for TOTP set-up again when the security
-policy requires two-step sign-in, and signs in with the password alone when it does not.
+belong to systems rather than to a browser. A password change then issues a fresh session for the browser
+that made it. A reset link may also remove the account's TOTP secret and recovery codes, for a lost phone.
+The next sign-in then leads to TOTP set-up again when the security policy requires two-step sign-in, and
+signs in with the password alone when it does not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import Actor, record
-from portal.errors import InvalidInput
+from portal.errors import InvalidInput, NotAuthenticated
 from portal.i18n import _
 from portal.models import Invitation, RecoveryCode, StaffUser
-from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret
+from portal.policies import SecurityPolicy
+from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret, verify_secret
 from portal.security.sessions import end_sessions_of
 from portal.staff.invitations import (
     InvitationUnavailable,
@@ -34,7 +41,8 @@ from portal.staff.invitations import (
     open_link,
     spend_link,
 )
-from portal.staff.service import STAFF_SESSION_KINDS, check_password
+from portal.staff.service import MAX_PASSWORD_LENGTH, STAFF_SESSION_KINDS, check_password
+from portal.staff.signin import LoginThrottle, count_failure, start_full_session, throttle_reason
 
 EventDetails = dict[str, str | int | bool | None]
 
@@ -56,8 +64,8 @@ async def issue_reset(
     Raises:
         InvalidInput: the account is the administrator's own, or it is disabled.
     """
-    # A signed-in administrator changes their own password on the password page, which asks for the
-    # current one; a reset link for oneself would let a borrowed session replace the password and remove
+    # A signed-in administrator changes their own password on the password page, which requires the
+    # current one. A reset link for oneself would let a borrowed session replace the password and remove
     # the second factor without knowing either.
     if admin.id == target.id:
         raise InvalidInput(
@@ -157,3 +165,65 @@ async def complete_reset(
     }
     await record(db, actor, "staff.password_changed", details=details)
     return account, row.reset_totp
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """Outcome of a password change, with the new session id for the cookie when it succeeded."""
+
+    outcome: str  # changed | wrong_password | throttled
+    session_id: str | None = None
+
+
+async def change_own_password(
+    db: AsyncSession,
+    who: Actor,
+    user: StaffUser,
+    *,
+    current: str,
+    password: str,
+    repeated: str,
+    policy: SecurityPolicy,
+    throttle: LoginThrottle,
+    session_id: str | None,
+) -> PasswordChange:
+    """Replace ``user``'s password after checking the current one; record ``staff.password_changed``.
+
+    A wrong current password is returned as an outcome rather than raised, so the failure count and the
+    event commit with the transaction. On success every session of the account ends, ``session_id``
+    included, and the result carries a fresh session id for this browser.
+
+    Raises:
+        InvalidInput: the new passwords differ, break a password rule or equal the current password.
+    """
+    # The signed-in user was loaded in another transaction; this one changes the stored row.
+    account = await db.get(StaffUser, user.id)
+    if account is None or account.disabled_at is not None:
+        raise NotAuthenticated(_("Sign in to continue."))
+
+    reason = await throttle_reason(db, throttle, account.email)
+    if reason:
+        details: EventDetails = {"staff_id": str(account.id), "via": "self_service", "reason": reason}
+        await record(db, who, "staff.password_changed", outcome="failure", details=details)
+        return PasswordChange("throttled")
+
+    if not await verify_secret(STAFF_PASSWORD_HASHER, account.password_hash, current[:MAX_PASSWORD_LENGTH]):
+        await count_failure(db, throttle, account.email)
+        details = {"staff_id": str(account.id), "via": "self_service", "reason": "wrong_current_password"}
+        await record(db, who, "staff.password_changed", outcome="failure", details=details)
+        return PasswordChange("wrong_password")
+
+    _check_new_password(account, password, repeated)
+    if password == current:
+        raise InvalidInput(
+            _("The new password is the same as the current one. Choose a different password."),
+            field="password",
+        )
+
+    await _store_password(db, account, password)
+    await db.flush()
+    new_id = await start_full_session(db, who, account, policy, previous_session_id=session_id)
+    await record(
+        db, who, "staff.password_changed", details={"staff_id": str(account.id), "via": "self_service"}
+    )
+    return PasswordChange("changed", new_id)

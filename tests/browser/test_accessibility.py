@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser import test_recipient_pages as recipient
 from tests.browser.conftest import ACTION_TIMEOUT_MS, PortalServer
@@ -131,6 +131,24 @@ def check_dpo_pages(findings: Findings, page: Page) -> None:
     for path in ("/dpo/events", "/dpo/events/1", "/dpo/breach", "/dpo/disclosures"):
         page.goto(path)
         findings.check(page, path)
+    check_password_page(findings, page)
+
+
+def check_password_page(findings: Findings, page: Page) -> None:
+    """Open the password page from the navigation and send it with a wrong current password."""
+    page.goto("/dpo/events")
+    with page.expect_navigation():
+        page.locator("nav.staff-nav a[href='/staff/password']").click()
+    findings.check(page, "/staff/password")
+
+    page.locator("#current_password").fill("not the password at all")
+    page.locator("#password").fill("lantern orchard violin meadow")
+    page.locator("#password_repeat").fill("lantern orchard violin meadow")
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.locator("#current_password")).to_have_attribute("aria-invalid", "true")
+    findings.check(page, "/staff/password with a wrong current password")
 
 
 def check_admin_pages(findings: Findings, page: Page) -> None:
@@ -186,17 +204,23 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     findings.check(page, "/admin/staff after withdrawing an invitation")
 
 
+def confirm(findings: Findings, page: Page, disclosure: Locator, name: str) -> None:
+    """Open a confirmation disclosure, check the page under ``name`` and send its form."""
+    expect(disclosure.locator("button")).to_be_hidden()
+    disclosure.locator("summary").click()
+    expect(disclosure.locator("button")).to_be_visible()
+    findings.check(page, name)
+    with page.expect_navigation():
+        disclosure.locator("button").click()
+
+
 def reset_with_link(findings: Findings, page: Page, email: str) -> None:
     """Create a password reset link for ``email``, copy it, and set the same password again through it."""
     page.goto("/admin/staff")
     row = page.locator("section[aria-labelledby=list-heading] tbody tr", has_text=email)
-    reset = row.locator("[data-testid^=reset-]")
-    expect(reset.locator("button")).to_be_hidden()
-    reset.locator("summary").click()
-    expect(reset.locator("button")).to_be_visible()
-    findings.check(page, "/admin/staff with the reset confirmation open")
-    with page.expect_navigation():
-        reset.locator("button").click()
+    confirm(
+        findings, page, row.locator("[data-testid^=reset-]"), "/admin/staff with the reset confirmation open"
+    )
     link = page.get_by_test_id("reset-link").inner_text().strip()
     assert "/staff/password-reset/" in link
 
@@ -243,13 +267,12 @@ def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
     expect(message).to_be_focused()
     findings.check(page, "/admin/staff after disabling")
 
-    enable = row.locator("[data-testid^=enable-]")
-    expect(enable.locator("button")).to_be_hidden()
-    enable.locator("summary").click()
-    expect(enable.locator("button")).to_be_visible()
-    findings.check(page, "/admin/staff with the enable confirmation open")
-    with page.expect_navigation():
-        enable.locator("button").click()
+    confirm(
+        findings,
+        page,
+        row.locator("[data-testid^=enable-]"),
+        "/admin/staff with the enable confirmation open",
+    )
     expect(message).to_contain_text(email)
     expect(message).to_be_focused()
     expect(row.locator("[data-testid^=disable-]")).to_have_count(1)

@@ -45,6 +45,7 @@ ROLE_RULES = [
     ("/dpo/", "session", {"dpo", "admin"}),
     ("/admin", "session", {"admin"}),
     ("/staff/totp", "session", {"clinician", "dpo", "admin"}),
+    ("/staff/password", "session", {"clinician", "dpo", "admin"}),
     ("/staff", "session", {"clinician", "admin"}),
 ]
 
