@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import logging
 import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import time_machine
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -434,3 +436,47 @@ async def test_invitation_link_cannot_reset(app: Litestar, client: AsyncTestClie
         row = await db.scalar(select(Invitation))
         assert row is not None and row.used_at is None
     assert (await client.get(path)).status_code == 200
+
+
+async def test_secrets_absent_from_logs(
+    app: Litestar, client: AsyncTestClient[Litestar], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+    path = await _reset_link(app, client, CLINICIAN)
+    client.cookies.clear()
+    assert (await _set_password(client, path, "short one")).status_code == 400
+    assert (await _set_password(client, path, NEW_PASSWORD)).status_code == 303
+    assert (await client.get(path)).status_code == 410
+
+    await sign_in(client, CLINICIAN, NEW_PASSWORD)
+    page = await client.get("/staff/password")
+    for current in ("a wrong current password", NEW_PASSWORD):
+        await client.post(
+            "/staff/password",
+            data={
+                "_csrf_token": csrf_from(page.text),
+                "current_password": current,
+                "password": "yet another fine passphrase",
+                "password_repeat": "yet another fine passphrase",
+            },
+        )
+    assert (await sign_in(client, CLINICIAN, "yet another fine passphrase")).status_code == 303
+
+    async with portal_of(app).transaction() as db:
+        access_log = " ".join((await db.scalars(select(AccessEvent.details))).all())
+    records = json.dumps([record.__dict__ for record in caplog.records], default=str, ensure_ascii=False)
+    application_log = caplog.text + records
+    forbidden = {
+        "reset token": path.rsplit("/", 1)[1],
+        "reset link": path,
+        "password set through the link": NEW_PASSWORD,
+        "rejected password": "short one",
+        "wrong current password": "a wrong current password",
+        "changed password": "yet another fine passphrase",
+    }
+    assert "/staff/password-reset/…" in application_log, "the request log names the page without its token"
+    for label, value in forbidden.items():
+        assert value not in application_log, f"{label} found in the application log"
+        assert value not in access_log, f"{label} found in the access log"
