@@ -153,7 +153,8 @@ async def reset_accept(
     except InvalidInput as error:
         return await _reset_page(request, token, {error.field or "password": error.message})
 
-    # The browser may still carry a cookie of a session the reset just ended; the sign-in page replaces it.
+    # The reset ended the account's sessions already; this browser also drops any staff cookie it carries,
+    # so the sign-in page starts clean.
     done = "totp" if totp_reset else "1"
     return Redirect(f"/staff/login?reset={done}", status_code=303, cookies=[expired_cookie("staff")])
 
