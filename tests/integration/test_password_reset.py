@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import html
 import json
@@ -480,3 +481,23 @@ async def test_secrets_absent_from_logs(
     for label, value in forbidden.items():
         assert value not in application_log, f"{label} found in the application log"
         assert value not in access_log, f"{label} found in the access log"
+
+
+async def test_concurrent_resets_one_winner(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+    path = await _reset_link(app, client, CLINICIAN)
+    client.cookies.clear()
+    token = csrf_from((await client.get(path)).text)
+
+    async def attempt(number: int) -> int:
+        password = f"{NEW_PASSWORD} {number}"
+        fields = {"_csrf_token": token, "password": password, "password_repeat": password}
+        return (await client.post(path, data=fields, follow_redirects=False)).status_code
+
+    statuses = await asyncio.gather(*(attempt(number) for number in range(5)))
+    assert statuses.count(303) == 1, statuses
+    assert statuses.count(410) == 4, statuses
+    assert len(await _events(app, "staff.password_changed")) == 1
+    winner = statuses.index(303)
+    assert (await sign_in(client, CLINICIAN, f"{NEW_PASSWORD} {winner}")).status_code == 303
