@@ -144,7 +144,10 @@ def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> 
 def handle_database_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     """Return 503 when the database cannot be reached; the transaction that failed was rolled back."""
     # The exception's text can hold the database address; the type is enough to diagnose from the log.
-    log.error("database unavailable", extra={"path": request.url.path, "error": type(error).__name__})
+    log.error(
+        "database unavailable",
+        extra={"path": _loggable_path(request.url.path), "error": type(error).__name__},
+    )
     message = _(
         "The portal cannot reach its database at the moment. Nothing was changed; try again in a minute."
     )
@@ -154,13 +157,13 @@ def handle_database_unavailable(request: Request[Any, Any, Any], error: Exceptio
 
 
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
+    log.error("unhandled error", exc_info=error, extra={"path": _loggable_path(request.url.path)})
     message = _("Something went wrong on our side. Nothing was changed; try again, and quote the request id.")
     return _error_response(request, 500, "internal_error", message)
 
 
-# Paths whose last segment is a secret (invitation tokens), logged without it.
-_SECRET_PATH_PREFIXES = ("/staff/invitations/",)
+# Paths whose last segment is a secret (invitation and password reset tokens), logged without it.
+_SECRET_PATH_PREFIXES = ("/staff/invitations/", "/staff/password-reset/")
 
 
 def _loggable_path(path: str) -> str:

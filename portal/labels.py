@@ -35,6 +35,9 @@ EVENT_LABELS = {
     "staff.created": N_("Staff account created"),
     "staff.invited": N_("Staff member invited"),
     "staff.invitation_withdrawn": N_("Staff invitation withdrawn"),
+    "staff.password_reset_issued": N_("Password reset link created"),
+    "staff.password_reset_withdrawn": N_("Password reset link withdrawn"),
+    "staff.password_changed": N_("Staff password changed"),
     "staff.totp_enrolled": N_("Two-step sign-in set up"),
     "staff.role_changed": N_("Staff role changed"),
     "staff.disabled": N_("Staff account disabled"),
@@ -94,6 +97,9 @@ DETAIL_LABELS = {
     "expires": N_("expires"),
     "previous_kek_id": N_("previous key id"),
     "rewrapped": N_("keys rewrapped"),
+    "invitation_id": N_("link id"),
+    "replaced": N_("links replaced"),
+    "totp_reset": N_("two-step sign-in reset"),
     "unreadable": N_("unreadable keys"),
 }
 
@@ -108,6 +114,7 @@ REASON_LABELS = {
     "awaiting_approval": N_("awaiting approval"),
     "not_yet_open": N_("before the start time"),
     "invalid_credentials": N_("wrong e-mail address or password"),
+    "wrong_current_password": N_("wrong current password"),
 }
 
 

@@ -91,7 +91,8 @@ class RecoveryCode(Base):
 
 
 class Invitation(Base):
-    """A link that lets a new staff member set a password once, before it expires."""
+    """A one-time link to set a password: for a new staff member, or for an existing account when
+    ``staff_id`` is set (a password reset an administrator issued)."""
 
     __tablename__ = "invitation"
 
@@ -103,6 +104,10 @@ class Invitation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set on a password reset link: the account whose password the link replaces. Null for invitations.
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_user.id"), index=True)
+    # A reset link that also removes the account's TOTP secret and recovery codes, for a lost phone.
+    reset_totp: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ApiToken(Base):

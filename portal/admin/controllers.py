@@ -1,4 +1,5 @@
-"""Administrator pages: staff accounts, invitations and API tokens. Every route needs the admin role."""
+"""Administrator pages: staff accounts, invitations, password reset links and API tokens. Every route needs
+the admin role."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ from portal.staff.invitations import (
     open_invitations,
     withdraw_invitation,
 )
+from portal.staff.password_reset import RESET_LINK_LIFETIME, issue_reset
 from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
 INVITATION_HOURS = int(INVITATION_LIFETIME.total_seconds() // 3600)
+RESET_HOURS = int(RESET_LINK_LIFETIME.total_seconds() // 3600)
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 # Checkboxes repeat their name, so the token form is read as lists.
 ListFormData = Annotated[dict[str, list[str] | str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -54,6 +57,7 @@ async def _staff_page(request: Request[Any, Any, Any], admin: StaffUser, **extra
         "staff": staff,
         "invitations": invitations,
         "invitation_hours": INVITATION_HOURS,
+        "reset_hours": RESET_HOURS,
         "roles": ROLES,
         "errors": {},
         "form": {},
@@ -78,6 +82,10 @@ async def _withdrawn_invitation(request: Request[Any, Any, Any], db: AsyncSessio
     invitation = await db.get(Invitation, key)
     if invitation is None or invitation.used_at is not None or invitation.expires_at > utcnow():
         return None
+    if invitation.staff_id is not None:
+        return _("The password reset link for {email} is withdrawn. It no longer works.").format(
+            email=invitation.email
+        )
     return _("The invitation for {email} is withdrawn. Its link no longer works.").format(
         email=invitation.email
     )
@@ -212,6 +220,43 @@ async def set_role(
     return _back_to_staff("role", target.id)
 
 
+@post("/admin/staff/{staff_id:str}/reset", include_in_schema=False)
+async def reset_password(
+    request: Request[Any, Any, Any], staff_id: FromPath[str], data: FormData
+) -> Template:
+    admin = await require_staff(request, "admin")
+    portal = portal_of(request)
+    resent = _(
+        "This form was sent already, so the reset link was created and shown once. If it was lost, create a "
+        "new one: it replaces the earlier link."
+    )
+    try:
+        async with (
+            sent_once(portal, data.get("form_id"), "reset-form", resent, field="list-heading"),
+            portal.transaction() as db,
+        ):
+            target = await load_staff(db, staff_id)
+            row, token = await issue_reset(
+                db,
+                actor_for(request, f"staff:{admin.id}"),
+                admin,
+                target,
+                reset_totp=data.get("reset_totp") == "yes",
+            )
+    except InvalidInput as error:
+        return await _staff_page(request, admin, errors={"list-heading": error.message}, status_code=400)
+
+    # The link appears on this response only; the table keeps its SHA-256. A reload sends the same form id
+    # and gets the message above instead of a second link.
+    context = {
+        "user": admin,
+        "row": row,
+        "link": f"{portal.settings.public_url}/staff/password-reset/{token}",
+        "hours": RESET_HOURS,
+    }
+    return Template("admin/reset_created.html", context=context, status_code=201)
+
+
 AccountAction = Callable[[AsyncSession, Actor, StaffUser, StaffUser], Awaitable[object]]
 
 
@@ -343,6 +388,7 @@ admin_routes = [
     set_role,
     disable_account,
     enable_account,
+    reset_password,
     tokens_list,
     token_create,
     token_revoke,

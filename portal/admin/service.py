@@ -1,7 +1,8 @@
 """Account administration: change a role, disable or enable an account, list and revoke API tokens.
 
 Changing a role or disabling an account ends every session of that person and revokes their API tokens
-in the same transaction, so the next request they make fails. Enabling an account again brings back neither
+in the same transaction, so the next request they make fails. Disabling also ends the account's open
+password reset links. Enabling an account again brings back neither
 the sessions nor the tokens: the person signs in again with the password and second factor that the account
 kept, and needs new API tokens.
 An administrator cannot change, disable or enable their own account, which also keeps at least one
@@ -20,6 +21,7 @@ from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
 from portal.labels import role_label
 from portal.models import ApiToken, StaffUser, utcnow
+from portal.staff.password_reset import end_reset_links
 from portal.staff.service import check_role, cut_off
 
 EventDetails = dict[str, str | int | bool | None]
@@ -83,6 +85,8 @@ async def disable(db: AsyncSession, who: Actor, admin: StaffUser, target: StaffU
         raise InvalidInput(_("{email} is already disabled.").format(email=target.email))
 
     revoked = await cut_off(db, target.id)
+    # An open reset link would otherwise set a password on the disabled account; enabling does not revive it.
+    await end_reset_links(db, target.id, utcnow())
     await record(db, who, "staff.disabled", details={"staff_id": str(target.id), "tokens_revoked": revoked})
     return revoked
 

@@ -80,7 +80,15 @@ async def home() -> Redirect:
 @get("/staff/login", include_in_schema=False)
 async def login_page(request: Request[Any, Any, Any]) -> Template:
     welcome = request.query_params.get("welcome") == "1"
-    return Template("staff/login.html", context={"errors": {}, "email": "", "welcome": welcome})
+    # Only the fixed keys "1" and "totp" show a message; the address carries no text of its own.
+    reset = request.query_params.get("reset")
+    context: dict[str, Any] = {
+        "errors": {},
+        "email": "",
+        "welcome": welcome,
+        "reset": reset if reset in ("1", "totp") else None,
+    }
+    return Template("staff/login.html", context=context)
 
 
 @post("/staff/login", include_in_schema=False)
@@ -98,7 +106,7 @@ async def login(request: Request[Any, Any, Any], data: FormData) -> Template | R
             throttle=login_throttle(request),
         )
 
-    context = {"email": email[:254], "welcome": False}
+    context = {"email": email[:254], "welcome": False, "reset": None}
     if result.outcome == "throttled":
         return _throttled_page("staff/login.html", context)
     if result.outcome == "invalid":

@@ -3,6 +3,9 @@
 The link carries 256 random bits; the table keeps only their SHA-256. A link works once (a conditional
 UPDATE on ``used_at``) and for 72 hours, or until an administrator withdraws it or invites the same address
 again. Unknown, used, expired and withdrawn links get the same response.
+
+Password reset links (``portal.staff.password_reset``) are rows of the same table with ``staff_id`` set.
+This module creates, lists and withdraws both kinds; an invitation link never opens a reset row.
 """
 
 from __future__ import annotations
@@ -71,19 +74,12 @@ async def create_invitation(
         )
 
     # A new link for the same address replaces any earlier one still open, so only the newest one works.
-    now = utcnow()
-    replaced = await _end_open(db, Invitation.email == address, now)
-
-    token = secrets.token_urlsafe(32)
-    invitation = Invitation(
-        token_hash=sha256_hex(token),
-        email=address,
-        role=role,
-        created_by=created_by.id,
-        expires_at=now + INVITATION_LIFETIME,
+    invitation, token, replaced = await open_link(
+        db,
+        Invitation.email == address,
+        Invitation(email=address, role=role, created_by=created_by.id),
+        INVITATION_LIFETIME,
     )
-    db.add(invitation)
-    await db.flush()
     details: EventDetails = {
         "role": role,
         "invitation_id": str(invitation.id),
@@ -93,13 +89,54 @@ async def create_invitation(
     return NewInvitation(invitation, token, replaced)
 
 
+async def open_link(
+    db: AsyncSession, replaces: ColumnElement[bool], row: Invitation, lifetime: dt.timedelta
+) -> tuple[Invitation, str, int]:
+    """Store ``row`` with a new token that works for ``lifetime``, after ending the open links matching
+    ``replaces``; return the row, the raw token for the link and how many links it replaced."""
+    now = utcnow()
+    replaced = await end_open_links(db, replaces, now)
+
+    token = secrets.token_urlsafe(32)
+    row.token_hash = sha256_hex(token)
+    row.expires_at = now + lifetime
+    db.add(row)
+    await db.flush()
+    return row, token, replaced
+
+
+async def find_open_link(db: AsyncSession, token: str, *, reset: bool) -> Invitation | None:
+    """Return the unused, unexpired link row for ``token`` of the kind asked for, or None.
+
+    ``reset`` picks password reset rows (``staff_id`` set) or invitations (``staff_id`` null), so a token
+    only opens the page of its own kind.
+    """
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        return None
+
+    kind = Invitation.staff_id.is_not(None) if reset else Invitation.staff_id.is_(None)
+    row = await db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token), kind))
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        return None
+    return row
+
+
+async def spend_link(db: AsyncSession, row: Invitation) -> bool:
+    """Mark ``row`` used if it is still open; return False when another request used or ended it first."""
+    now = utcnow()
+    spent = await db.execute(
+        update(Invitation)
+        .where(Invitation.id == row.id, Invitation.used_at.is_(None), Invitation.expires_at > now)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(spent.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def load_invitation(db: AsyncSession, token: str) -> Invitation:
     """Return the unused, unexpired invitation for ``token``; raise InvitationUnavailable otherwise."""
-    if not token or len(token) > _MAX_TOKEN_LENGTH:
-        raise _unavailable()
-
-    invitation = await db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
-    if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
+    invitation = await find_open_link(db, token, reset=False)
+    if invitation is None:
         raise _unavailable()
     return invitation
 
@@ -120,14 +157,7 @@ async def accept_invitation(
         )
     check_password(password, invitation.email)
 
-    now = utcnow()
-    spent = await db.execute(
-        update(Invitation)
-        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None), Invitation.expires_at > now)
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if spent.rowcount != 1:  # type: ignore[attr-defined]
+    if not await spend_link(db, invitation):
         raise _unavailable()
 
     if await db.scalar(select(StaffUser).where(StaffUser.email == invitation.email)):
@@ -152,7 +182,7 @@ async def accept_invitation(
 
 
 async def open_invitations(db: AsyncSession) -> list[Invitation]:
-    """Return the invitations that are neither used nor expired, newest first."""
+    """Return the invitations and password reset links that are neither used nor expired, newest first."""
     now = utcnow()
     query = (
         select(Invitation)
@@ -163,7 +193,9 @@ async def open_invitations(db: AsyncSession) -> list[Invitation]:
 
 
 async def withdraw_invitation(db: AsyncSession, who: Actor, invitation_id: str) -> Invitation:
-    """End an open invitation at once, so its link stops working; record ``staff.invitation_withdrawn``.
+    """End an open invitation or password reset link at once, so it stops working.
+
+    Records ``staff.invitation_withdrawn``, or ``staff.password_reset_withdrawn`` for a reset link.
 
     Raises:
         NotFound: no invitation has this id.
@@ -178,23 +210,24 @@ async def withdraw_invitation(db: AsyncSession, who: Actor, invitation_id: str) 
         raise NotFound(_("No invitation has the id {value}.").format(value=key))
 
     # A conditional update, so two administrators withdrawing at once record one event, not two.
-    if await _end_open(db, Invitation.id == key, utcnow()) != 1:
-        raise InvalidInput(
-            _("The invitation for {email} is used, expired or withdrawn already.").format(
-                email=invitation.email
-            )
-        )
+    if await end_open_links(db, Invitation.id == key, utcnow()) != 1:
+        if invitation.staff_id is not None:
+            message = _("The password reset link for {email} is used, expired or withdrawn already.")
+        else:
+            message = _("The invitation for {email} is used, expired or withdrawn already.")
+        raise InvalidInput(message.format(email=invitation.email))
     await db.refresh(invitation)
-    await record(
-        db,
-        who,
-        "staff.invitation_withdrawn",
-        details={"invitation_id": str(invitation.id), "role": invitation.role},
-    )
+
+    details: EventDetails = {"invitation_id": str(invitation.id), "role": invitation.role}
+    if invitation.staff_id is None:
+        await record(db, who, "staff.invitation_withdrawn", details=details)
+    else:
+        details["staff_id"] = str(invitation.staff_id)
+        await record(db, who, "staff.password_reset_withdrawn", details=details)
     return invitation
 
 
-async def _end_open(db: AsyncSession, condition: ColumnElement[bool], now: dt.datetime) -> int:
+async def end_open_links(db: AsyncSession, condition: ColumnElement[bool], now: dt.datetime) -> int:
     """Let the open invitations that match ``condition`` expire now; return how many there were."""
     ended = await db.execute(
         update(Invitation)

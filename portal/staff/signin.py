@@ -78,14 +78,22 @@ async def _failures(db: AsyncSession, bucket: str) -> int:
     return count or 0
 
 
-async def _throttled(db: AsyncSession, throttle: LoginThrottle, email: str) -> str | None:
-    """Count this attempt for the client address; return the reason if a limit is already reached."""
+async def throttle_reason(db: AsyncSession, throttle: LoginThrottle, email: str) -> str | None:
+    """Count this attempt for the client address; return the reason if a limit is already reached.
+
+    Besides sign-in, a password change checks this before it checks the current password.
+    """
     address_bucket = throttle.address_bucket()
     if address_bucket and await hit(db, address_bucket, ADDRESS_WINDOW) > ADDRESS_ATTEMPT_LIMIT:
         return "throttled_address"
     if await _failures(db, throttle.account_bucket(email)) >= ACCOUNT_FAILURE_LIMIT:
         return "throttled_account"
     return None
+
+
+async def count_failure(db: AsyncSession, throttle: LoginThrottle, email: str) -> None:
+    """Count one failed step against the account ``email``, as a wrong password or code does."""
+    await hit(db, throttle.account_bucket(email), ACCOUNT_WINDOW)
 
 
 def _as(who: Actor, user: StaffUser) -> Actor:
@@ -106,7 +114,7 @@ async def sign_in(
     address = email.strip().lower()[:254]
     await end_session(db, previous_session_id)
 
-    reason = await _throttled(db, throttle, address)
+    reason = await throttle_reason(db, throttle, address)
     if reason:
         await record(
             db, who, "staff.login.failed", outcome="failure", details={"step": "password", "reason": reason}
@@ -119,7 +127,7 @@ async def sign_in(
     encoded = user.password_hash if usable and user else None
     valid = await verify_secret(STAFF_PASSWORD_HASHER, encoded, password[:MAX_PASSWORD_LENGTH])
     if not valid or user is None:
-        await hit(db, throttle.account_bucket(address), ACCOUNT_WINDOW)
+        await count_failure(db, throttle, address)
         details: EventDetails = {"step": "password", "reason": "invalid_credentials", "known_account": usable}
         await record(db, who, "staff.login.failed", outcome="failure", details=details)
         return SignInResult("invalid")
@@ -188,7 +196,7 @@ async def verify_second_factor(
     if user is None:
         return SignInResult("expired")
 
-    reason = await _throttled(db, throttle, user.email)
+    reason = await throttle_reason(db, throttle, user.email)
     if reason:
         details: EventDetails = {"step": "second_factor", "reason": reason}
         await record(db, _as(who, user), "staff.login.failed", outcome="failure", details=details)
@@ -200,7 +208,7 @@ async def verify_second_factor(
         method, failure = "recovery_code", await _accept_recovery_code(db, user, entered)
 
     if failure:
-        await hit(db, throttle.account_bucket(user.email), ACCOUNT_WINDOW)
+        await count_failure(db, throttle, user.email)
         details = {"step": "second_factor", "method": method, "reason": failure}
         await record(db, _as(who, user), "staff.login.failed", outcome="failure", details=details)
         return SignInResult("invalid", user)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser import test_recipient_pages as recipient
 from tests.browser.conftest import ACTION_TIMEOUT_MS, CLINIC_NAME, PortalServer
@@ -131,6 +131,24 @@ def check_dpo_pages(findings: Findings, page: Page) -> None:
     for path in ("/dpo/events", "/dpo/events/1", "/dpo/breach", "/dpo/disclosures"):
         page.goto(path)
         findings.check(page, path)
+    check_password_page(findings, page)
+
+
+def check_password_page(findings: Findings, page: Page) -> None:
+    """Open the password page from the navigation and send it with a wrong current password."""
+    page.goto("/dpo/events")
+    with page.expect_navigation():
+        page.locator("nav.staff-nav a[href='/staff/password']").click()
+    findings.check(page, "/staff/password")
+
+    page.locator("#current_password").fill("not the password at all")
+    page.locator("#password").fill("lantern orchard violin meadow")
+    page.locator("#password_repeat").fill("lantern orchard violin meadow")
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.locator("#current_password")).to_have_attribute("aria-invalid", "true")
+    findings.check(page, "/staff/password with a wrong current password")
 
 
 def check_admin_pages(findings: Findings, page: Page) -> None:
@@ -146,6 +164,8 @@ def check_admin_pages(findings: Findings, page: Page) -> None:
         findings.check(page, f"{path} with a confirmation open")
 
     invite_and_copy_link(findings, page)
+    reset_with_link(findings, page, DPO)
+    sign_in(page, ADMIN)
     disable_and_enable(findings, page, DPO)
 
 
@@ -197,6 +217,55 @@ def invite_and_copy_link(findings: Findings, page: Page) -> None:
     findings.check(page, "withdrawn invitation link")
 
 
+def confirm(findings: Findings, page: Page, disclosure: Locator, name: str) -> None:
+    """Open a confirmation disclosure, check the page under ``name`` and send its form."""
+    expect(disclosure.locator("button")).to_be_hidden()
+    disclosure.locator("summary").click()
+    expect(disclosure.locator("button")).to_be_visible()
+    findings.check(page, name)
+    with page.expect_navigation():
+        disclosure.locator("button").click()
+
+
+def reset_with_link(findings: Findings, page: Page, email: str) -> None:
+    """Create a password reset link for ``email``, copy it, and set the same password again through it."""
+    page.goto("/admin/staff")
+    row = page.locator("section[aria-labelledby=list-heading] tbody tr", has_text=email)
+    confirm(
+        findings, page, row.locator("[data-testid^=reset-]"), "/admin/staff with the reset confirmation open"
+    )
+    link = page.get_by_test_id("reset-link").inner_text().strip()
+    assert "/staff/password-reset/" in link
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("button[data-copy=reset-link]").click()
+    expect(page.locator("#reset-link-status")).not_to_have_text("")
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    findings.check(page, "password reset link created, link copied")
+
+    page.goto("/admin/staff")
+    expect(page.get_by_test_id("open-invitations").locator("tbody tr", has_text=email)).to_have_count(1)
+    findings.check(page, "/admin/staff with an open reset link")
+
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text(email)
+    findings.check(page, "password reset page")
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#password_repeat").fill(PASSWORD + " typo")
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    findings.check(page, "password reset page with an error")
+
+    # The same password again, so the next language's run signs in as before.
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#password_repeat").fill(PASSWORD)
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+    expect(page.get_by_test_id("reset-done")).to_be_visible()
+    findings.check(page, "sign-in after a password reset")
+
+
 def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
     """Disable ``email``'s account and enable it again from the staff page, then sign in as that person."""
     page.goto("/admin/staff")
@@ -211,13 +280,12 @@ def disable_and_enable(findings: Findings, page: Page, email: str) -> None:
     expect(message).to_be_focused()
     findings.check(page, "/admin/staff after disabling")
 
-    enable = row.locator("[data-testid^=enable-]")
-    expect(enable.locator("button")).to_be_hidden()
-    enable.locator("summary").click()
-    expect(enable.locator("button")).to_be_visible()
-    findings.check(page, "/admin/staff with the enable confirmation open")
-    with page.expect_navigation():
-        enable.locator("button").click()
+    confirm(
+        findings,
+        page,
+        row.locator("[data-testid^=enable-]"),
+        "/admin/staff with the enable confirmation open",
+    )
     expect(message).to_contain_text(email)
     expect(message).to_be_focused()
     expect(row.locator("[data-testid^=disable-]")).to_have_count(1)

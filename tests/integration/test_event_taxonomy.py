@@ -20,14 +20,16 @@ from sqlalchemy import select
 
 from portal.admin.service import change_role, disable, enable, revoke_token
 from portal.audit.recorder import EVENT_TYPES, SYSTEM, Actor
-from portal.models import AccessEvent, ApiToken, Share, StaffUser
+from portal.models import AccessEvent, ApiToken, Invitation, Share, StaffUser
 from portal.retention.erasure import add_hold, release_hold
 from portal.retention.keys import retire_kek, rotate_keys
 from portal.retention.policy import load_retention_policy
 from portal.retention.purge import purge
 from portal.security import codes
+from portal.security.hashing import sha256_hex
 from portal.shares.service import approve_share
 from portal.staff.invitations import create_invitation, withdraw_invitation
+from portal.staff.password_reset import complete_reset, issue_reset
 from tests.conftest import csrf_from
 from tests.helpers import (
     ADMIN,
@@ -43,6 +45,8 @@ from tests.helpers import (
     token_for,
     upload_pdf,
 )
+
+NEW_PASSWORD = "lantern orchard violin meadow"
 
 
 async def counts(app: Litestar) -> Counter[str]:
@@ -160,6 +164,35 @@ async def test_each_action_writes_one_event(
             return await withdraw_invitation(db, admin_actor, str(created.invitation.id))
 
     await expect_one("staff.invitation_withdrawn", withdraw)
+
+    async def issue_reset_link() -> str:
+        async with portal.transaction() as db:
+            target = await db.get(StaffUser, second.id)
+            assert target is not None
+            _row, token = await issue_reset(db, admin_actor, admin, target, reset_totp=False)
+        return token
+
+    reset_token = await expect_one("staff.password_reset_issued", issue_reset_link)
+
+    async def use_reset_link() -> Any:
+        async with portal.transaction() as db:
+            return await complete_reset(db, admin_actor, reset_token, NEW_PASSWORD, NEW_PASSWORD)
+
+    await expect_one("staff.password_changed", use_reset_link)
+
+    async def withdraw_reset_link() -> Any:
+        token = await issue_reset_link()
+        async with portal.transaction() as db:
+            row = await db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
+            assert row is not None
+            return await withdraw_invitation(db, admin_actor, str(row.id))
+
+    before_withdrawal = await counts(app)
+    await withdraw_reset_link()
+    delta = await counts(app) - before_withdrawal
+    assert delta["staff.password_reset_withdrawn"] == 1
+    assert delta["staff.password_reset_issued"] == 1
+    covered.add("staff.password_reset_withdrawn")
 
     async def demote() -> Any:
         async with portal.transaction() as db:

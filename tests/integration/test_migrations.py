@@ -89,6 +89,30 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
             await connection.execute(text(statement).bindparams(*typed), values)
     await engine.dispose()
 
+    await anyio.to_thread.run_sync(lambda: command.upgrade(alembic_config(database_url), "0004"))
+    # An open invitation written by the previous head, before reset links shared its table.
+    engine = create_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO invitation (id, token_hash, email, role, created_by, created_at, expires_at) "
+                "VALUES (:id, :hash, 'invited@riverside.test', 'dpo', :user, :now, :later)"
+            ).bindparams(
+                bindparam("id", type_=Uuid()),
+                bindparam("user", type_=Uuid()),
+                bindparam("now", type_=DateTime()),
+                bindparam("later", type_=DateTime()),
+            ),
+            {
+                "id": uuid.uuid4(),
+                "hash": "c" * 64,
+                "user": staff_id,
+                "now": now,
+                "later": now + dt.timedelta(hours=72),
+            },
+        )
+    await engine.dispose()
+
     await anyio.to_thread.run_sync(upgrade_to_head, database_url)
 
     engine = create_engine(database_url)
@@ -101,6 +125,9 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
         links = (await connection.execute(text("SELECT count(*) FROM share_document"))).scalar_one()
         token_scopes = (await connection.execute(text("SELECT scopes FROM api_token"))).scalar_one()
         events = (await connection.execute(text("SELECT count(*) FROM access_event"))).scalar_one()
+        invitation = (
+            await connection.execute(text("SELECT email, role, staff_id, reset_totp FROM invitation"))
+        ).one()
     await engine.dispose()
 
     assert share[0] == "Old Recipient"
@@ -110,6 +137,10 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
     assert links == 1, "rebuilding the share table must not cascade into share_document"
     assert token_scopes == "upload share audit-read"
     assert events == 1
+    assert invitation[0] == "invited@riverside.test"
+    assert invitation[1] == "dpo"
+    assert invitation[2] is None, "an invitation from before reset links resets no account"
+    assert not invitation[3]
 
     # The upgraded database still rejects edits to the access log.
     engine = create_engine(database_url)

@@ -33,6 +33,8 @@ PUBLIC = {
     ("POST", "/staff/login/verify"): {403},
     ("GET", "/staff/invitations/{token:str}"): {410},
     ("POST", "/staff/invitations/{token:str}"): {403},
+    ("GET", "/staff/password-reset/{token:str}"): {410},
+    ("POST", "/staff/password-reset/{token:str}"): {403},
 }
 
 # Path prefixes and the roles allowed there. Browser routes use the staff session, API routes a token.
@@ -44,6 +46,7 @@ ROLE_RULES = [
     ("/admin", "session", {"admin"}),
     ("/staff/totp", "session", {"clinician", "dpo", "admin"}),
     ("/staff/home", "session", {"clinician", "dpo", "admin"}),
+    ("/staff/password", "session", {"clinician", "dpo", "admin"}),
     ("/staff", "session", {"clinician", "admin"}),
 ]
 
