@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -11,13 +12,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from portal.audit.recorder import SYSTEM, record
+from portal.audit.recorder import LOCK_LOG, LOCK_LOG_PARAMS, SYSTEM, record
 from portal.blobs import BlobService
 from portal.config import Settings
 from portal.crypto.errors import KeyRingError
 from portal.crypto.keyring import KeyRing
 from portal.db import create_engine, create_sessionmaker
-from portal.models import BLOB_CHUNK_TABLE, DataKey
+from portal.models import BLOB_CHUNK_TABLE, AccessEvent, DataKey
 from portal.pdf.budgets import Budgets
 from portal.pdf.worker import PdfWorkerPool
 from portal.policies import Policies, load_policies
@@ -48,6 +49,24 @@ class Portal:
     async def close(self) -> None:
         await self.pdf.close()
         await self.engine.dispose()
+
+
+async def _policy_changed(db: AsyncSession, digest: str) -> bool:
+    """Return whether the last ``policy.loaded`` event names another policy digest, or none exists.
+
+    Every process start and command opens the portal, and an event per start would bury the log in
+    copies. The event marks the moment a policy took effect, so the same policy again records nothing.
+    The log's write lock is taken first, so two processes starting together record a new policy once.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(LOCK_LOG, LOCK_LOG_PARAMS)
+    last = await db.scalar(
+        select(AccessEvent.details)
+        .where(AccessEvent.event_type == "policy.loaded")
+        .order_by(AccessEvent.seq.desc())
+        .limit(1)
+    )
+    return last is None or json.loads(last).get("policy_sha256") != digest
 
 
 def budgets_from(policies: Policies) -> Budgets:
@@ -154,7 +173,8 @@ async def start_portal(
         pdf=pool,
     )
     async with portal.transaction() as db:
-        await record(db, SYSTEM, "policy.loaded", details={"policy_sha256": policies.digest})
+        if await _policy_changed(db, policies.digest):
+            await record(db, SYSTEM, "policy.loaded", details={"policy_sha256": policies.digest})
 
     if settings.uses_sqlite:
         database_file = settings.database_url.split("///", 1)[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from portal.app import create_app
 from portal.audit.checkpoint import load_public_key_text, open_checkpoint
 from portal.audit.checkpoints import log_key, make_checkpoint
 from portal.audit.recorder import Actor, record
-from portal.config import Settings
+from portal.config import REPOSITORY_ROOT, Settings
+from portal.core import start_portal
 from portal.models import AccessEvent
 from portal.models import Checkpoint as CheckpointRow
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, make_settings
 from tests.helpers import (
     CLINICIAN,
     DPO,
@@ -181,3 +183,31 @@ async def test_bundle_over_api_covers_filter(
     assert report.ok, report.first_failure
     assert report.checked == 1  # one share.created event for the one document
     assert report.trusted_key
+
+
+async def test_policy_loaded_once_per_policy(tmp_path: Path, database_url: str) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(REPOSITORY_ROOT / "policies", policies)
+    settings = make_settings(tmp_path / "data", database_url, PORTAL_POLICY_DIR=str(policies))
+
+    async def start_and_count() -> list[str]:
+        portal = await start_portal(settings, pdf_workers=1)
+        try:
+            async with portal.transaction() as db:
+                rows = await db.scalars(
+                    select(AccessEvent.details).where(AccessEvent.event_type == "policy.loaded")
+                )
+                return list(rows.all())
+        finally:
+            await portal.close()
+
+    first = await start_and_count()
+    assert len(first) == 1
+    assert await start_and_count() == first, "a restart with the same policy records nothing"
+
+    with (policies / "security.toml").open("a") as file:
+        file.write("\n# edited\n")
+    changed = await start_and_count()
+    assert len(changed) == 2, "a changed policy is recorded"
+    assert changed[0] == first[0]
+    assert changed[1] != first[0]
