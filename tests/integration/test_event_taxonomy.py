@@ -300,3 +300,31 @@ async def test_dpo_pages_name_every_detail(app: Litestar, client: AsyncTestClien
                 assert "_" not in text, where
                 if language != "en":
                     assert text != value, where
+
+
+async def test_recipient_events_record_purpose(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await walk_every_action(app, client)
+    async with portal_of(app).transaction() as db:
+        purposes = {str(share.id): share.purpose for share in (await db.scalars(select(Share))).all()}
+        events = (
+            await db.scalars(
+                select(AccessEvent).where(
+                    AccessEvent.actor.startswith("recipient:"), AccessEvent.share_id.is_not(None)
+                )
+            )
+        ).all()
+
+    # A code that matched no share names no share, so it has no purpose to record.
+    recorded = {event.event_type for event in events}
+    assert recorded >= {
+        "code.failed",
+        "code.redeemed",
+        "code.locked",
+        "access.viewed",
+        "access.download.started",
+        "access.download.completed",
+        "access.download.aborted",
+    }
+    for event in events:
+        assert event.share_id is not None
+        assert event.purpose == purposes[event.share_id], f"{event.seq} {event.event_type}"
