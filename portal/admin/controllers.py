@@ -35,7 +35,7 @@ from portal.staff.invitations import (
     open_invitations,
     withdraw_invitation,
 )
-from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
+from portal.staff.service import DEFAULT_TOKEN_DAYS, ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
 INVITATION_HOURS = int(INVITATION_LIFETIME.total_seconds() // 3600)
@@ -250,7 +250,7 @@ async def _tokens_page(request: Request[Any, Any, Any], admin: StaffUser, **extr
         "now": utcnow(),
         "errors": {},
         # No scope is ticked in advance, so a token gets only the scopes the administrator picks.
-        "form": {"days": "90", "scopes": []},
+        "form": {"days": str(DEFAULT_TOKEN_DAYS), "scopes": []},
         **extra,
     }
     return Template("admin/tokens.html", context=context, status_code=status_code)
