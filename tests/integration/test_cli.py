@@ -99,7 +99,9 @@ def test_token_lifetime_matches_admin_form(tmp_path: Path) -> None:
         rows = database.execute("SELECT label, expires_at FROM api_token ORDER BY expires_at").fetchall()
     # The stored times are UTC, with or without an offset.
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    lifetimes = {label: dt.datetime.fromisoformat(expires).replace(tzinfo=None) - now for label, expires in rows}
+    lifetimes = {
+        label: dt.datetime.fromisoformat(expires).replace(tzinfo=None) - now for label, expires in rows
+    }
     assert (
         dt.timedelta(days=DEFAULT_TOKEN_DAYS - 1)
         < lifetimes["exports"]

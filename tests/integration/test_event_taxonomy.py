@@ -259,7 +259,9 @@ def _free(key: str, value: object) -> bool:
     return re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(\+00:00|Z)", value) is not None
 
 
-async def _listed_details(client: AsyncTestClient[Litestar], language: str) -> dict[int, list[tuple[str, str]]]:
+async def _listed_details(
+    client: AsyncTestClient[Litestar], language: str
+) -> dict[int, list[tuple[str, str]]]:
     """Return the details that the events table shows, by event number, paging through "Older events"."""
     page = (await client.get(f"/dpo/events?lang={language}")).text
     token = csrf_from(page)

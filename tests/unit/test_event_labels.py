@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,11 @@ def _details_dicts() -> Iterator[ast.Dict]:
                     yield node.value
             elif isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values, strict=True):
-                    if isinstance(key, ast.Constant) and key.value == "details" and isinstance(value, ast.Dict):
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value == "details"
+                        and isinstance(value, ast.Dict)
+                    ):
                         yield value
 
 
@@ -65,15 +70,19 @@ def _recorded_pairs() -> list[tuple[str, object]]:
     return pairs
 
 
+def _is_code(value: object) -> bool:
+    """Return whether ``value`` looks like a stored code: lowercase words joined by underscores."""
+    return isinstance(value, str) and re.fullmatch(r"[a-z]+(_[a-z]+)*", value) is not None
+
+
 def _returned_reasons() -> set[str]:
     reasons = set()
     for tree in _trees():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in REASON_FUNCTIONS:
                 for inner in ast.walk(node):
-                    if isinstance(inner, ast.Constant) and isinstance(inner.value, str) and inner.value.islower():
-                        if "_" in inner.value or inner.value.isalpha():
-                            reasons.add(inner.value)
+                    if isinstance(inner, ast.Constant) and _is_code(inner.value):
+                        reasons.add(inner.value)
     return reasons
 
 
@@ -88,7 +97,12 @@ def _pdf_rejection_codes() -> set[str]:
             if isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values, strict=True):
                     is_code = isinstance(key, ast.Constant) and key.value == "code"
-                    if is_code and isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value:
+                    if (
+                        is_code
+                        and isinstance(value, ast.Constant)
+                        and isinstance(value.value, str)
+                        and value.value
+                    ):
                         codes.add(value.value)
     return codes
 
