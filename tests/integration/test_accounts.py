@@ -836,12 +836,13 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     assert len(await _events(app, "api_token.revoked")) == 1
 
 
-async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+async def _token_form(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, Any]:
+    """Sign in as the admin and return the token form's fields for an "Audit archive" token of the DPO."""
     await add_staff(app, ADMIN, "admin")
     await add_staff(app, DPO, "dpo")
     await sign_in(client, ADMIN)
     page = (await client.get("/admin/tokens")).text
-    fields = {
+    return {
         "_csrf_token": csrf_from(page),
         "form_id": _form_id(page),
         "owner": str((await _user(app, DPO)).id),
@@ -849,6 +850,10 @@ async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTes
         "days": "30",
         "scopes": ["audit-read"],
     }
+
+
+async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    fields = await _token_form(app, client)
     first = await client.post("/admin/tokens", data=fields)
     assert first.status_code == 201
     token = re.search(r'data-testid="api-token">(pt_[^<]+)<', first.text)
@@ -869,18 +874,7 @@ async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTes
 
 
 async def test_resent_token_form_without_owner(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
-    await add_staff(app, ADMIN, "admin")
-    await add_staff(app, DPO, "dpo")
-    await sign_in(client, ADMIN)
-    page = (await client.get("/admin/tokens")).text
-    fields = {
-        "_csrf_token": csrf_from(page),
-        "form_id": _form_id(page),
-        "owner": str((await _user(app, DPO)).id),
-        "label": "Audit archive",
-        "days": "30",
-        "scopes": ["audit-read"],
-    }
+    fields = await _token_form(app, client)
     assert (await client.post("/admin/tokens", data=fields)).status_code == 201
 
     # A second send that lacks the owner cannot name the token, so the message stays general.

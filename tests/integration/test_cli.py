@@ -28,14 +28,19 @@ def run_portal(args: list[str], env: dict[str, str], stdin: str = "") -> subproc
     )
 
 
-def test_users_tokens_and_export(tmp_path: Path) -> None:
-    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
-
-    added = run_portal(
+def add_dpo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Add the account dpo@riverside.test with the password "a long enough passphrase"."""
+    return run_portal(
         ["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"],
         env,
         "a long enough passphrase\n",
     )
+
+
+def test_users_tokens_and_export(tmp_path: Path) -> None:
+    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
+
+    added = add_dpo(env)
     assert added.returncode == 0, added.stderr
     assert "Added dpo@riverside.test as dpo." in added.stdout
     assert "a long enough passphrase" not in added.stdout + added.stderr
@@ -84,11 +89,7 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
 
 def test_token_lifetime_matches_admin_form(tmp_path: Path) -> None:
     env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
-    added = run_portal(
-        ["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"],
-        env,
-        "a long passphrase\n",
-    )
+    added = add_dpo(env)
     assert added.returncode == 0, added.stderr
 
     created = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--label", "exports"], env)
