@@ -82,8 +82,12 @@ def _build_jinja(settings: Settings, policies: Policies) -> Environment:
     environment.globals["event_label"] = labels.event_label
     environment.globals["outcome_label"] = labels.outcome_label
     environment.globals["role_label"] = labels.role_label
-    environment.globals["detail_items"] = labels.detail_items
-    environment.globals["profile_label"] = lambda name: profile_label(policies, name)
+
+    def label_profile(name: str) -> str:
+        return profile_label(policies, name)
+
+    environment.globals["profile_label"] = label_profile
+    environment.globals["detail_items"] = lambda details: labels.detail_items(details, label_profile)
     return environment
 
 

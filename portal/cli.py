@@ -18,6 +18,7 @@ from portal.crypto.errors import CryptoError
 from portal.errors import PortalError
 from portal.logs import configure_logging
 from portal.policies import PolicyError
+from portal.staff.service import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS
 
 log = logging.getLogger("portal.cli")
 
@@ -119,6 +120,15 @@ def _users_add(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_portal(action))
+
+
+def _token_days(text: str) -> int:
+    """Parse --days of `tokens create`, which accepts the same lifetimes as the admin page's form."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_TOKEN_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: give a whole number of days from 1 to {MAX_TOKEN_DAYS}"
+        )
+    return int(text)
 
 
 def _tokens_create(args: argparse.Namespace) -> int:
@@ -304,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = tokens.add_parser("create", help="create an API token and print it once")
     create.add_argument("--user", required=True, help="e-mail of the staff account the token acts for")
     create.add_argument("--label", default="", help="what the token is for, e.g. the photo system's name")
-    create.add_argument("--days", type=int, default=365, help="days until the token expires (default 365)")
+    create.add_argument(
+        "--days",
+        type=_token_days,
+        default=DEFAULT_TOKEN_DAYS,
+        help=f"days until the token expires, 1 to {MAX_TOKEN_DAYS} (default {DEFAULT_TOKEN_DAYS})",
+    )
     create.add_argument(
         "--scope",
         action="append",

@@ -235,6 +235,7 @@ async def _open_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_k
                 "access.download.aborted",
                 outcome="failure",
                 share_id=share.id,
+                purpose=share.purpose,
                 details={"bytes": 0, "reason": "integrity_check_failed"},
             )
         raise ShareUnavailable(_(DAMAGED_COPY), code="copy_damaged") from None
@@ -261,6 +262,7 @@ async def view_page(request: Request[Any, Any, Any], page: FromPath[int]) -> Res
             actor_for(request, f"recipient:{share.id}"),
             "access.viewed",
             share_id=share.id,
+            purpose=share.purpose,
             details={"page": page},
         )
     try:

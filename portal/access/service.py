@@ -173,6 +173,7 @@ async def _spend(
             "event_type": "code.failed",
             "outcome": "failure",
             "share_id": share.id,
+            "purpose": share.purpose,
             "details": {"reason": _unavailable_reason(share, now)},
         },
     )
@@ -244,6 +245,7 @@ async def _count_failure(portal: Portal, who: Actor, share: ShareToRedeem | None
                 "code.failed",
                 outcome="failure",
                 share_id=share.id,
+                purpose=share.purpose,
                 details={"reason": "locked"},
             )
             return
@@ -256,10 +258,13 @@ async def _count_failure(portal: Portal, who: Actor, share: ShareToRedeem | None
             "code.failed",
             outcome="failure",
             share_id=share.id,
+            purpose=share.purpose,
             details={"reason": "wrong_code", "failed_attempts": failures},
         )
         if failures == limit and locked_at is not None:
-            await record(db, recipient, "code.locked", outcome="failure", share_id=share.id)
+            await record(
+                db, recipient, "code.locked", outcome="failure", share_id=share.id, purpose=share.purpose
+            )
             just_locked = True
 
     if just_locked:
@@ -343,5 +348,6 @@ async def finish_download(
             "access.download.completed" if completed else "access.download.aborted",
             outcome="success" if completed else "failure",
             share_id=share.id,
+            purpose=share.purpose,
             details=details,
         )

@@ -24,7 +24,8 @@ from portal.admin.service import (
     revoke_token,
 )
 from portal.audit.recorder import Actor
-from portal.errors import InvalidInput
+from portal.core import Portal
+from portal.errors import InvalidInput, NotFound
 from portal.form_ids import sent_once
 from portal.i18n import _
 from portal.labels import role_label
@@ -36,7 +37,7 @@ from portal.staff.invitations import (
     withdraw_invitation,
 )
 from portal.staff.password_reset import RESET_LINK_LIFETIME, issue_reset
-from portal.staff.service import ROLES, TOKEN_SCOPES, issue_token
+from portal.staff.service import DEFAULT_TOKEN_DAYS, ROLES, TOKEN_SCOPES, issue_token
 from portal.web import actor_for, portal_of, require_staff
 
 INVITATION_HOURS = int(INVITATION_LIFETIME.total_seconds() // 3600)
@@ -294,7 +295,7 @@ async def _tokens_page(request: Request[Any, Any, Any], admin: StaffUser, **extr
         "now": utcnow(),
         "errors": {},
         # No scope is ticked in advance, so a token gets only the scopes the administrator picks.
-        "form": {"days": "90", "scopes": []},
+        "form": {"days": str(DEFAULT_TOKEN_DAYS), "scopes": []},
         **extra,
     }
     return Template("admin/tokens.html", context=context, status_code=status_code)
@@ -327,10 +328,7 @@ async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> T
         "label": _first(data.get("label")),
         "days": _first(data.get("days")),
     }
-    resent = _(
-        "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
-        "it in the list of tokens and create a new one."
-    )
+    resent = await _token_resent_message(portal, form)
     try:
         async with (
             sent_once(portal, _first(data.get("form_id")), "token-form", resent, field="label"),
@@ -346,6 +344,27 @@ async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> T
     # The token appears on this response only; the table keeps its SHA-256.
     context = {"user": admin, "token": token, "row": row, "owner_email": owner_email}
     return Template("admin/token_created.html", context=context, status_code=201)
+
+
+async def _token_resent_message(portal: Portal, form: dict[str, str]) -> str:
+    """Return the error for a token form sent a second time, naming the token's label and owner when known."""
+    label = form["label"].strip()[:100]
+    owner = None
+    if label and form["owner"]:
+        async with portal.transaction() as db:
+            try:
+                owner = await load_staff(db, form["owner"])
+            except NotFound:
+                owner = None
+    if owner is None:
+        return _(
+            "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
+            "it in the list of tokens and create a new one."
+        )
+    return _(
+        "This form was sent already, so the token “{label}” for {email} exists and was shown once. If it was "
+        "not copied, revoke it in the list of tokens and create a new one."
+    ).format(label=label, email=owner.email)
 
 
 async def _issue_from_form(

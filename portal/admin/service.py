@@ -22,11 +22,9 @@ from portal.i18n import _
 from portal.labels import role_label
 from portal.models import ApiToken, StaffUser, utcnow
 from portal.staff.password_reset import end_reset_links
-from portal.staff.service import check_role, cut_off
+from portal.staff.service import MAX_TOKEN_DAYS, check_role, cut_off
 
 EventDetails = dict[str, str | int | bool | None]
-
-MAX_TOKEN_DAYS = 365
 
 
 def _parse_id(value: str) -> uuid.UUID | None:

@@ -20,6 +20,10 @@ from portal.security.hashing import STAFF_PASSWORD_HASHER, hash_secret, sha256_h
 from portal.security.sessions import end_sessions_of
 
 ROLES = ("clinician", "admin", "dpo")
+# API token lifetimes in days: the default of the admin page's form and of `portal tokens create`, and the
+# maximum that both accept.
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 365
 # API token scopes: upload documents, create and follow shares, read the access log.
 TOKEN_SCOPES = ("upload", "share", "audit-read")
 # The roles whose API routes each scope opens. A token acts with its owner's role, so a scope outside it

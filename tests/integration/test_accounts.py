@@ -836,12 +836,13 @@ async def test_admin_token_create_revoke(app: Litestar, client: AsyncTestClient[
     assert len(await _events(app, "api_token.revoked")) == 1
 
 
-async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+async def _token_form(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, Any]:
+    """Sign in as the admin and return the token form's fields for an "Audit archive" token of the DPO."""
     await add_staff(app, ADMIN, "admin")
     await add_staff(app, DPO, "dpo")
     await sign_in(client, ADMIN)
     page = (await client.get("/admin/tokens")).text
-    fields = {
+    return {
         "_csrf_token": csrf_from(page),
         "form_id": _form_id(page),
         "owner": str((await _user(app, DPO)).id),
@@ -849,6 +850,10 @@ async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTes
         "days": "30",
         "scopes": ["audit-read"],
     }
+
+
+async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    fields = await _token_form(app, client)
     first = await client.post("/admin/tokens", data=fields)
     assert first.status_code == 201
     token = re.search(r'data-testid="api-token">(pt_[^<]+)<', first.text)
@@ -858,14 +863,49 @@ async def test_resent_token_form_creates_nothing(app: Litestar, client: AsyncTes
     again = await client.post("/admin/tokens", data=fields)
     message = _resent_page(again, fields["form_id"], field="label", secret="api-token")
     assert (
-        "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
-        "it in the list of tokens and create a new one." in message
+        f"This form was sent already, so the token “Audit archive” for {DPO} exists and was shown once. If it "
+        "was not copied, revoke it in the list of tokens and create a new one." in message
     )
     assert await _row_count(app, ApiToken) == 1
     assert len(await _events(app, "api_token.created")) == 1
 
     headers = {"Authorization": f"Bearer {token.group(1)}"}
     assert (await client.get("/api/v1/audit/events", headers=headers)).status_code == 200
+
+
+async def test_resent_token_form_without_owner(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    fields = await _token_form(app, client)
+    assert (await client.post("/admin/tokens", data=fields)).status_code == 201
+
+    # A second send that lacks the owner cannot name the token, so the message stays general.
+    again = await client.post("/admin/tokens", data={**fields, "owner": ""})
+    message = _resent_page(again, fields["form_id"], field="label", secret="api-token")
+    assert "This form was sent already, so the token exists and was shown once." in message
+    assert await _row_count(app, ApiToken) == 1
+
+
+async def test_token_revoke_buttons_named(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, DPO, "dpo")
+    await add_staff(app, CLINICIAN, "clinician")
+    dpo, clinician = await _user(app, DPO), await _user(app, CLINICIAN)
+    async with portal_of(app).transaction() as db:
+        await issue_token(db, SYSTEM, dpo, label="Audit archive")
+        await issue_token(db, SYSTEM, clinician, label="Photo system")
+    await sign_in(client, ADMIN)
+
+    page = await client.get("/admin/tokens")
+    buttons = [
+        html.unescape(text).strip()
+        for text in re.findall(r'<button type="submit" class="button danger">(.*?)</button>', page.text)
+    ]
+    assert sorted(buttons) == [
+        f"Revoke the token “Audit archive” for {DPO}",
+        f"Revoke the token “Photo system” for {CLINICIAN}",
+    ]
+
+    german = html.unescape((await client.get("/admin/tokens?lang=de")).text)
+    assert f"Token „Photo system“ für {CLINICIAN} widerrufen" in german
 
 
 async def test_openapi_needs_auth(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from portal.config import REPOSITORY_ROOT
+from portal.staff.service import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS
 
 
 def run_portal(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -25,14 +28,19 @@ def run_portal(args: list[str], env: dict[str, str], stdin: str = "") -> subproc
     )
 
 
-def test_users_tokens_and_export(tmp_path: Path) -> None:
-    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
-
-    added = run_portal(
+def add_dpo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Add the account dpo@riverside.test with the password "a long enough passphrase"."""
+    return run_portal(
         ["users", "add", "dpo@riverside.test", "--role", "dpo", "--password-stdin"],
         env,
         "a long enough passphrase\n",
     )
+
+
+def test_users_tokens_and_export(tmp_path: Path) -> None:
+    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
+
+    added = add_dpo(env)
     assert added.returncode == 0, added.stderr
     assert "Added dpo@riverside.test as dpo." in added.stdout
     assert "a long enough passphrase" not in added.stdout + added.stderr
@@ -77,6 +85,38 @@ def test_users_tokens_and_export(tmp_path: Path) -> None:
     assert re.match(r"OK: \d+ events? and \d+ checkpoints? verified; \d+ events? after", verified.stdout)
     assert "1 checkpoints" not in verified.stdout
     assert "1 events" not in verified.stdout
+
+
+def test_token_lifetime_matches_admin_form(tmp_path: Path) -> None:
+    env = {"PORTAL_DATA_DIR": str(tmp_path / "data")}
+    added = add_dpo(env)
+    assert added.returncode == 0, added.stderr
+
+    created = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--label", "exports"], env)
+    assert created.returncode == 0, created.stderr
+    longest = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--days", "365"], env)
+    assert longest.returncode == 0, longest.stderr
+    with sqlite3.connect(tmp_path / "data" / "portal.db") as database:
+        rows = database.execute("SELECT label, expires_at FROM api_token ORDER BY expires_at").fetchall()
+    # The stored times are UTC, with or without an offset.
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    lifetimes = {
+        label: dt.datetime.fromisoformat(expires).replace(tzinfo=None) - now for label, expires in rows
+    }
+    assert (
+        dt.timedelta(days=DEFAULT_TOKEN_DAYS - 1)
+        < lifetimes["exports"]
+        <= dt.timedelta(days=DEFAULT_TOKEN_DAYS)
+    )
+    assert dt.timedelta(days=MAX_TOKEN_DAYS - 1) < lifetimes[""] <= dt.timedelta(days=MAX_TOKEN_DAYS)
+
+    for days in ("0", "366", "ninety"):
+        refused = run_portal(["tokens", "create", "--user", "dpo@riverside.test", "--days", days], env)
+        assert refused.returncode == 2, days
+        assert f"invalid value '{days}': give a whole number of days from 1 to 365" in refused.stderr
+
+    usage = run_portal(["tokens", "create", "--help"], env)
+    assert "days until the token expires, 1 to 365 (default 90)" in " ".join(usage.stdout.split())
 
 
 def test_invalid_policy_stops_start(tmp_path: Path) -> None:

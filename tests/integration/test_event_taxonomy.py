@@ -2,11 +2,16 @@
 
 One scenario walks through all the actions; each step checks that its event type gained exactly one row.
 The last assertion fails if an event type exists that no step produced, so a new type needs a step here.
+The same scenario then feeds the DPO's pages, which must show every detail it recorded by a readable name
+and every fixed value by its label, in each language.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -61,9 +66,8 @@ async def staff(app: Litestar, email: str) -> StaffUser:
     return user
 
 
-async def test_each_action_writes_one_event(
-    app: Litestar, client: AsyncTestClient[Litestar], tmp_path: Path
-) -> None:
+async def walk_every_action(app: Litestar, client: AsyncTestClient[Litestar]) -> set[str]:
+    """Take every action once, check that each writes one event of its type, and return the types seen."""
     portal = portal_of(app)
     covered: set[str] = set()
 
@@ -258,6 +262,104 @@ async def test_each_action_writes_one_event(
     assert delta["retention.purged"] == 1
     assert delta["share.expired"] >= 1  # one per expired share
     covered |= {"retention.purged", "share.expired"}
+    return covered
+
+
+async def test_each_action_writes_one_event(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    covered = await walk_every_action(app, client)
 
     enrol_missing = EVENT_TYPES - covered - {"staff.totp_enrolled"}
     assert not enrol_missing, f"event types without a step here: {sorted(enrol_missing)}"
+
+
+# Details whose values are ids, hashes, references the DPO typed, or API scope names: shown as logged.
+FREE_DETAILS = {"sha256", "policy_sha256", "share_reference", "ip_prefix", "scopes"}
+DETAIL_SPAN = re.compile(r'<span class="detail">(.*?)</span>', re.DOTALL)
+EVENT_ROW = re.compile(r'<tr>\s*<td><a href="/dpo/events/(\d+)".*?</tr>', re.DOTALL)
+
+
+def _shown_details(html_text: str) -> list[tuple[str, str]]:
+    items = []
+    for span in DETAIL_SPAN.findall(html_text):
+        name, _separator, value = html.unescape(span).partition(": ")
+        items.append((name, value))
+    return items
+
+
+def _free(key: str, value: object) -> bool:
+    if not isinstance(value, str) or key in FREE_DETAILS or key.endswith("_id"):
+        return True
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(\+00:00|Z)", value) is not None
+
+
+async def _listed_details(
+    client: AsyncTestClient[Litestar], language: str
+) -> dict[int, list[tuple[str, str]]]:
+    """Return the details that the events table shows, by event number, paging through "Older events"."""
+    page = (await client.get(f"/dpo/events?lang={language}")).text
+    token = csrf_from(page)
+    listed: dict[int, list[tuple[str, str]]] = {}
+    form: dict[str, str] = {"_csrf_token": token}
+    while True:
+        results = (await client.post("/dpo/events", data=form, headers={"HX-Request": "true"})).text
+        for row in EVENT_ROW.finditer(results):
+            listed[int(row.group(1))] = _shown_details(row.group(0))
+        older = re.search(r'name="before" value="(\d+)"', results)
+        if older is None:
+            return listed
+        form = {"_csrf_token": token, "before": older.group(1)}
+
+
+async def test_dpo_pages_name_every_detail(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await walk_every_action(app, client)
+    await sign_in(client, ADMIN)
+    async with portal_of(app).transaction() as db:
+        events = (await db.scalars(select(AccessEvent).order_by(AccessEvent.seq))).all()
+    assert {event.event_type for event in events} >= EVENT_TYPES - {"staff.totp_enrolled"}
+
+    for language in ("en", "de", "fr"):
+        listed = await _listed_details(client, language)
+        assert set(listed) == {event.seq for event in events}
+        for event in events:
+            page = await client.get(f"/dpo/events/{event.seq}?lang={language}")
+            shown = _shown_details(page.text)
+            assert listed[event.seq] == shown, f"{event.event_type}: the table and the event page differ"
+
+            recorded = list(json.loads(event.details).items())
+            assert len(shown) == len(recorded), f"{event.event_type}: {shown}"
+            for (key, value), (name, text) in zip(recorded, shown, strict=True):
+                where = f"{language} {event.event_type} {key}={value!r}: shown as {name}: {text}"
+                assert "_" not in name, where
+                if _free(key, value):
+                    continue
+                assert "_" not in text, where
+                if language != "en":
+                    assert text != value, where
+
+
+async def test_recipient_events_record_purpose(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await walk_every_action(app, client)
+    async with portal_of(app).transaction() as db:
+        purposes = {str(share.id): share.purpose for share in (await db.scalars(select(Share))).all()}
+        events = (
+            await db.scalars(
+                select(AccessEvent).where(
+                    AccessEvent.actor.startswith("recipient:"), AccessEvent.share_id.is_not(None)
+                )
+            )
+        ).all()
+
+    # A code that matched no share names no share, so it has no purpose to record.
+    recorded = {event.event_type for event in events}
+    assert recorded >= {
+        "code.failed",
+        "code.redeemed",
+        "code.locked",
+        "access.viewed",
+        "access.download.started",
+        "access.download.completed",
+        "access.download.aborted",
+    }
+    for event in events:
+        assert event.share_id is not None
+        assert event.purpose == purposes[event.share_id], f"{event.seq} {event.event_type}"
