@@ -34,6 +34,7 @@ NOTICE_EVENTS = {
     "locked": "locked after too many failed attempts",
 }
 SMTP_TIMEOUT_S = 10.0
+_POLL_S = 0.02
 
 # Detached tasks are kept here until they finish, because the event loop holds only weak references.
 _pending: set[asyncio.Task[None]] = set()
@@ -88,9 +89,15 @@ def notify_share_event(portal: Portal, share_id: uuid.UUID, event: str) -> None:
 
 
 async def wait_for_notices(limit_s: float = 2 * SMTP_TIMEOUT_S) -> None:
-    """Wait until the notices started so far are sent or have failed, e.g. before shutdown or in tests."""
-    if _pending:
-        await asyncio.wait(set(_pending), timeout=limit_s)
+    """Wait until the notices started so far are sent or have failed, e.g. before shutdown or in tests.
+
+    It polls instead of awaiting the tasks, because a test client may run the app, and so the tasks, on
+    another thread's event loop, and a task finishing there would not wake this loop.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while any(not task.done() for task in set(_pending)) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(_POLL_S)
 
 
 async def _deliver(portal: Portal, share_id: uuid.UUID, event: str) -> None:
