@@ -36,6 +36,7 @@ from portal.errors import NotAuthenticated, PortalError
 from portal.health import health_routes
 from portal.i18n import _
 from portal.logs import configure_logging, quiet_libraries
+from portal.notifications import wait_for_notices
 from portal.policies import Policies, load_policies, profile_label
 from portal.retention.controllers import retention_routes
 from portal.security.headers import SecurityHeadersMiddleware
@@ -237,6 +238,8 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
             async with periodic_checkpoints(portal, interval_minutes=settings.checkpoint_minutes):
                 yield
         finally:
+            # A notice for an event committed just before shutdown is still sent (bounded by the SMTP timeout).
+            await wait_for_notices()
             await portal.close()
 
     static_router = create_static_files_router(

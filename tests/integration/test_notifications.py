@@ -34,8 +34,10 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], bytes]] = []
+        self.accept_delay_s = 0.0  # a slow relay, for tests of what waits for delivery
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.accept_delay_s)
         self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
         return "250 Message accepted for delivery"
 
@@ -164,3 +166,17 @@ def test_settings_fail_closed(tmp_path: Path) -> None:
         Settings.from_env({**base, "PORTAL_SMTP_HOST": "127.0.0.1", "PORTAL_SMTP_PORT": "0"})
     with pytest.raises(ConfigError, match="PORTAL_NOTIFY_EMAILS"):
         Settings.from_env({"PORTAL_DATA_DIR": str(tmp_path), "PORTAL_NOTIFY_EMAILS": "yes"})
+
+
+async def test_shutdown_sends_pending_notice(
+    tmp_path: Path, database_url: str, smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    inbox.accept_delay_s = 1.0
+    app = create_app(notify_settings(tmp_path, database_url, port), pdf_workers=1)
+    async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+        _headers, share = await issue_share(app, client)
+        # The first opening of the code starts the "opened" notice in the background.
+        assert (await redeem(client, share["access_code"])).status_code == 200
+    # Leaving the client shuts the app down, which waits for the slow relay instead of dropping the notice.
+    assert len(inbox.messages) == 1
