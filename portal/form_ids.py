@@ -27,6 +27,10 @@ FORM_ID_WINDOW = dt.timedelta(days=1)
 _MAX_FORM_ID_LENGTH = 64
 
 
+class FormResent(InvalidInput):
+    """The form with this id was sent before, so its action did not run again."""
+
+
 @asynccontextmanager
 async def sent_once(
     portal: Portal, form_id: str | None, bucket_prefix: str, message: str, field: str
@@ -34,7 +38,7 @@ async def sent_once(
     """Run the block for the first send of ``form_id`` only.
 
     Raises:
-        InvalidInput: with ``message`` on ``field`` when the id was sent before. The block does not run then.
+        FormResent: with ``message`` on ``field`` when the id was sent before. The block does not run then.
     """
     if not form_id:
         yield
@@ -45,7 +49,7 @@ async def sent_once(
         await throttle.hit(db, bucket, FORM_ID_WINDOW)
         sent_before = await throttle.total(db, bucket) > 1
     if sent_before:
-        raise InvalidInput(message, field=field)
+        raise FormResent(message, field=field)
 
     try:
         yield

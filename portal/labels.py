@@ -73,7 +73,11 @@ SECOND_FACTOR_LABELS = {"none": N_("not set up"), "pending": N_("asked for next"
 METHOD_LABELS = {"totp": N_("authenticator app code"), "recovery_code": N_("recovery code")}
 STAGE_LABELS = {"activated": N_("invitation accepted")}
 FORMAT_LABELS = {"csv": "CSV", "jsonl": "JSON Lines", "bundle": N_("evidence bundle")}
-VIA_LABELS = {"cli": N_("command line"), "reset_link": N_("reset link"), "self_service": N_("own password page")}
+VIA_LABELS = {
+    "cli": N_("command line"),
+    "reset_link": N_("reset link"),
+    "self_service": N_("own password page"),
+}
 # Export filters that the log keeps only as "given", never as the text the DPO entered.
 GIVEN_LABELS = {"given": N_("given")}
 

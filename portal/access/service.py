@@ -90,7 +90,7 @@ async def _find_share(
     """Count this attempt against the client's address across all processes and read the share.
 
     Addresses count per IPv4 /32 and IPv6 /64; without an address nothing is counted and 0 is returned.
-    The counter's name is an HMAC of the prefix, as for sign-in, so the table holds no client address.
+    The counter's name is an HMAC of the prefix, as for sign-in, so the table stores no client address.
     """
     prefix = ip_prefix(client_address, 32, 64)
     bucket = throttle.keyed_bucket("code", prefix, portal.keyring.secret("session")) if prefix else None

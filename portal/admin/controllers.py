@@ -26,7 +26,7 @@ from portal.admin.service import (
 from portal.audit.recorder import Actor
 from portal.core import Portal
 from portal.errors import InvalidInput, NotFound
-from portal.form_ids import sent_once
+from portal.form_ids import FormResent, sent_once
 from portal.i18n import _
 from portal.labels import role_label
 from portal.models import ApiToken, Invitation, StaffUser, utcnow
@@ -328,15 +328,18 @@ async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> T
         "label": _first(data.get("label")),
         "days": _first(data.get("days")),
     }
-    resent = await _token_resent_message(portal, form)
     try:
         async with (
-            sent_once(portal, _first(data.get("form_id")), "token-form", resent, field="label"),
+            sent_once(portal, _first(data.get("form_id")), "token-form", _token_resent(), field="label"),
             portal.transaction() as db,
         ):
             row, token, owner_email = await _issue_from_form(request, db, admin, form, scopes)
     except InvalidInput as error:
-        errors = {error.field or "label": error.message}
+        # Naming the token costs a database read, so it happens only for a form that was sent before.
+        message = (
+            await _token_resent_message(portal, form) if isinstance(error, FormResent) else error.message
+        )
+        errors = {error.field or "label": message}
         return await _tokens_page(
             request, admin, errors=errors, form={**form, "scopes": scopes}, status_code=400
         )
@@ -344,6 +347,13 @@ async def token_create(request: Request[Any, Any, Any], data: ListFormData) -> T
     # The token appears on this response only; the table keeps its SHA-256.
     context = {"user": admin, "token": token, "row": row, "owner_email": owner_email}
     return Template("admin/token_created.html", context=context, status_code=201)
+
+
+def _token_resent() -> str:
+    return _(
+        "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
+        "it in the list of tokens and create a new one."
+    )
 
 
 async def _token_resent_message(portal: Portal, form: dict[str, str]) -> str:
@@ -357,10 +367,7 @@ async def _token_resent_message(portal: Portal, form: dict[str, str]) -> str:
             except NotFound:
                 owner = None
     if owner is None:
-        return _(
-            "This form was sent already, so the token exists and was shown once. If it was not copied, revoke "
-            "it in the list of tokens and create a new one."
-        )
+        return _token_resent()
     return _(
         "This form was sent already, so the token “{label}” for {email} exists and was shown once. If it was "
         "not copied, revoke it in the list of tokens and create a new one."

@@ -92,8 +92,10 @@ async def create_invitation(
 async def open_link(
     db: AsyncSession, replaces: ColumnElement[bool], row: Invitation, lifetime: dt.timedelta
 ) -> tuple[Invitation, str, int]:
-    """Store ``row`` with a new token that works for ``lifetime``, after ending the open links matching
-    ``replaces``; return the row, the raw token for the link and how many links it replaced."""
+    """Store ``row`` with a new token that works for ``lifetime``, after ending the open links matching ``replaces``.
+
+    Return the row, the raw token for the link and how many links it replaced.
+    """
     now = utcnow()
     replaced = await end_open_links(db, replaces, now)
 
