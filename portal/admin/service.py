@@ -21,7 +21,7 @@ from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
 from portal.labels import role_label
 from portal.models import ApiToken, StaffUser, utcnow
-from portal.staff.password_reset import end_reset_links
+from portal.staff.password_reset import end_reset_links, follow_role
 from portal.staff.service import MAX_TOKEN_DAYS, check_role, cut_off
 
 EventDetails = dict[str, str | int | bool | None]
@@ -66,6 +66,7 @@ async def change_role(db: AsyncSession, who: Actor, admin: StaffUser, target: St
     previous = target.role
     target.role = role
     revoked = await cut_off(db, target.id)
+    await follow_role(db, target.id, role)
     details: EventDetails = {
         "staff_id": str(target.id),
         "from": previous,

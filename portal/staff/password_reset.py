@@ -24,7 +24,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.recorder import Actor, record
@@ -106,6 +106,16 @@ async def issue_reset(
 async def end_reset_links(db: AsyncSession, staff_id: uuid.UUID, now: dt.datetime) -> int:
     """End the open reset links of one account, for example when it is disabled; return how many."""
     return await end_open_links(db, Invitation.staff_id == staff_id, now)
+
+
+async def follow_role(db: AsyncSession, staff_id: uuid.UUID, role: str) -> None:
+    """Give the open reset links of one account its new role, so the open-invitations list shows it."""
+    await db.execute(
+        update(Invitation)
+        .where(Invitation.staff_id == staff_id, Invitation.used_at.is_(None))
+        .values(role=role)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def load_reset(db: AsyncSession, token: str) -> tuple[Invitation, StaffUser]:

@@ -395,6 +395,25 @@ async def test_disable_ends_reset_link(app: Litestar, client: AsyncTestClient[Li
     assert (await sign_in(client, CLINICIAN, PASSWORD)).status_code == 303
 
 
+async def test_reset_link_follows_role(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await add_staff(app, CLINICIAN, "clinician")
+    path = await _reset_link(app, client, CLINICIAN)
+    target = (await _user(app, CLINICIAN)).id
+    page = await client.get("/admin/staff")
+    changed = await client.post(
+        f"/admin/staff/{target}/role", data={"_csrf_token": csrf_from(page.text), "role": "dpo"}
+    )
+    assert changed.status_code in (200, 303)
+
+    async with portal_of(app).transaction() as db:
+        link = await db.scalar(select(Invitation).where(Invitation.staff_id == target))
+    assert link is not None
+    assert link.role == "dpo"
+    client.cookies.clear()
+    assert (await client.get(path)).status_code == 200
+
+
 async def test_reset_password_rules(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, ADMIN, "admin")
     await add_staff(app, CLINICIAN, "clinician")
