@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PORT ?= 8000
 
 .PHONY: run test test-fast check install clean i18n
 
@@ -13,9 +14,9 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 
 install: $(BIN)/.installed
 
-## Run the portal on the embedded default (SQLite + ./var) at http://127.0.0.1:8000
+## Run the portal on the embedded default (SQLite + ./var) at http://127.0.0.1:8000 (another port: make run PORT=8123)
 run: $(BIN)/.installed
-	$(BIN)/portal serve --host 127.0.0.1 --port 8000
+	$(BIN)/portal serve --host 127.0.0.1 --port $(PORT)
 
 ## Run the whole test suite (PostgreSQL too when PORTAL_TEST_DATABASE_URL is set)
 test: $(BIN)/.installed

@@ -221,6 +221,11 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
             "PORTAL_CLINIC_NAME or PORTAL_CLINIC_CONTACT is not set: recipients see 'Clinic' as the sender "
             "or get no number to call. Set both before handing out access codes."
         )
+    if settings.timezone == "UTC":
+        log.warning(
+            "Times on slips and pages show in UTC. Set PORTAL_TIMEZONE to the clinic's time zone, "
+            "for example Europe/Berlin, unless the clinic keeps UTC."
+        )
     if not policies.security.staff_require_totp:
         log.warning(
             "Staff sign in with a password alone. Set require_totp = true in %s so that every staff "

@@ -87,10 +87,11 @@ async def enter_code(request: Request[Any, Any, Any], data: FormData) -> Templat
         }
         return Template("access/enter.html", context=context)
     except (AccessDenied, CodeMistyped, InvalidInput, TooManyRequests) as error:
-        # The code is not echoed back after a refusal; the date field stays if it was asked for.
+        # The typed code stays in the field, so the recipient can compare it with the letter character by
+        # character. The date field stays if it was asked for.
         context = {
             "errors": {error.field or "code": error.message},
-            "code": "",
+            "code": entered[:40],
             "ask_birth_date": bool(data.get("date_of_birth")),
         }
         return Template("access/enter.html", context=context, status_code=error.status_code)

@@ -117,6 +117,11 @@ async def redeem(
     A share whose profile asks for the date of birth is told apart by its public locator alone, before any
     secret is checked, so asking for the date reveals nothing about the secret part of the code.
     """
+    if not entered.strip():
+        raise CodeMistyped(
+            _("Enter the access code from the letter or slip that the clinic gave you. No attempt was used up."),
+            field="code",
+        )
     try:
         code = codes.normalise(entered[:64])
     except codes.CodeFormatError:

@@ -41,6 +41,8 @@ MAX_DOCUMENTS_PER_SHARE = 10
 _LOCATOR_ATTEMPTS = 5
 # How far ahead a share's start ("not before") may lie; the profile's lifetime counts from that start.
 MAX_START_DELAY = dt.timedelta(days=30)
+# A start time up to this far in the past counts as "now"; an older one is most likely a mistyped date.
+PAST_START_SLACK = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ def _limit_below(value: str | int | None, field: str, label: str, minimum: int, 
     text = str(value).strip() if value is not None else ""
     if not text:
         return None
-    if not text.isdigit() or len(text) > 6:
+    digits = text.removeprefix("-")
+    if not digits.isdigit() or len(digits) > 6:
         raise InvalidInput(
             _("{label} '{value}' is not a whole number. Enter a number from {min} to {max}.").format(
                 label=label, value=text[:20], min=minimum, max=maximum
@@ -226,8 +229,15 @@ def _parse_not_before(value: str | None, timezone: str) -> dt.datetime | None:
     moment = moment.astimezone(dt.UTC)
 
     now = utcnow()
+    if moment < now - PAST_START_SLACK:
+        raise InvalidInput(
+            _("Start time {value} is in the past. Leave the field empty to start now, or enter a later time.").format(
+                value=clinic_time_text(moment, timezone)
+            ),
+            field="not_before",
+        )
     if moment <= now:
-        # A start in the past means "now": the code works at once, which is the default anyway.
+        # A start less than a day ago means "now": the form may have been filled in a while ago.
         return None
     if moment > now + MAX_START_DELAY:
         raise InvalidInput(

@@ -49,6 +49,13 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 
 def normalise_email(email: str) -> str:
     value = email.strip().lower()
+    if "<" in value or ">" in value:
+        raise InvalidInput(
+            _("'{value}' has a name or angle brackets. Enter only the address, for example a.b@clinic.example.").format(
+                value=email[:80]
+            ),
+            field="email",
+        )
     if not _EMAIL.match(value):
         raise InvalidInput(_("'{value}' is not an e-mail address.").format(value=email[:80]), field="email")
     return value

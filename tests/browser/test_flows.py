@@ -215,11 +215,13 @@ def test_wrong_code_shows_error_summary(open_visitor: OpenVisitor) -> None:
     expect(summary).to_be_focused()
     expect(recipient.page.get_by_label("Access code")).to_have_attribute("aria-invalid", "true")
 
-    enter_code(recipient, mistype(codes.display(codes.generate_code())))
+    mistyped = mistype(codes.display(codes.generate_code()))
+    enter_code(recipient, mistyped)
     recipient.shot("mistyped-code")
     expect(summary).to_be_visible()
     expect(summary).to_contain_text("No attempt was used up.")
     expect(summary).to_be_focused()
+    expect(recipient.page.get_by_label("Access code")).to_have_value(mistyped)
 
     recipient.assert_console_clean()
 

@@ -74,20 +74,20 @@ async def test_refusals_look_identical(app: Litestar, client: AsyncTestClient[Li
     assert revoke.status_code == 200
     assert (await redeem(client, spent["access_code"])).status_code == 200
 
-    unknown = codes.display(codes.generate_code())
-    answers = {
-        "wrong": await redeem(client, wrong_code_for(share["access_code"])),
-        "unknown": await redeem(client, unknown),
-        "expired": await redeem(client, expired["access_code"]),
-        "revoked": await redeem(client, revoked["access_code"]),
-        "spent": await redeem(client, spent["access_code"]),
+    entered = {
+        "wrong": wrong_code_for(share["access_code"]),
+        "unknown": codes.display(codes.generate_code()),
+        "expired": expired["access_code"],
+        "revoked": revoked["access_code"],
+        "spent": spent["access_code"],
     }
-
     bodies = {}
-    for name, answer in answers.items():
+    for name, code in entered.items():
+        answer = await redeem(client, code)
         assert answer.status_code == 400, name
-        # The CSRF token differs per form; everything else must be the same.
-        bodies[name] = answer.text.replace(csrf_from(answer.text), "TOKEN")
+        assert f'value="{code}"' in answer.text, name
+        # The CSRF token and the typed code differ per form; everything else must be the same.
+        bodies[name] = answer.text.replace(csrf_from(answer.text), "TOKEN").replace(code, "CODE")
     assert len(set(bodies.values())) == 1, sorted(bodies)
 
 
@@ -101,10 +101,18 @@ async def test_mistyped_code_spends_nothing(app: Litestar, client: AsyncTestClie
     answer = await redeem(client, mistyped)
     assert answer.status_code == 400
     assert "No attempt was used up" in answer.text
+    assert f'value="{mistyped}"' in answer.text
     async with portal_of(app).transaction() as db:
         row = await db.get(Share, uuid.UUID(share["id"]))
     assert row is not None
     assert row.failed_attempts == 0
+
+
+async def test_empty_code_asks_for_it(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    answer = await redeem(client, "   ")
+    assert answer.status_code == 400
+    assert "Enter the access code from the letter or slip" in answer.text
+    assert "not quite right" not in answer.text
 
 
 async def test_fifth_failure_locks_share(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

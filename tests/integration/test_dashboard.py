@@ -173,6 +173,9 @@ async def test_expiry_above_policy_rejected(app: Litestar, client: AsyncTestClie
     assert "above the profile&#39;s maximum of 3" in too_many.text
     zero = await share_from_page(client, document_id, expiry_days="0")
     assert zero.status_code == 400
+    negative = await share_from_page(client, document_id, expiry_days="-3")
+    assert negative.status_code == 400
+    assert "Expiry (days) -3 is below 1" in negative.text
     assert await share_count(app) == 0
 
     shorter = await share_from_page(client, document_id, expiry_days="3", max_downloads="1")
@@ -218,6 +221,19 @@ async def test_not_before_refuses_then_works(app: Litestar, client: AsyncTestCli
         later = await redeem(client, code.group(1))
     assert later.status_code == 200
     assert str(later.url).endswith("/access/share")
+
+
+async def test_past_start_time(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    document_id = await signed_in_upload(app, client)
+    long_ago = await share_from_page(client, document_id, not_before="2020-01-01T09:00")
+    assert long_ago.status_code == 400
+    assert "Start time 2020-01-01 09:00 UTC is in the past" in long_ago.text
+    assert await share_count(app) == 0
+
+    earlier_today = (utcnow() - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    created = await share_from_page(client, document_id, not_before=earlier_today)
+    assert created.status_code == 201, created.text
+    assert (await only_share(app)).not_before is None
 
 
 async def test_staff_times_in_clinic_time_zone(tmp_path: Path, database_url: str) -> None:

@@ -120,3 +120,13 @@ def test_unset_clinic_details_warn(
         any("PORTAL_CLINIC_NAME or PORTAL_CLINIC_CONTACT" in record.message for record in caplog.records)
         == warned
     )
+
+
+@pytest.mark.parametrize(("zone", "warned"), [({}, True), ({"PORTAL_TIMEZONE": "Europe/Berlin"}, False)])
+def test_utc_time_zone_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, zone: dict[str, str], warned: bool
+) -> None:
+    settings = Settings.from_env({"PORTAL_DATA_DIR": str(tmp_path / "data"), **zone})
+    with caplog.at_level(logging.WARNING, logger="portal.app"):
+        create_app(settings)
+    assert any("PORTAL_TIMEZONE" in record.message for record in caplog.records) == warned
