@@ -23,6 +23,7 @@ from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
 from portal.models import AccessEvent, ApiToken, Document, Share, ShareDocument, StaffUser, utcnow
+from portal.shares.service import share_status
 
 # A breach scope lists at most this many shares and documents; the counts stay exact.
 MAX_LISTED = 500
@@ -50,6 +51,7 @@ class Disclosure:
     first_viewed: dt.datetime | None
     first_downloaded: dt.datetime | None
     downloads: int
+    status: str
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ async def disclosure_report(portal: Portal, patient_ref: str) -> list[Disclosure
                 first_viewed=_first(times, "access.viewed"),
                 first_downloaded=_first(times, "access.download.completed"),
                 downloads=share.downloads_completed,
+                status=share_status(share),
             )
         )
     return report

@@ -172,6 +172,13 @@ async def test_disclosure_report(app: Litestar, client: AsyncTestClient[Litestar
     assert "Maren Solberg" in page.text
     assert "not opened" in page.text
     assert dt.datetime.now(dt.UTC).strftime("%Y-%m-%d") in page.text
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2
+    spent, waiting = sorted(rows, key=lambda row: "Dr. Ada Nwosu" not in row)
+    assert 'data-status="opened"' in spent
+    assert "until " not in spent, "a used-up code is not offered as valid until its expiry"
+    assert 'data-status="issued"' in waiting
+    assert "until " in waiting
 
     nothing = await client.post(
         "/dpo/disclosures",
