@@ -288,8 +288,8 @@ async def recipient_share(
     if session is None or share is None:
         raise ShareUnavailable(
             _(
-                "Your session has ended. If your access code can be used again, enter it; "
-                "if not, ask the clinic for a new code."
+                "Your session has ended: it timed out, you closed the report, or the clinic withdrew it. "
+                "If your access code can be used again, enter it; if not, ask the clinic for a new code."
             )
         )
     if share.revoked_at is not None or share.expires_at <= utcnow():

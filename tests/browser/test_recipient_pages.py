@@ -549,6 +549,6 @@ def test_download_count_after_session_ends(issuer: Issuer, open_reader: Callable
     # The session ends elsewhere (here its cookie is cleared), and the next reload of the count shows why.
     reader.context.clear_cookies()
     page.evaluate("() => document.body.dispatchEvent(new CustomEvent('download-started'))")
-    expect(count).to_contain_text("Your session has ended.")
+    expect(count).to_contain_text("Your session has ended:")
     expect(page.locator("#download-link")).to_have_count(0)
     assert reader.problems() == []

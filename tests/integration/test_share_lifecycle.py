@@ -332,7 +332,7 @@ async def test_download_count_fragment(app: Litestar, client: AsyncTestClient[Li
     ended = await client.get("/access/share/downloads")
     assert ended.status_code == 410
     assert "<html" not in ended.text
-    assert "Your session has ended." in ended.text
+    assert "Your session has ended:" in ended.text
 
 
 async def _session_end(app: Litestar, share_id: str) -> dt.datetime:
