@@ -31,10 +31,10 @@ def copy_note(*, allows_download: bool, password_is_code: bool, downloads: int =
     """
     if not allows_download:
         return _("You can read the report in the web browser. It cannot be downloaded.")
-    if uses == 1 and downloads > 1:
+    if uses == 1:
         count = ngettext(
-            "You can download the report up to {count} time in the one session that the code opens. After "
-            "you press Finish, or when the session times out, the code no longer opens the report.",
+            "You can read the report in the web browser and download it once, in the one session that the code "
+            "opens. After you press Finish, or when the session times out, the code no longer opens the report.",
             "You can download the report up to {count} times in the one session that the code opens. After "
             "you press Finish, or when the session times out, the code no longer opens the report.",
             downloads,

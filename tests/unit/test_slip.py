@@ -82,8 +82,12 @@ def test_pdf_slip_has_every_line() -> None:
 
 
 def test_copy_note_counts_downloads() -> None:
-    assert copy_note(allows_download=True, password_is_code=False, downloads=1) == (
+    assert copy_note(allows_download=True, password_is_code=False, downloads=1, uses=2) == (
         "You can download the report once."
+    )
+    assert copy_note(allows_download=True, password_is_code=False, downloads=1, uses=1) == (
+        "You can read the report in the web browser and download it once, in the one session that the code "
+        "opens. After you press Finish, or when the session times out, the code no longer opens the report."
     )
     assert copy_note(allows_download=True, password_is_code=True, downloads=3, uses=2) == (
         "You can download the report up to 3 times. "
