@@ -64,11 +64,18 @@ def validity_note(*, uses: int, expires: str) -> str:
     ).format(count=uses, date=expires)
 
 
-def start_note(not_before: dt.datetime | None, timezone: str) -> str:
-    """Return the sentence on when a code with a later start begins to work, or "" for a code that works now."""
-    if not_before is None:
-        return ""
-    return _("The code works from {date}.").format(date=recipient_time_text(not_before, timezone))
+def start_note(not_before: dt.datetime | None, timezone: str, *, awaiting_approval: bool = False) -> str:
+    """Return the sentences on when a code begins to work, or "" for a code that works now.
+
+    A code starts later when the share has a start time, or when its profile needs a second staff member's
+    approval that has not been given yet.
+    """
+    sentences = []
+    if not_before is not None:
+        sentences.append(_("The code works from {date}.").format(date=recipient_time_text(not_before, timezone)))
+    if awaiting_approval:
+        sentences.append(_("The code works once a second member of the clinic's staff has approved the share."))
+    return " ".join(sentences)
 
 
 def recipient_line(name: str, organisation: str | None) -> str:
@@ -199,7 +206,9 @@ def slip_texts(share: Share, timezone: str) -> dict[str, str]:
         "validity": validity_note(
             uses=share.max_redemptions, expires=recipient_time_text(share.expires_at, timezone)
         ),
-        "start_note": start_note(share.not_before, timezone),
+        "start_note": start_note(
+            share.not_before, timezone, awaiting_approval=share.approval_required and share.approved_at is None
+        ),
     }
 
 

@@ -320,6 +320,7 @@ async def test_four_eyes_approval(app: Litestar, client: AsyncTestClient[Litesta
     created = await share_from_page(client, document_id, profile="insurer", recipient_name="Claims desk")
     assert created.status_code == 201
     assert 'data-testid="awaiting-approval"' in created.text
+    assert "The code works once a second member of the clinic&#39;s staff has approved the share." in created.text
     code = CODE_PATTERN.search(created.text)
     assert code
     share = await only_share(app)

@@ -7,7 +7,7 @@ import datetime as dt
 import pypdfium2
 
 from portal.i18n import clinic_time_text, language_var, recipient_time_text
-from portal.shares.slip import copy_note, recipient_line, slip_pdf, validity_note
+from portal.shares.slip import copy_note, recipient_line, slip_pdf, start_note, validity_note
 
 
 def test_validity_counts_redemptions() -> None:
@@ -131,3 +131,14 @@ def test_pdf_slip_lines_stay_on_page() -> None:
     text = textpage.get_text_range().replace("\r\n", " ").replace("\n", " ")
     assert "PDF" in text
     assert note.split()[-1] in text, "the copy note's last word is on the page"
+
+
+def test_start_note_names_approval() -> None:
+    start = dt.datetime(2026, 12, 24, 9, 0, tzinfo=dt.UTC)
+    assert start_note(None, "UTC") == ""
+    assert start_note(None, "UTC", awaiting_approval=True) == (
+        "The code works once a second member of the clinic's staff has approved the share."
+    )
+    both = start_note(start, "UTC", awaiting_approval=True)
+    assert both.startswith("The code works from 24 December 2026")
+    assert both.endswith("has approved the share.")
