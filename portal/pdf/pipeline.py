@@ -136,7 +136,7 @@ def prepare_copy(request: CopyRequest, budgets: Budgets) -> bytes:
     if len(request.marker) != marker.MARKER_BYTES:
         raise ValueError(f"marker must be {marker.MARKER_BYTES} bytes, got {len(request.marker)}")
     text = watermark_text(request.recipient_name, request.share_reference, request.issued_on, request.footer)
-    font = fonts.subset_for(text.diagonal + text.footer)
+    font = fonts.subset_for(text.diagonal, text.footer)
 
     with inspect.pdf_errors(), contextlib.ExitStack() as sources:
         documents = []

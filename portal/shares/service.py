@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import unicodedata
 import uuid
 import zoneinfo
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from portal.i18n import (
     using_language,
 )
 from portal.models import Document, Share, ShareDocument, StaffUser, utcnow
+from portal.pdf import fonts
 from portal.pdf.errors import PdfRejected
 from portal.pdf.pipeline import DEFAULT_FOOTER, CopyRequest
 from portal.policies import Profile
@@ -140,19 +142,60 @@ def parse_share_form(
         birth_date = parse_date_of_birth(date_of_birth)
 
     organisation = (recipient_org or "").strip()
+    name = clean_text(recipient_name, "recipient_name", _("Recipient name"), 120)
+    check_printable_name(name)
+    if organisation:
+        organisation = clean_text(organisation, "recipient_org", _("Organisation"), 200)
+        check_printable_organisation(organisation)
     return ShareForm(
         document_ids=parsed_ids,
         profile=chosen,
-        recipient_name=clean_text(recipient_name, "recipient_name", _("Recipient name"), 120),
+        recipient_name=name,
         purpose=clean_text(purpose, "purpose", _("Purpose"), 200),
         date_of_birth=birth_date,
-        recipient_org=clean_text(organisation, "recipient_org", _("Organisation"), 200)
-        if organisation
-        else None,
+        recipient_org=organisation or None,
         expiry_days=_limit_below(expiry_days, "expiry_days", _("Expiry (days)"), 1, chosen.expiry_days),
         max_downloads=_downloads_limit(max_downloads, chosen),
         not_before=_parse_not_before(not_before, portal.settings.timezone),
         language=_recipient_language(language),
+    )
+
+
+def check_printable_name(name: str) -> None:
+    """Reject a recipient name with characters that the copy's font cannot draw.
+
+    The name is printed on every page of the copy and on the slip. A character drawn as "?" would leave a
+    copy that cannot be traced to its recipient.
+    """
+    message = _(
+        "The name {value} has characters that cannot be printed on the copy: {characters}. Enter the name in "
+        "Latin letters, as on the recipient's ID."
+    )
+    _check_printable(name, message, field="recipient_name")
+
+
+def check_printable_organisation(organisation: str) -> None:
+    """Reject an organisation with characters that the slip's font cannot draw."""
+    message = _(
+        "The organisation {value} has characters that cannot be printed on the slip: {characters}. Enter it "
+        "in Latin letters."
+    )
+    _check_printable(organisation, message, field="recipient_org")
+
+
+def _check_printable(value: str, message: str, *, field: str | None = None, reference: str = "") -> None:
+    """Raise InvalidInput with ``message`` (translated, with {value} and {characters}) if ``value`` cannot be drawn."""
+    missing = fonts.unprintable(value)
+    if missing:
+        raise InvalidInput(
+            message.format(value=value, characters=_listed(missing), reference=reference), field=field
+        )
+
+
+def _listed(characters: list[str]) -> str:
+    """List characters for a message; one that shows nothing by itself is named by its code point."""
+    return ", ".join(
+        f"U+{ord(char):04X}" if unicodedata.category(char)[0] in "CMZ" else char for char in characters
     )
 
 
@@ -515,6 +558,17 @@ async def reissue_share(portal: Portal, who: Actor, share_id: uuid.UUID) -> Issu
                 profile=share.profile
             )
         )
+    # A share stored before names were checked may carry one: its new copy would show "?" in its place.
+    name_message = _(
+        "Share {reference} cannot be reissued: the name {value} has characters that cannot be printed on the "
+        "copy: {characters}. Create a new share with the name in Latin letters, as on the recipient's ID."
+    )
+    _check_printable(share.recipient_name, name_message, reference=share.reference)
+    organisation_message = _(
+        "Share {reference} cannot be reissued: the organisation {value} has characters that cannot be printed "
+        "on the slip: {characters}. Create a new share with it in Latin letters."
+    )
+    _check_printable(share.recipient_org or "", organisation_message, reference=share.reference)
     documents = [await load_document(portal, link.document_id) for link in share.documents]
 
     code = await _unused_code(portal)

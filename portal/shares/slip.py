@@ -123,8 +123,7 @@ def slip_pdf(
         (10, _("Questions: {contact}").format(contact=contact) if contact else ""),
     ]
     caption = _("Or scan the QR code with a phone camera: it opens the page with the code filled in.")
-    text = "".join(line for _size, line in lines) + caption
-    font = fonts.subset_for(text)
+    font = fonts.subset_for(*(line for _size, line in lines), caption)
 
     pdf = pikepdf.new()
     font_object = fonts.embed(pdf, font)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
+import pikepdf
 import pypdfium2
+from fontTools.ttLib import TTFont
 
 from portal.i18n import clinic_time_text, language_var, recipient_time_text
 from portal.shares.slip import copy_note, recipient_line, slip_pdf, start_note, validity_note
@@ -59,10 +62,10 @@ def test_recipient_line_with_and_without_organisation() -> None:
     assert recipient_line("Dr Αλέξανδρος", "Riverside GP") == "For: Dr Αλέξανδρος, Riverside GP"
 
 
-def test_pdf_slip_has_every_line() -> None:
-    document = slip_pdf(
+def riverside_slip(recipient: str) -> bytes:
+    return slip_pdf(
         clinic="Riverside Dermatology",
-        recipient=recipient_line("Дмитрий", "Northside Insurance"),
+        recipient=recipient,
         public_url="https://portal.example",
         printed_code="K7M29-QDX4H-TVB8N-RW3EA",
         validity=validity_note(uses=2, expires="2026-12-31 23:59 UTC"),
@@ -71,6 +74,10 @@ def test_pdf_slip_has_every_line() -> None:
         reference="S-7K3M9Q",
         contact="+44 20 7946 0000",
     )
+
+
+def test_pdf_slip_has_every_line() -> None:
+    document = riverside_slip(recipient_line("Дмитрий", "Northside Insurance"))
     text = pypdfium2.PdfDocument(document)[0].get_textpage().get_text_range()
     for line in (
         "For: Дмитрий, Northside Insurance",
@@ -79,6 +86,20 @@ def test_pdf_slip_has_every_line() -> None:
         "Or scan the QR code with a phone camera",
     ):
         assert line in text
+
+
+def test_pdf_slip_draws_arabic_name_joined_right_to_left() -> None:
+    document = riverside_slip(recipient_line("محمد العلي", None))
+    with pikepdf.open(io.BytesIO(document)) as pdf:
+        page = pdf.pages[0].obj
+        program = page.Resources.Font.F1.DescendantFonts[0].FontDescriptor.FontFile2.read_bytes()
+        content = page.Contents.read_bytes()
+    font = TTFont(io.BytesIO(program))
+    cmap = font.getBestCmap()
+    # Joined forms, last letter first: the family name stands to the left of the given name.
+    drawn = "For: \ufef2\ufee0\ufecc\ufedf\u0627 \ufeaa\ufee4\ufea4\ufee3"
+    glyphs = b"".join(font.getGlyphID(cmap[ord(char)]).to_bytes(2, "big") for char in drawn)
+    assert f"<{glyphs.hex()}> Tj".encode() in content
 
 
 def test_copy_note_counts_downloads() -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pikepdf
 import pypdfium2
 import pypdfium2.raw
+from fontTools.ttLib import TTFont
 from PIL import Image
 
 from portal.pdf.pipeline import CopyRequest
@@ -72,6 +73,23 @@ def watermark_lines(copy: bytes, password: str | None, name: str) -> list[list[T
         pages.append(lines)
     document.close()
     return pages
+
+
+def drawn_as(copy: bytes, password: str | None, text: str) -> bool:
+    """Tell whether the first page's watermark draws exactly the glyphs of ``text``, left to right.
+
+    Glyph ids come from the cmap of the font program embedded in the copy, so the check does not rely
+    on the code that wrote the copy.
+    """
+    with pikepdf.open(io.BytesIO(copy), password=password or "") as pdf:
+        page = pdf.pages[0]
+        font = page.obj.Resources.Font.WmFont
+        program = font.DescendantFonts[0].FontDescriptor.FontFile2.read_bytes()
+        watermark = page.obj.Contents[-1].read_bytes()
+    embedded = TTFont(io.BytesIO(program))
+    cmap = embedded.getBestCmap()
+    glyphs = b"".join(embedded.getGlyphID(cmap[ord(char)]).to_bytes(2, "big") for char in text)
+    return f"<{glyphs.hex()}> Tj".encode() in watermark
 
 
 def visible_boxes(copy: bytes, password: str | None) -> list[tuple[tuple[float, float, float, float], float]]:

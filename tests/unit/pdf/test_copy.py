@@ -5,6 +5,7 @@ import os
 import uuid
 
 import pikepdf
+import pypdf
 import pytest
 
 from portal.pdf import Budgets, PdfRejected, prepare_copy, read_marker, render_page, sanitize
@@ -115,6 +116,39 @@ def test_names_extract(stored: bytes, name: str) -> None:
     pages = helpers.watermark_lines(copy, helpers.PASSWORD, name)
     assert len(pages) == 30
     assert all(len(lines) == 2 for lines in pages)
+
+
+@pytest.mark.parametrize(
+    ("name", "drawn"),
+    [
+        # Joined Arabic forms (initial, medial, final; the alef joins neither side), last letter first.
+        ("محمد العلي", "\ufef2\ufee0\ufecc\ufedf\u0627 \ufeaa\ufee4\ufea4\ufee3"),
+        ("מיכל כהן", "ןהכ לכימ"),
+    ],
+)
+def test_right_to_left_names_drawn_in_display_order(stored: bytes, name: str, drawn: str) -> None:
+    copy = prepare_copy(helpers.copy_request([stored], name=name), BUDGETS)
+
+    assert helpers.drawn_as(copy, helpers.PASSWORD, f"{drawn} · 2025-03-14 · {helpers.REFERENCE}")
+    footer = f"Personal copy for {drawn} · 2025-03-14 · {helpers.REFERENCE} · Do not forward"
+    assert helpers.drawn_as(copy, helpers.PASSWORD, footer)
+    reader = pypdf.PdfReader(io.BytesIO(copy))
+    reader.decrypt(helpers.PASSWORD)
+    extracted = reader.pages[0].extract_text()
+    # The ToUnicode map gives back the typed letters, not the joined forms that were drawn.
+    assert all(word in extracted for word in name.split())
+    assert not any("\ufb1d" <= char <= "\ufeff" for char in extracted)
+
+
+@pytest.mark.parametrize(
+    "name", ["Zoë Łukasiewicz", "Αλέξανδρος Παπαδόπουλος", "Дмитрий Иванович", "Nguyễn Thị Ánh"]
+)
+def test_left_to_right_names_drawn_as_typed(stored: bytes, name: str) -> None:
+    copy = prepare_copy(helpers.copy_request([stored], name=name), BUDGETS)
+
+    assert helpers.drawn_as(copy, helpers.PASSWORD, f"{name} · 2025-03-14 · {helpers.REFERENCE}")
+    footer = f"Personal copy for {name} · 2025-03-14 · {helpers.REFERENCE} · Do not forward"
+    assert helpers.drawn_as(copy, helpers.PASSWORD, footer)
 
 
 def test_documents_concatenated() -> None:
