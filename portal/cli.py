@@ -185,10 +185,11 @@ def _audit_checkpoint(_args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         async with open_log(settings) as access:
             row = await make_checkpoint(access)
+            key = await log_key(access)
         print(f"Checkpoint of {row.tree_size} events signed.")
         if settings.checkpoint_dir:
             print(f"Copy: {settings.checkpoint_dir / f'checkpoint-{row.tree_size}.txt'}")
-        print(f"Public key: {log_key(access).vkey}")
+        print(f"Public key: {key.vkey}")
         print(row.note, end="")
         return 0
 

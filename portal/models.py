@@ -293,6 +293,22 @@ class Throttle(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AccessLogName(Base):
+    """The access log's name, which is the origin of its checkpoints and the name its key signs under.
+
+    The one row (id 1) is written when the first checkpoint is signed, or by migration 0006 for an older log.
+    Triggers reject changes, so the portal's address can change without renaming the log.
+    """
+
+    __tablename__ = "access_log_name"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    origin: Mapped[str] = mapped_column(Text)
+    # Checkpoints up to this size were signed before the name was stored, each under the origin written in it.
+    legacy_tree_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Checkpoint(Base):
     """A signed statement of the access log's Merkle tree size and root."""
 

@@ -8,6 +8,11 @@ from pathlib import Path
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portal.errors import PortalError
 
 
 def alembic_config(database_url: str) -> Config:
@@ -25,3 +30,17 @@ def upgrade_to_head(database_url: str) -> None:
 
 async def migrate(database_url: str) -> None:
     await anyio.to_thread.run_sync(upgrade_to_head, database_url)
+
+
+async def require_latest_schema(engine: AsyncEngine) -> None:
+    """Raise PortalError unless the database is at the latest migration, for tools that never migrate."""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    latest = ScriptDirectory(str(Path(__file__).parent / "migrations")).get_current_head()
+    if current != latest:
+        raise PortalError(
+            f"The database schema is at revision {current or 'none'}, but this version of the portal needs "
+            f"{latest}. Run 'portal migrate' first."
+        )

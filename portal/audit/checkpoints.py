@@ -3,7 +3,8 @@
 `make_checkpoint` signs the Merkle root over every committed event with the key ring's Ed25519 key, as
 a C2SP checkpoint (see `portal.audit.checkpoint`). It inserts the checkpoint into the insert-only
 `checkpoint` table. When PORTAL_CHECKPOINT_DIR is set, it also writes it there as `checkpoint-<size>.txt`
-for a backup job or a witness to copy off the host.
+for a backup job or a witness to copy off the host. Every checkpoint names the log with the origin stored in
+`access_log_name` when the first one was signed (see `log_key`), whatever PORTAL_PUBLIC_URL is later.
 
 Each process keeps the compact tree state (`IncrementalTree`) of the last size it signed, so a new
 checkpoint reads only the events after it. A cold process rebuilds the state from the stored leaf hashes
@@ -41,8 +42,9 @@ from portal.config import Settings
 from portal.crypto.keyring import KeyRing
 from portal.db import create_engine, create_sessionmaker
 from portal.errors import PortalError
-from portal.models import AccessEvent, utcnow
+from portal.models import AccessEvent, AccessLogName, utcnow
 from portal.models import Checkpoint as CheckpointRow
+from portal.schema import require_latest_schema
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ ROW_PAGE_SIZE = 2_000
 # NOTE: a guess that balances the size of the unsigned tail against rows in the checkpoint table
 # (52,560 a year at this interval).
 DEFAULT_INTERVAL_MINUTES = 10
+# The id of the one row of access_log_name.
+LOG_NAME_ID = 1
 
 
 class LogAccess(Protocol):
@@ -97,17 +101,43 @@ class LogKey:
 
 
 def log_origin(public_url: str) -> str:
-    """Return the checkpoint origin for a portal address: `<host[:port]>/access-log`."""
+    """Return the origin a new log is named with: `<host[:port]>/access-log` of the portal's address."""
     parts = urlsplit(public_url)
     host = parts.hostname or "localhost"
     return f"{host}:{parts.port}/access-log" if parts.port else f"{host}/access-log"
 
 
-def log_key(portal: LogAccess) -> LogKey:
-    """Return the checkpoint signing key of this portal and its origin."""
-    return LogKey(
-        origin=log_origin(portal.settings.public_url), private_key=portal.keyring.checkpoint_signing_key()
+async def log_name(portal: LogAccess) -> AccessLogName | None:
+    """Return the log's stored name, or None before its first checkpoint."""
+    async with portal.transaction() as db:
+        return await db.get(AccessLogName, LOG_NAME_ID)
+
+
+async def log_key(portal: LogAccess) -> LogKey:
+    """Return the checkpoint signing key of this portal and the log's stored origin.
+
+    A log without a name is named here after PORTAL_PUBLIC_URL. The name never changes after that, so
+    processes with another public URL (a command in a shell without the server's settings, a new
+    address) sign under the same name.
+    """
+    stored = await log_name(portal) or await _name_log(portal)
+    return LogKey(origin=stored.origin, private_key=portal.keyring.checkpoint_signing_key())
+
+
+async def _name_log(portal: LogAccess) -> AccessLogName:
+    row = AccessLogName(
+        id=LOG_NAME_ID, origin=log_origin(portal.settings.public_url), legacy_tree_size=0, created_at=utcnow()
     )
+    if await _insert_once(portal, row):
+        return row
+
+    # Another process named the log first.
+    stored = await log_name(portal)
+    if stored is None:
+        raise CheckpointError(
+            "storing the access log's name failed, and access_log_name contains no other name"
+        )
+    return stored
 
 
 class _TreeState:
@@ -249,7 +279,7 @@ async def _extend_from_rows(portal: LogAccess, tree: IncrementalTree) -> None:
 
 
 async def _store(portal: LogAccess, tree: IncrementalTree) -> CheckpointRow:
-    key = log_key(portal)
+    key = await log_key(portal)
     head = Checkpoint(origin=key.origin, tree_size=tree.size, root_hash=tree.root())
     row = CheckpointRow(
         tree_size=head.tree_size,
@@ -257,12 +287,8 @@ async def _store(portal: LogAccess, tree: IncrementalTree) -> CheckpointRow:
         note=sign_checkpoint(head, key.private_key, key.key_name),
         created_at=utcnow(),
     )
-    try:
-        async with portal.transaction() as db:
-            db.add(row)
+    if await _insert_once(portal, row):
         return row
-    except IntegrityError:
-        pass
 
     # Another process signed the same size first; the same events must give the same root.
     async with portal.transaction() as db:
@@ -273,6 +299,16 @@ async def _store(portal: LogAccess, tree: IncrementalTree) -> CheckpointRow:
             "so stop every portal process and run 'portal audit verify --database'"
         )
     return existing
+
+
+async def _insert_once(portal: LogAccess, row: CheckpointRow | AccessLogName) -> bool:
+    """Insert a row in its own transaction. Return False if a row with its primary key exists already."""
+    try:
+        async with portal.transaction() as db:
+            db.add(row)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _write_copy(folder: Path | None, row: CheckpointRow) -> None:
@@ -351,10 +387,12 @@ async def open_log(settings: Settings) -> AsyncIterator[LogOnly]:
 
     Raises:
         KeyRingError: the key file is missing or invalid; it is never created here.
+        PortalError: the database is not at the latest migration; it is never migrated here.
     """
     keyring = KeyRing.from_env(settings.kek_env) if settings.kek_env else KeyRing.load(settings.kek_file)
     engine = create_engine(settings.database_url)
     try:
+        await require_latest_schema(engine)
         yield LogOnly(
             settings=settings, keyring=keyring, engine=engine, sessionmaker=create_sessionmaker(engine)
         )

@@ -55,7 +55,7 @@ async def build_bundle(portal: Portal, who: Actor, filters: EventFilter, out: Bi
     leaves = await load_leaf_hashes(portal, checkpoint.tree_size)
     tree = await anyio.to_thread.run_sync(MerkleTree, leaves)
     bounded = dataclasses.replace(filters, max_seq=checkpoint.tree_size)
-    key = log_key(portal)
+    key = await log_key(portal)
 
     def write() -> None:
         write_bundle(

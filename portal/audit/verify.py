@@ -4,8 +4,9 @@
 
 1. seq runs 1, 2, 3 ... without a gap or repeat;
 2. each row's canonical bytes give the leaf hash stored beside it;
-3. each stored checkpoint note verifies with the log key, names this log's origin and states the size
-   and root of its row;
+3. each stored checkpoint note verifies with the log key, names this log's stored origin and states the
+   size and root of its row (checkpoints signed before the name was stored may name the origin of the
+   address that signed them);
 4. the Merkle root recomputed from the rows at every checkpoint size equals that checkpoint's root;
 5. each checkpoint is consistent with the one before it (RFC 9162 consistency proof between the two
    signed roots).
@@ -25,10 +26,10 @@ from sqlalchemy import select
 
 from portal.audit.canonical import EventInvalid, canonical_event_bytes
 from portal.audit.checkpoint import CheckpointInvalid, open_checkpoint
-from portal.audit.checkpoints import LogAccess, log_key
+from portal.audit.checkpoints import LogAccess, log_name
 from portal.audit.merkle import MerkleTree, empty_root, leaf_hash, verify_consistency
 from portal.audit.recorder import event_mapping
-from portal.models import AccessEvent
+from portal.models import AccessEvent, AccessLogName
 from portal.models import Checkpoint as CheckpointRow
 
 ROW_PAGE_SIZE = 5_000
@@ -64,7 +65,13 @@ async def verify_database(portal: LogAccess) -> DatabaseReport:
     try:
         await _check_rows(portal, leaves)
         rows = await _stored_checkpoints(portal)
-        _check_checkpoints(portal, rows, leaves, verified)
+        if rows:
+            name = await log_name(portal)
+            if name is None:
+                raise _Failure(
+                    "the log has checkpoints but access_log_name contains no name, so its row was deleted"
+                )
+            _check_checkpoints(portal, name, rows, leaves, verified)
     except _Failure as failure:
         return DatabaseReport(False, len(leaves), len(verified), 0, str(failure))
 
@@ -112,17 +119,23 @@ async def _stored_checkpoints(portal: LogAccess) -> list[CheckpointRow]:
 
 
 def _check_checkpoints(
-    portal: LogAccess, rows: list[CheckpointRow], leaves: list[bytes], verified: list[CheckpointRow]
+    portal: LogAccess,
+    name: AccessLogName,
+    rows: list[CheckpointRow],
+    leaves: list[bytes],
+    verified: list[CheckpointRow],
 ) -> None:
-    key = log_key(portal)
-    public_key = key.private_key.public_key()
+    public_key = portal.keyring.checkpoint_signing_key().public_key()
     tree = MerkleTree(leaves)
 
     previous: CheckpointRow | None = None
     for row in rows:
         where = f"checkpoint at tree size {row.tree_size}"
+        # The origin is also the key name. A checkpoint signed before the name was stored may carry the origin
+        # of the public URL of the process that signed it.
+        origin = row.note.split("\n", 1)[0] if row.tree_size <= name.legacy_tree_size else name.origin
         try:
-            head = open_checkpoint(row.note, public_key, key.key_name, key.origin)
+            head = open_checkpoint(row.note, public_key, origin, origin)
         except CheckpointInvalid as error:
             raise _Failure(f"{where}: {error}") from None
         if head.tree_size != row.tree_size or head.root_hash != bytes(row.root_hash):

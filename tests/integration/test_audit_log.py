@@ -67,9 +67,11 @@ async def test_triggers_reject_update_delete(app: Litestar, client: AsyncTestCli
         "DELETE FROM access_event WHERE seq = 1",
         "UPDATE checkpoint SET note = 'x'",
         "DELETE FROM checkpoint",
+        "UPDATE access_log_name SET origin = 'other.example/access-log'",
+        "DELETE FROM access_log_name",
     ]
     if portal.engine.dialect.name == "postgresql":
-        statements += ["TRUNCATE access_event", "TRUNCATE checkpoint"]
+        statements += ["TRUNCATE access_event", "TRUNCATE checkpoint", "TRUNCATE access_log_name"]
 
     for statement in statements:
         with pytest.raises(DBAPIError, match="insert-only"):
@@ -124,7 +126,7 @@ async def test_checkpoint_signed_and_copied(
 
     copy = checkpoint_dir / f"checkpoint-{stored.tree_size}.txt"
     assert copy.read_text() == stored.note
-    key = log_key(portal)
+    key = await log_key(portal)
     head = open_checkpoint(
         copy.read_text(), load_public_key_text(key.vkey), key.key_name, "portal.test/access-log"
     )
@@ -179,7 +181,7 @@ async def test_bundle_over_api_covers_filter(
     path = tmp_path / "bundle.zip"
     path.write_bytes(answer.content)
 
-    report = verify_bundle(path, log_key(portal_of(app)).vkey)
+    report = verify_bundle(path, (await log_key(portal_of(app))).vkey)
     assert report.ok, report.first_failure
     assert report.checked == 1  # one share.created event for the one document
     assert report.trusted_key

@@ -18,9 +18,12 @@ from portal.audit.checkpoints import CheckpointError, forget_tree_state, log_key
 from portal.audit.recorder import event_mapping
 from portal.audit.verify import verify_database
 from portal.cli import build_parser
-from portal.core import Portal
+from portal.config import REPOSITORY_ROOT, Settings
+from portal.core import Portal, start_portal
 from portal.models import AccessEvent
+from tests.conftest import make_settings
 from tests.helpers import DPO, issue_share, portal_of, redeem, token_for
+from tests.integration.test_cli import run_portal
 
 
 def run_cli(args: list[str]) -> int:
@@ -36,7 +39,7 @@ async def bundle_bytes(app: Litestar, client: AsyncTestClient[Litestar]) -> tupl
     answer = await client.get("/api/v1/audit/bundle", headers=dpo)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/zip"
-    return answer.content, log_key(portal_of(app)).vkey
+    return answer.content, (await log_key(portal_of(app))).vkey
 
 
 def rewrite(original: bytes, target: Path, **members: bytes) -> Path:
@@ -82,7 +85,7 @@ async def test_bundle_verify_detects_tampering(
     swapped_proofs = list(proofs)
     swapped_proofs[1], swapped_proofs[3] = proofs[3], proofs[1]
     other_key = Ed25519PrivateKey.generate()
-    origin = log_key(portal_of(app)).origin
+    origin = (await log_key(portal_of(app))).origin
     forged_note = sign_checkpoint(Checkpoint(origin, len(events), b"\x07" * 32), other_key, origin)
 
     cases = {
@@ -168,3 +171,68 @@ async def _store_recomputed_leaf(portal: Portal, seq: int) -> None:
             text("UPDATE access_event SET leaf_hash = :digest WHERE seq = :seq"),
             {"digest": digest, "seq": seq},
         )
+
+
+async def test_cli_signs_under_stored_name(
+    app: Litestar, client: AsyncTestClient[Litestar], settings: Settings, tmp_path: Path
+) -> None:
+    # The server's bundle names the log after its public URL. A command run in a shell without the
+    # server's settings falls back to another URL and must still sign under the same name.
+    web_bundle, _key = await bundle_bytes(app, client)
+    with zipfile.ZipFile(io.BytesIO(web_bundle)) as archive:
+        web_key = archive.read("public-key.txt").decode().strip()
+    shell = {
+        "PORTAL_DATA_DIR": str(settings.data_dir),
+        "PORTAL_DATABASE_URL": settings.database_url,
+        "PORTAL_POLICY_DIR": str(REPOSITORY_ROOT / "policies"),
+        "PORTAL_PUBLIC_URL": "http://127.0.0.1:8000",
+    }
+
+    verified = run_portal(["audit", "verify", "--database"], shell)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    path = tmp_path / "cli.zip"
+    bundled = run_portal(["audit", "bundle", "--output", str(path)], shell)
+    assert bundled.returncode == 0, bundled.stderr
+    checked = run_portal(["audit", "verify", str(path), "--public-key", web_key], shell)
+    assert checked.returncode == 0, checked.stdout
+    checkpointed = run_portal(["audit", "checkpoint"], shell)
+    assert f"Public key: {web_key}" in checkpointed.stdout
+
+    # The server signs again after the command did, and both see one log under one name.
+    _headers, share = await issue_share(app, client)
+    await redeem(client, share["access_code"])
+    forget_tree_state(portal_of(app).engine)
+    await make_checkpoint(portal_of(app))
+    report = await verify_database(portal_of(app))
+    assert report.ok, report.first_failure
+    assert report.checkpoints >= 3
+    for public_url in ("http://127.0.0.1:8000", "https://share.clinic.example"):
+        verified = run_portal(["audit", "verify", "--database"], {**shell, "PORTAL_PUBLIC_URL": public_url})
+        assert verified.returncode == 0, verified.stdout
+
+
+async def test_new_public_url_keeps_name(
+    app: Litestar, client: AsyncTestClient[Litestar], tmp_path: Path, database_url: str
+) -> None:
+    await issue_share(app, client)
+    before = await make_checkpoint(portal_of(app))
+    name = (await log_key(portal_of(app))).origin
+    assert name == "portal.test/access-log"
+
+    # The trial address gives way to the production one, and the log keeps the name it started with.
+    moved = await start_portal(
+        make_settings(tmp_path / "data", database_url, PORTAL_PUBLIC_URL="https://share.clinic.example"),
+        pdf_workers=1,
+    )
+    try:
+        await issue_share(app, client)
+        after = await make_checkpoint(moved)
+        assert after.tree_size > before.tree_size
+        assert after.note.startswith(f"{name}\n")
+        assert (await log_key(moved)).vkey == (await log_key(portal_of(app))).vkey
+        for portal in (moved, portal_of(app)):
+            report = await verify_database(portal)
+            assert report.ok, report.first_failure
+            assert report.checkpoints == 2
+    finally:
+        await moved.close()

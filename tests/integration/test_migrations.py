@@ -7,13 +7,23 @@ import uuid
 from pathlib import Path
 
 import anyio.to_thread
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import DateTime, Uuid, bindparam, text
+from sqlalchemy import DateTime, Uuid, bindparam, func, select, text
 
-from portal.db import create_engine
-from portal.models import Base
+from portal.audit.checkpoint import Checkpoint, sign_checkpoint
+from portal.audit.checkpoints import LogOnly, load_leaf_hashes, log_key, log_origin, make_checkpoint, open_log
+from portal.audit.merkle import MerkleTree
+from portal.audit.recorder import SYSTEM, record
+from portal.audit.verify import verify_database
+from portal.core import start_portal
+from portal.crypto.keyring import KeyRing
+from portal.db import create_engine, create_sessionmaker
+from portal.errors import PortalError
+from portal.models import AccessEvent, Base, utcnow
+from portal.models import Checkpoint as CheckpointRow
 from portal.schema import alembic_config, upgrade_to_head
 from tests.conftest import BASE_URL, make_settings
 
@@ -155,3 +165,58 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
 
     settings = make_settings(tmp_path / "data", database_url)
     assert settings.public_url == BASE_URL
+
+
+async def test_upgrade_adopts_checkpoint_name(database_url: str, tmp_path: Path) -> None:
+    trial = make_settings(tmp_path / "data", database_url, PORTAL_PUBLIC_URL="http://127.0.0.1:18137")
+    portal = await start_portal(trial, pdf_workers=1)  # creates the key file
+    await portal.close()
+    await anyio.to_thread.run_sync(lambda: command.downgrade(alembic_config(database_url), "0005"))
+
+    with pytest.raises(PortalError, match="at revision 0005, but this version of the portal needs"):
+        async with open_log(trial):
+            pass
+
+    # Before the name was stored, each process signed under its own public URL: the server under the trial
+    # address, a command in a shell without the server's settings under the default one.
+    engine = create_engine(database_url)
+    access = LogOnly(trial, KeyRing.load(trial.kek_file), engine, create_sessionmaker(engine))
+    try:
+        await _sign_as_before(access, "http://127.0.0.1:18137")
+        await _sign_as_before(access, "http://127.0.0.1:8000")
+    finally:
+        await engine.dispose()
+
+    production = make_settings(
+        tmp_path / "data", database_url, PORTAL_PUBLIC_URL="https://share.clinic.example"
+    )
+    portal = await start_portal(production, pdf_workers=1)
+    try:
+        assert (await log_key(portal)).origin == "127.0.0.1:18137/access-log"
+        report = await verify_database(portal)
+        assert report.ok, report.first_failure
+        assert report.checkpoints == 2
+
+        async with portal.transaction() as db:
+            await record(db, SYSTEM, "export.created", details={"format": "jsonl"})
+        signed = await make_checkpoint(portal)
+        assert signed.note.startswith("127.0.0.1:18137/access-log\n")
+        report = await verify_database(portal)
+        assert report.ok, report.first_failure
+        assert report.checkpoints == 3
+    finally:
+        await portal.close()
+
+
+async def _sign_as_before(access: LogOnly, public_url: str) -> None:
+    """Record an event and sign a checkpoint over the whole log under the origin of `public_url`."""
+    async with access.transaction() as db:
+        await record(db, SYSTEM, "export.created", details={"format": "jsonl"})
+    async with access.transaction() as db:
+        size = await db.scalar(select(func.max(AccessEvent.seq)))
+    assert size is not None
+    root = MerkleTree(await load_leaf_hashes(access, size)).root()
+    origin = log_origin(public_url)
+    note = sign_checkpoint(Checkpoint(origin, size, root), access.keyring.checkpoint_signing_key(), origin)
+    async with access.transaction() as db:
+        db.add(CheckpointRow(tree_size=size, root_hash=root, note=note, created_at=utcnow()))
