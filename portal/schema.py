@@ -38,7 +38,13 @@ async def require_latest_schema(engine: AsyncEngine) -> None:
         current = await connection.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
         )
-    latest = ScriptDirectory(str(Path(__file__).parent / "migrations")).get_current_head()
+    scripts = ScriptDirectory(str(Path(__file__).parent / "migrations"))
+    latest = scripts.get_current_head()
+    if current is not None and current not in {script.revision for script in scripts.walk_revisions()}:
+        raise PortalError(
+            f"The database schema is at revision {current}, which this version of the portal does not know: "
+            f"it was migrated by a newer version. Run that version, or restore a backup made with this one."
+        )
     if current != latest:
         raise PortalError(
             f"The database schema is at revision {current or 'none'}, but this version of the portal needs "

@@ -167,6 +167,22 @@ async def test_upgrade_keeps_existing_data(database_url: str, tmp_path: Path) ->
     assert settings.public_url == BASE_URL
 
 
+async def test_newer_schema_named(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", database_url)
+    portal = await start_portal(settings, pdf_workers=1)
+    await portal.close()
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+
+    with pytest.raises(PortalError, match="revision 9999, which this version of the portal does not know"):
+        async with open_log(settings):
+            pass
+
+
 async def test_upgrade_adopts_checkpoint_name(database_url: str, tmp_path: Path) -> None:
     trial = make_settings(tmp_path / "data", database_url, PORTAL_PUBLIC_URL="http://127.0.0.1:18137")
     portal = await start_portal(trial, pdf_workers=1)  # creates the key file
