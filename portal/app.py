@@ -40,8 +40,10 @@ from portal.notifications import wait_for_notices
 from portal.policies import Policies, load_policies, profile_label
 from portal.retention.controllers import retention_routes
 from portal.security.headers import SecurityHeadersMiddleware
+from portal.shares.bulk import MAX_CSV_BYTES
 from portal.shares.controllers import share_routes
 from portal.staff.controllers import staff_routes
+from portal.web import portal_of
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,13 @@ def _wants_json(request: Request[Any, Any, Any]) -> bool:
 
 
 def _error_response(
-    request: Request[Any, Any, Any], status: int, code: str, message: str, field: str | None = None
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    *,
+    back_to_form: str | None = None,
 ) -> Response[Any]:
     request_id = request.scope.get("state", {}).get("request_id")
     if _wants_json(request):
@@ -114,6 +122,7 @@ def _error_response(
         "message": message,
         "request_id": request_id,
         "staff_area": request.url.path.startswith(STAFF_AREA_PREFIXES),
+        "back_to_form": back_to_form,
     }
     return Template("errors/error.html", context=context, status_code=status)
 
@@ -131,19 +140,44 @@ def handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> 
         return _error_response(request, 403, "csrf_failed", message)
     if isinstance(error, NotAuthorizedException):
         return _error_response(request, 401, "not_authenticated", _("Sign in to continue."))
+    if status == 413:
+        return _too_large_response(request)
     messages = {
         400: _("The request could not be read. Check the form fields and try again."),
         404: _("This page does not exist. Check the address."),
         405: _("This address does not accept that kind of request."),
-        413: _(
-            "The upload is too large. Reports may be at most 30 MB: reduce the photo resolution and try again."
-        ),
         429: _("Too many requests. Wait a minute and try again."),
     }
     message = messages.get(status, _("The request failed."))
     if status == 400 and error.detail and "multipart" in str(error.detail).lower():
         message = _("The form has too many fields or parts. Send only the file and the listed fields.")
     return _error_response(request, status, f"http_{status}", message)
+
+
+# Forms with a file field and the page that shows each of them again.
+_UPLOAD_FORMS = {"/staff/documents": "/staff", "/api/v1/documents": None}
+_BULK_FORM = "/staff/shares/bulk"
+
+
+def _too_large_response(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Name the limit of the form whose body was over the route's size limit, and link back to that form.
+
+    The framework raises this before the handler runs, often while the CSRF check reads the form, so the
+    typed fields are lost. Bodies up to the route's limit reach the handler, which shows the form again.
+    """
+    path = request.url.path
+    if path in _UPLOAD_FORMS:
+        max_bytes = portal_of(request).policies.security.upload_max_body_bytes
+        message = _(
+            "The upload is larger than {max} MB, the most a report may have. Reduce the photo resolution, "
+            "export the report again and upload it from the form."
+        ).format(max=max_bytes // 1_000_000)
+        return _error_response(request, 413, "http_413", message, "file", back_to_form=_UPLOAD_FORMS[path])
+    if path == _BULK_FORM:
+        message = _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000)
+        return _error_response(request, 413, "http_413", message, "csv", back_to_form=_BULK_FORM)
+    message = _("The form is larger than this page accepts. Shorten the entries and send it again.")
+    return _error_response(request, 413, "http_413", message)
 
 
 def handle_database_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

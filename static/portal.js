@@ -28,14 +28,83 @@
     try { window.sessionStorage.removeItem("htmx-current-path-for-history"); } catch (error) { /* storage blocked */ }
   }
 
+  // The file's name as upload messages show it: the server's shown_filename does the same (no invisible
+  // characters, at most 60 characters with the extension kept).
+  var MAX_SHOWN_FILENAME = 60;
+
+  function shownFilename(raw) {
+    var name = raw.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Zl}\p{Zp}]/gu, "").split(/\s+/).join(" ").trim();
+    var chars = Array.from(name);
+    if (chars.length <= MAX_SHOWN_FILENAME) return name;
+    var dot = name.lastIndexOf(".");
+    var extension = dot > 0 ? Array.from(name.slice(dot)) : [];
+    var tail = extension.length > 0 && extension.length <= 11 ? extension : chars.slice(-10);
+    return chars.slice(0, MAX_SHOWN_FILENAME - tail.length - 1).join("") + "…" + tail.join("");
+  }
+
+  // MB of 10^6 bytes with one decimal, rounded up as the server does, in the page's language.
+  function megabytesText(size) {
+    var lang = document.documentElement.lang || undefined;
+    var value = Math.ceil(size / 100000) / 10;
+    return value.toLocaleString(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  }
+
+  // The server puts its size limit on the file field (data-max-bytes) and the translated message, with
+  // {name} and {size} still to fill in, in data-too-large. Returns the message, or "" when the file fits.
+  function fileTooLargeMessage(input) {
+    var file = input.files && input.files[0];
+    var limit = Number(input.dataset.maxBytes);
+    if (!file || !limit || file.size <= limit || !input.dataset.tooLarge) return "";
+    return input.dataset.tooLarge.replace(/\{(name|size)\}/g, function (match, key) {
+      return key === "name" ? shownFilename(file.name) : megabytesText(file.size);
+    });
+  }
+
+  // Show or clear the size message under the file field. A server message about an earlier file is
+  // hidden while the browser's own message is shown.
+  function showFileCheck(input, message) {
+    var box = document.getElementById(input.id + "-check-error");
+    var serverError = document.getElementById(input.id + "-error");
+    if (!box) return;
+    box.querySelector("[data-file-check-message]").textContent = message;
+    box.hidden = !message;
+    if (serverError) serverError.hidden = Boolean(message);
+    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== box.id;
+    });
+    if (message) {
+      described.push(box.id);
+      input.setAttribute("aria-invalid", "true");
+    } else if (!serverError) {
+      input.removeAttribute("aria-invalid");
+    }
+    input.setAttribute("aria-describedby", described.join(" "));
+  }
+
+  function checkFileSize(input) {
+    var message = fileTooLargeMessage(input);
+    showFileCheck(input, message);
+    return !message;
+  }
+
   // Report uploads go through XMLHttpRequest so the form can show upload progress. The server responds as
   // it does to the plain form: a redirect to the new report's page, or the page again with the errors.
-  // Without this script (or without XMLHttpRequest upload events) the plain form submits as usual.
+  // A file over the size limit is not sent at all. Without this script the plain form submits as usual,
+  // and without XMLHttpRequest upload events it does so after the size check.
   function wireUploadForms(root) {
     root.querySelectorAll("form[data-upload-form]").forEach(function (form) {
-      if (form.dataset.uploadWired || !window.FormData || !("upload" in new XMLHttpRequest())) return;
+      if (form.dataset.uploadWired) return;
       form.dataset.uploadWired = "true";
+      var fileInput = form.querySelector("input[type=file][data-max-bytes]");
+      var sendsWithProgress = window.FormData && "upload" in new XMLHttpRequest();
+      if (fileInput) fileInput.addEventListener("change", function () { checkFileSize(fileInput); });
       form.addEventListener("submit", function (event) {
+        if (fileInput && !checkFileSize(fileInput)) {
+          event.preventDefault();
+          fileInput.focus();
+          return;
+        }
+        if (!sendsWithProgress) return;
         event.preventDefault();
         sendUpload(form);
       });
@@ -88,7 +157,14 @@
       window.location.assign(request.responseURL || form.action);
       return;
     }
+    // A page rendered by the server cannot hold the chosen file, so the file moves over to the new form:
+    // after an error elsewhere in the form, it need not be chosen again.
+    var sentFile = form.querySelector("input[type=file]");
+    var newFile = incoming.querySelector("form[data-upload-form] input[type=file]");
     current.replaceWith(incoming);
+    if (sentFile && newFile && sentFile.files && sentFile.files.length) {
+      try { newFile.files = sentFile.files; } catch (error) { /* older browsers: the field stays empty */ }
+    }
     if (window.htmx) window.htmx.process(incoming);
     wireUploadForms(incoming);
     focusErrorSummary();

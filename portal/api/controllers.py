@@ -271,9 +271,11 @@ async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]
         ),
     )
     portal = portal_of(request)
-    fields, data = await read_upload(request, portal)
+    fields, file = await read_upload(request, portal)
     form = parse_upload_form(fields.get("title"), fields.get("patient_ref"), fields.get("report_date"))
-    document = await upload_document(portal, token_actor(request), user, form, data)
+    document = await upload_document(
+        portal, token_actor(request), user, form, file.data, filename=file.filename
+    )
     body = {
         "id": str(document.id),
         "title": document.title,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
+from babel.numbers import format_decimal
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 
@@ -17,12 +20,31 @@ from portal.blobs import StagedBlob
 from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput, NotFound, UploadRejected
-from portal.i18n import _
+from portal.i18n import _, language_var
 from portal.models import Document, StaffUser
 from portal.pdf.errors import PdfRejected
 
 _PATIENT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# A report date outside these bounds is a typo (0203 for 2003) or a date not reached yet. The day after
+# today in UTC is still accepted, so that a clinic ahead of UTC can date a report with its own today.
+EARLIEST_REPORT_DATE = dt.date(1900, 1, 1)
+REPORT_DATE_SLACK = dt.timedelta(days=1)
+
+# File names in messages are cut to this many characters, keeping the end with the extension.
+MAX_SHOWN_FILENAME = 60
+# Unicode categories removed from file names shown in messages: control and format characters, which
+# include the bidirectional overrides that can make "report‮fdp.exe" display as "reportexe.pdf".
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp"})
+
+# Leading bytes of image files that photo systems export, as (magic bytes, offset, format name).
+_IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+)
+# HEIC/HEIF files are ISO media files: a box of type "ftyp" at byte 4, then the major brand.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"})
 
 
 @dataclass(frozen=True)
@@ -75,7 +97,65 @@ def parse_upload_form(title: str | None, patient_ref: str | None, report_date: s
                 ),
                 field="report_date",
             ) from None
+        check_report_date(parsed_date)
     return UploadForm(title=clean_title, patient_ref=reference, report_date=parsed_date)
+
+
+def check_report_date(day: dt.date) -> None:
+    """Raise InvalidInput for a report date before 1900 or after tomorrow (UTC)."""
+    latest = dt.datetime.now(dt.UTC).date() + REPORT_DATE_SLACK
+    if day > latest:
+        raise InvalidInput(
+            _(
+                "Report date {value} is in the future. Enter the date the report was written, today or "
+                "earlier, or leave the field empty."
+            ).format(value=day.isoformat()),
+            field="report_date",
+        )
+    if day < EARLIEST_REPORT_DATE:
+        raise InvalidInput(
+            _(
+                "Report date {value} is before 1900. Check the year (for example 2003, not 0203) and "
+                "enter the date the report was written."
+            ).format(value=day.isoformat()),
+            field="report_date",
+        )
+
+
+def shown_filename(raw: str | None) -> str:
+    """Return an uploaded file's name as messages show it: without folders or invisible characters, cut short."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char) not in _HIDDEN_CATEGORIES)
+    name = " ".join(name.split())
+    if not name:
+        return _("The file")
+    if len(name) > MAX_SHOWN_FILENAME:
+        _stem, dot, extension = name.rpartition(".")
+        tail = dot + extension if dot and len(extension) <= 10 else name[-10:]
+        name = name[: MAX_SHOWN_FILENAME - len(tail) - 1] + "…" + tail
+    return name
+
+
+def megabytes_text(size: int) -> str:
+    """Format a byte count in MB (10^6 bytes) with one decimal, rounded up, in the current language."""
+    return format_decimal(math.ceil(size / 100_000) / 10, format="#,##0.0", locale=language_var.get())
+
+
+def too_large_message(filename: str, size_text: str, max_bytes: int) -> str:
+    """Name the file, its size and the limit; the browser fills in {name} and {size} the same way."""
+    return _(
+        "{name} is {size} MB; a report may be at most {max} MB. Reduce the photo resolution and export it again."
+    ).format(name=filename, size=size_text, max=max_bytes // 1_000_000)
+
+
+def image_format(data: bytes) -> str | None:
+    """Return "JPEG", "PNG" or "HEIC" when the bytes start like such an image, else None."""
+    for magic, offset, name in _IMAGE_SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIC"
+    return None
 
 
 def seal_patient_ref(portal: Portal, document_id: uuid.UUID, patient_ref: str) -> bytes:
@@ -97,13 +177,20 @@ def patient_pseudonym(portal: Portal, patient_ref: str) -> str:
 
 
 async def upload_document(
-    portal: Portal, who: Actor, uploader: StaffUser, form: UploadForm, data: bytes
+    portal: Portal, who: Actor, uploader: StaffUser, form: UploadForm, data: bytes, *, filename: str
 ) -> Document:
-    """Sanitise and store one report; a rejected file leaves no row and no blob behind."""
+    """Sanitise and store one report; a rejected file leaves no row and no blob behind.
+
+    ``filename`` is the name as sent. Rejection messages start with it, shortened by ``shown_filename``.
+    """
     sha256 = hashlib.sha256(data).hexdigest()
     pseudonym = patient_pseudonym(portal, form.patient_ref)
+    name = shown_filename(filename)
 
+    kind = image_format(data)
     try:
+        if kind is not None:
+            raise PdfRejected("not_pdf", f"{kind} image")
         sanitized = await portal.pdf.sanitize(data)
     except PdfRejected as rejection:
         async with portal.transaction() as db:
@@ -115,7 +202,15 @@ async def upload_document(
                 patient_pseudonym=pseudonym,
                 details={"reason": rejection.code, "size": len(data), "sha256": sha256},
             )
-        raise UploadRejected(rejection.message, code=rejection.code) from None
+        if kind is not None:
+            message = _(
+                "{name} is a {kind} image, not a PDF. Export the report as PDF from your photo system."
+            ).format(name=name, kind=kind)
+        else:
+            # NOTE: The PDF worker's reasons are English sentences, so only the frame that names the file is
+            # translated.
+            message = _("{name} was not accepted. {reason}").format(name=name, reason=rejection.message)
+        raise UploadRejected(message, code=rejection.code, field="file") from None
 
     staged: StagedBlob | None = None
     try:

@@ -8,9 +8,12 @@ shredded before the error is raised, so no code from a failed batch ever works.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import io
 import logging
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -45,9 +48,9 @@ OPTIONAL_COLUMNS = ("date_of_birth", "language")
 
 @dataclass(frozen=True)
 class RowError:
-    """A problem with one line of the file; line 1 is the header."""
+    """A problem with one line of the file (line 1 is the header), or with the whole file (line None)."""
 
-    line: int
+    line: int | None
     message: str
 
 
@@ -85,12 +88,13 @@ def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
     """Parse the CSV into (line number, column → value) pairs; raises BulkRejected for a malformed file."""
     if len(data) > MAX_CSV_BYTES:
         raise BulkRejected(
-            [RowError(0, _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000))]
+            [
+                RowError(
+                    None, _("The file is larger than {max} kB. Split it.").format(max=MAX_CSV_BYTES // 1000)
+                )
+            ]
         )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BulkRejected([RowError(0, _("The file is not UTF-8 text. Save it as CSV in UTF-8."))]) from None
+    text = _decode_utf8(data)
 
     dialect = _sniff(text)
     reader = csv.reader(io.StringIO(text, newline=""), dialect)
@@ -121,6 +125,21 @@ def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
     if not rows:
         raise BulkRejected([RowError(2, _("The file has a header but no rows. Add one line per share."))])
     return rows
+
+
+def _decode_utf8(data: bytes) -> str:
+    """Decode the file as UTF-8 (with or without a byte order mark), or name the line of the first bad byte."""
+    body = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = body.count(b"\n", 0, error.start) + 1
+        offset = len(data) - len(body) + error.start
+        message = _(
+            "This line is not UTF-8 text: byte {position} of the file is 0x{byte:02X}. The file was probably "
+            "saved in a Windows or Latin-1 encoding. Save it again as CSV in UTF-8 (in Excel: CSV UTF-8)."
+        ).format(position=offset + 1, byte=body[error.start])
+        raise BulkRejected([RowError(line, message)]) from None
 
 
 def _sniff(text: str) -> type[csv.Dialect] | csv.Dialect:
@@ -198,6 +217,18 @@ async def validate_rows(
     return valid
 
 
+# A title in the file matches a stored title that differs only in case or in spaces around it.
+def _title_key(title: str) -> str:
+    return unicodedata.normalize("NFC", title.strip()).casefold()
+
+
+# Titles that a not-found message lists in full, and how many of the closest it names beyond that.
+MAX_LISTED_TITLES = 5
+CLOSEST_TITLES = 3
+# Reports of one patient that a title lookup compares, newest first. Older ones are found by id only.
+MAX_TITLES_COMPARED = 1000
+
+
 async def _resolve_document(portal: Portal, patient_ref: str, document: str) -> uuid.UUID:
     """Find the row's document by id or by title, among the documents of the row's patient."""
     if not patient_ref:
@@ -206,33 +237,75 @@ async def _resolve_document(portal: Portal, patient_ref: str, document: str) -> 
         raise InvalidInput(_("The document id or title is missing."))
     pseudonym = patient_pseudonym(portal, patient_ref)
 
-    query = select(Document.id, Document.patient_pseudonym).where(Document.erased_at.is_(None))
     try:
-        query = query.where(Document.id == uuid.UUID(document))
+        document_id = uuid.UUID(document)
     except ValueError:
-        query = query.where(Document.title == document, Document.patient_pseudonym == pseudonym)
-    async with portal.transaction() as db:
-        matches = (await db.execute(query.limit(2))).all()
+        return await _resolve_title(portal, pseudonym, patient_ref, document)
 
-    if not matches:
+    query = select(Document.patient_pseudonym).where(Document.erased_at.is_(None), Document.id == document_id)
+    async with portal.transaction() as db:
+        owner = await db.scalar(query)
+    if owner is None:
         raise NotFound(
             _("No report '{document}' was found for patient reference '{patient_ref}'.").format(
                 document=document[:80], patient_ref=patient_ref[:64]
             )
         )
-    if len(matches) > 1:
-        raise InvalidInput(
-            _("Several reports of this patient are titled '{document}'. Use the document id instead.").format(
-                document=document[:80]
-            )
-        )
-    if matches[0].patient_pseudonym != pseudonym:
+    if owner != pseudonym:
         raise InvalidInput(
             _("Document {document} belongs to another patient than '{patient_ref}'. Check the row.").format(
                 document=document[:40], patient_ref=patient_ref[:64]
             )
         )
-    return uuid.UUID(str(matches[0].id))
+    return document_id
+
+
+async def _resolve_title(portal: Portal, pseudonym: str, patient_ref: str, title: str) -> uuid.UUID:
+    """Match the title exactly, else ignoring case and surrounding spaces; name the patient's titles if none."""
+    query = (
+        select(Document.id, Document.title)
+        .where(Document.erased_at.is_(None), Document.patient_pseudonym == pseudonym)
+        .order_by(Document.created_at.desc())
+        .limit(MAX_TITLES_COMPARED)
+    )
+    async with portal.transaction() as db:
+        candidates = (await db.execute(query)).all()
+
+    matches = [row for row in candidates if row.title == title] or [
+        row for row in candidates if _title_key(row.title) == _title_key(title)
+    ]
+    if len(matches) > 1:
+        raise InvalidInput(
+            _("Several reports of this patient are titled '{document}'. Use the document id instead.").format(
+                document=title[:80]
+            )
+        )
+    if matches:
+        return uuid.UUID(str(matches[0].id))
+    raise NotFound(_title_not_found(title, patient_ref, [row.title for row in candidates]))
+
+
+def _title_not_found(title: str, patient_ref: str, titles: list[str]) -> str:
+    not_found = _("No report '{document}' was found for patient reference '{patient_ref}'.").format(
+        document=title[:80], patient_ref=patient_ref[:64]
+    )
+    if not titles:
+        return not_found + " " + _("No reports are stored for this patient reference. Check the reference.")
+    shown = sorted(set(titles), key=str.casefold)
+    if len(shown) <= MAX_LISTED_TITLES:
+        listed = ", ".join(f"'{name[:80]}'" for name in shown)
+        return not_found + " " + _("Its reports are titled: {titles}.").format(titles=listed)
+    closest = sorted(
+        shown,
+        key=lambda name: difflib.SequenceMatcher(None, _title_key(title), _title_key(name)).ratio(),
+        reverse=True,
+    )[:CLOSEST_TITLES]
+    listed = ", ".join(f"'{name[:80]}'" for name in closest)
+    return (
+        not_found
+        + " "
+        + _("The closest of its {count} titles: {titles}.").format(count=len(shown), titles=listed)
+    )
 
 
 async def issue_all(portal: Portal, who: Actor, creator: StaffUser, rows: list[BulkRow]) -> list[IssuedShare]:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from portal.audit.recorder import Actor
 from portal.core import Portal
-from portal.documents.service import list_documents, load_document, open_patient_ref
+from portal.documents.service import list_documents, load_document, open_patient_ref, too_large_message
 from portal.errors import InvalidInput, NotAuthenticated, NotFound, PortalError
 from portal.form_ids import sent_once
 from portal.i18n import _, using_language
@@ -98,6 +98,10 @@ async def render_dashboard(
             "errors": errors or {},
             "form": form or {},
             "max_upload_mb": portal.policies.security.upload_max_body_bytes // 1_000_000,
+            "max_upload_bytes": portal.policies.security.upload_max_body_bytes,
+            "upload_too_large_text": too_large_message(
+                "{name}", "{size}", portal.policies.security.upload_max_body_bytes
+            ),
         },
         headers={"Vary": "HX-Request"},
         status_code=status_code,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import re
 from typing import Any
@@ -13,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from portal.errors import UploadRejected
-from portal.models import DataKey, Share
+from portal.models import DataKey, Document, Share
 from portal.shares import bulk
 from tests.conftest import csrf_from
 from tests.helpers import CLINICIAN, portal_of, redeem, sign_in, simple_pdf, token_for, upload_pdf
@@ -42,6 +43,12 @@ async def send_csv(client: AsyncTestClient[Litestar], text: str, profile: str = 
         data={"_csrf_token": csrf_from(page.text), "profile": profile, "purpose": "Year-end results"},
         files={"csv": ("batch.csv", text.encode(), "text/csv")},
     )
+
+
+async def stored_documents(app: Litestar) -> list[tuple[str, str, str]]:
+    async with portal_of(app).transaction() as db:
+        rows = await db.execute(select(Document.id, Document.title, Document.blob_id))
+        return sorted((str(row.id), row.title, str(row.blob_id)) for row in rows)
 
 
 async def share_count(app: Litestar) -> int:
@@ -161,6 +168,109 @@ def test_non_utf8_rejected() -> None:
     with pytest.raises(bulk.BulkRejected) as rejected:
         bulk.read_rows(io.BytesIO("patient_ref\nZoë".encode("latin-1")).getvalue())
     assert "not UTF-8" in rejected.value.errors[0].message
+
+
+async def test_windows_1252_file_names_line_and_byte(
+    app: Litestar, client: AsyncTestClient[Litestar]
+) -> None:
+    ids = await upload_reports(app, client)
+    before = await stored_documents(app)
+    csv_text = (
+        "patient_ref,recipient_name,date_of_birth,document\n"
+        f"PAT-1,Anna Berg,,{ids['PAT-1']}\r\n"
+        f"PAT-2,Zoë Müller,,{ids['PAT-2']}\r\n"
+    )
+    page = await client.get("/staff/shares/bulk")
+    answer = await client.post(
+        "/staff/shares/bulk",
+        data={"_csrf_token": csrf_from(page.text), "profile": "patient", "purpose": "Year-end results"},
+        files={"csv": ("batch.csv", csv_text.encode("cp1252"), "text/csv")},
+    )
+
+    assert answer.status_code == 400
+    rows = re.findall(r"<tr><td>(\d+)</td><td>(.*?)</td></tr>", answer.text)
+    position = csv_text.encode("cp1252").index("ë".encode("cp1252")) + 1
+    assert rows == [
+        (
+            "3",
+            f"This line is not UTF-8 text: byte {position} of the file is 0xEB. The file was probably saved in a "
+            "Windows or Latin-1 encoding. Save it again as CSV in UTF-8 (in Excel: CSV UTF-8).",
+        )
+    ]
+    assert await share_count(app) == 0
+    assert await stored_documents(app) == before
+
+
+def test_whole_file_problem_has_no_line() -> None:
+    with pytest.raises(bulk.BulkRejected) as rejected:
+        bulk.read_rows(b"x" * (bulk.MAX_CSV_BYTES + 1))
+    assert rejected.value.errors[0].line is None
+
+
+async def test_title_matches_ignoring_case_and_spaces(
+    app: Litestar, client: AsyncTestClient[Litestar]
+) -> None:
+    await upload_reports(app, client)
+    csv_text = "patient_ref;recipient_name;document\nPAT-2;Jan Nowak;  REPORT pat-2  \n"
+    answer = await send_csv(client, csv_text)
+    assert answer.status_code == 200, answer.text
+    assert await share_count(app) == 1
+
+
+async def test_unknown_title_names_the_patients_titles(
+    app: Litestar, client: AsyncTestClient[Litestar]
+) -> None:
+    ids = await upload_reports(app, client)
+    headers = await token_for(app, CLINICIAN, "clinician")
+    for title in ("Scar review", "Wound photos week 2"):
+        uploaded = await upload_pdf(client, headers, simple_pdf(), patient_ref="PAT-2", title=title)
+        assert uploaded.status_code == 201, uploaded.text
+    before = await stored_documents(app)
+
+    csv_text = (
+        "patient_ref,recipient_name,document\n"
+        "PAT-2,Jan Nowak,Wound photo week 2\n"
+        "PAT-9,Eve Adams,Report PAT-9\n"
+        f"PAT-1,Anna Berg,{ids['PAT-1']}\n"
+    )
+    answer = await send_csv(client, csv_text)
+
+    assert answer.status_code == 400
+    found = re.findall(r"<tr><td>(\d+)</td><td>(.*?)</td></tr>", answer.text)
+    rows = [(line, html.unescape(message)) for line, message in found]
+    assert rows == [
+        (
+            "2",
+            "No report 'Wound photo week 2' was found for patient reference 'PAT-2'. Its reports are titled: "
+            "'Report PAT-2', 'Scar review', 'Wound photos week 2'.",
+        ),
+        (
+            "3",
+            "No report 'Report PAT-9' was found for patient reference 'PAT-9'. No reports are stored for this "
+            "patient reference. Check the reference.",
+        ),
+    ]
+    assert await share_count(app) == 0
+    assert await stored_documents(app) == before
+
+
+async def test_unknown_title_names_the_closest(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    titles = [f"Visit {number}" for number in range(1, 7)] + ["Wound photos week 2"]
+    for title in titles:
+        uploaded = await upload_pdf(client, headers, simple_pdf(), patient_ref="PAT-2", title=title)
+        assert uploaded.status_code == 201, uploaded.text
+    await sign_in(client, CLINICIAN)
+
+    answer = await send_csv(
+        client, "patient_ref,recipient_name,document\nPAT-2,Jan Nowak,Wound photo week 2\n"
+    )
+
+    assert answer.status_code == 400
+    message = html.unescape(re.findall(r"<tr><td>2</td><td>(.*?)</td></tr>", answer.text)[0])
+    closest = message.split("The closest of its 7 titles: ")[1]
+    assert closest.startswith("'Wound photos week 2', ")
+    assert closest.count("'") == 6, "three titles of seven are named"
 
 
 async def test_bulk_language_column(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
