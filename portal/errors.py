@@ -24,6 +24,12 @@ class InvalidInput(PortalError):
     code = "invalid_input"
 
 
+class UnprocessableInput(InvalidInput):
+    """A field is well-formed JSON but its value is not in the form the API takes, such as a date."""
+
+    status_code = 422
+
+
 class NotFound(PortalError):
     status_code = 404
     code = "not_found"

@@ -3,12 +3,15 @@
 A code is spent by one conditional UPDATE, so concurrent redemptions of one code give one winner on
 SQLite and PostgreSQL alike. Failed attempts count per share in the database, and the share locks at the
 policy's limit. Every refusal looks the same to the recipient: unknown, wrong, expired, revoked, locked and
-used-up codes raise the same AccessDenied after the same argon2 work.
+used-up codes raise the same AccessDenied after the same argon2 work. A share that asks for the date of birth
+has its own refusal text, which names both checks and never says which one failed; every refusal of such a
+share reads the same too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from portal.errors import (
     SecondFactorNeeded,
     ShareUnavailable,
     TooManyRequests,
+    UnprocessableInput,
 )
 from portal.i18n import N_, _
 from portal.models import AuthSession, Share, utcnow
@@ -49,6 +53,19 @@ GENERIC_DENIAL = N_(
     "This code cannot be used. Check that you typed it exactly as printed. If it still does not work, it may "
     "have expired or been used already: contact the clinic that gave it to you."
 )
+# A share that asks for the date of birth is refused with this text instead, whichever check failed. Whether a
+# share asks for it depends on the public locator alone, and the page has asked for it already.
+BIRTH_DATE_DENIAL = N_(
+    "The access code or the date of birth does not match. Check both against the letter from your clinic. "
+    "If they still do not work, the code may have expired or been used already: contact the clinic that gave "
+    "it to you."
+)
+
+
+def _denial(share: ShareToRedeem | None) -> AccessDenied:
+    """Return the refusal for ``share``; every refusal of one share reads the same, whatever failed."""
+    text = BIRTH_DATE_DENIAL if share is not None and share.second_factor_hash else GENERIC_DENIAL
+    return AccessDenied(_(text), field="code")
 
 
 @dataclass(frozen=True)
@@ -63,25 +80,76 @@ def _recipient(share_id: uuid.UUID | None, who: Actor) -> Actor:
 
 
 def parse_date_of_birth(text: str) -> str:
-    """Normalise a typed date of birth to YYYY-MM-DD; accepts YYYY-MM-DD, DD.MM.YYYY and DD/MM/YYYY."""
-    value = text.strip()
+    """Normalise a typed date of birth to YYYY-MM-DD.
+
+    Accepts YYYY-MM-DD, DD.MM.YYYY, DD/MM/YYYY and eight digits as DDMMYYYY, which a phone's number pad
+    types. Eight digits that make no plausible DDMMYYYY date are read as YYYYMMDD; no string of eight digits
+    is a plausible date both ways, because a plausible year puts 19 or 20 where the month would be.
+    """
+    typed = text.strip()
+    candidates = [typed]
     for separator in (".", "/"):
-        parts = value.split(separator)
+        parts = typed.split(separator)
         if len(parts) == 3 and len(parts[2]) == 4:
-            value = f"{parts[2]}-{parts[1].zfill(2)}-{parts[0].zfill(2)}"
+            candidates = [f"{parts[2]}-{parts[1].zfill(2)}-{parts[0].zfill(2)}"]
             break
-    try:
-        parsed = dt.date.fromisoformat(value)
-    except ValueError:
+    if _EIGHT_DIGITS.fullmatch(typed):
+        candidates = [f"{typed[4:]}-{typed[2:4]}-{typed[:2]}", typed]
+    parsed = None
+    for candidate in candidates:
+        try:
+            parsed = dt.date.fromisoformat(candidate)
+        except ValueError:
+            continue
+        if _plausible(parsed):
+            break
+    if parsed is None:
         raise InvalidInput(
             _(
-                "'{value}' is not a date. Enter the date of birth as day, month and year, for example 31.12.1950."
-            ).format(value=text.strip()[:20]),
+                "'{value}' is not a date. Enter the date of birth as day, month and year, for example "
+                "31.12.1950 or 31121950."
+            ).format(value=typed[:20]),
             field="date_of_birth",
-        ) from None
-    if not dt.date(1900, 1, 1) <= parsed <= dt.date.today():
+        )
+    if not _plausible(parsed):
         raise InvalidInput(_("The date of birth is not plausible. Check the year."), field="date_of_birth")
     return parsed.isoformat()
+
+
+def parse_api_date_of_birth(text: str) -> str:
+    """Normalise a date of birth sent to the API, which accepts YYYY-MM-DD only.
+
+    Systems that send dates with the month first would otherwise create shares that the patient cannot open,
+    so the API takes no day-first or digits-only form either.
+    """
+    typed = text.strip()
+    try:
+        if not _ISO_DATE.fullmatch(typed):
+            raise ValueError(typed)
+        parsed = dt.date.fromisoformat(typed)
+    except ValueError:
+        raise UnprocessableInput(
+            _(
+                "date_of_birth '{value}' is not a date in the form YYYY-MM-DD. Send it as, for example, 1950-12-31."
+            ).format(value=typed[:20]),
+            field="date_of_birth",
+        ) from None
+    if not _plausible(parsed):
+        raise UnprocessableInput(
+            _("date_of_birth '{value}' is not plausible. Send a date from 1900-01-01 up to today.").format(
+                value=typed[:20]
+            ),
+            field="date_of_birth",
+        )
+    return parsed.isoformat()
+
+
+_EIGHT_DIGITS = re.compile("[0-9]{8}")
+_ISO_DATE = re.compile("[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _plausible(date: dt.date) -> bool:
+    return dt.date(1900, 1, 1) <= date <= dt.date.today()
 
 
 async def _find_share(
@@ -153,7 +221,7 @@ async def redeem(
 
     if share is None or not matches:
         await _count_failure(portal, who, share)
-        raise AccessDenied(_(GENERIC_DENIAL), field="code")
+        raise _denial(share)
 
     return await _spend(portal, who, share, code, previous_session_id)
 
@@ -203,7 +271,7 @@ async def _spend(
                 session_id = await start_session(db, previous_id=previous_session_id, **session_options)
                 await record(db, recipient, **events.redeemed)
     if spent is None or session_id is None:
-        raise AccessDenied(_(GENERIC_DENIAL), field="code")
+        raise _denial(share)
 
     # After the commit: the first opening of this code tells the clinician, without delaying the recipient.
     if spent == 1:

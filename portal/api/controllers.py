@@ -26,6 +26,7 @@ from litestar.openapi.spec.encoding import Encoding
 from litestar.params import FromPath
 from litestar.response import Response, Stream
 
+from portal.access.service import parse_api_date_of_birth
 from portal.audit.export import FORMATS, bundle_stream, export_stream
 from portal.audit.query import FILTER_KEYS, parse_filter
 from portal.audit.recorder import EVENT_TYPES
@@ -184,7 +185,7 @@ SHARE_BODY = RequestBody(
                         format=OpenAPIFormat.DATE,
                         description=(
                             "The recipient's date of birth, required by profiles with that second factor. "
-                            "YYYY-MM-DD; DD.MM.YYYY and DD/MM/YYYY are accepted too."
+                            "YYYY-MM-DD only; any other form is refused with status 422."
                         ),
                     ),
                     "language": Schema(
@@ -331,13 +332,18 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
         if value is not None and not isinstance(value, str):
             raise InvalidInput(_("{name} must be a string.").format(name=name), field=name)
 
+    # The staff forms read the dates people type; a system must send YYYY-MM-DD, so that a date with the month
+    # first is refused instead of read as another date that the patient cannot open the share with.
+    birth_date = text_fields["date_of_birth"]
+    if birth_date is not None and birth_date.strip():
+        birth_date = parse_api_date_of_birth(birth_date)
     form = parse_share_form(
         portal,
         document_ids,
         text_fields["profile"],
         text_fields["recipient_name"],
         text_fields["purpose"],
-        text_fields["date_of_birth"],
+        birth_date,
         language=text_fields["language"],
     )
     issued = await create_share(portal, token_actor(request), user, form)

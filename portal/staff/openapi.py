@@ -41,7 +41,10 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is larger than the upload limit.",
     409: "A legal hold applies to the document, so it cannot be erased until the hold is released.",
     415: "The body's Content-Type is not the one the route reads: application/json, or multipart/form-data for uploads.",
-    422: "The PDF was rejected. The message gives the reason and what to upload instead.",
+    422: (
+        "The PDF was rejected, or a field's value is not in the form the route takes (a share's date_of_birth "
+        "must be YYYY-MM-DD). The message gives the reason and what to send instead."
+    ),
 }
 
 

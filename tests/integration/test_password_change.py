@@ -123,6 +123,9 @@ async def test_change_password_rules(app: Litestar, client: AsyncTestClient[Lite
     await _signed_in(client, CLINICIAN)
     cases = {
         "qwerty123456": "commonly used passwords",
+        "Password123!": "commonly used passwords with digits or symbols added",
+        "aaaaaaaaaaaa": "repeats one character or a pattern",
+        "123456789012": "run of neighbouring keys or consecutive letters or digits",
         "short one": "too short",
         "clinician-on-the-ward": "contains the part of your e-mail address before the @",
         PASSWORD: "The new password is the same as the current one.",

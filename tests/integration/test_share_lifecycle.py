@@ -37,10 +37,12 @@ from tests.helpers import (
 )
 
 
-async def share_with_birth_date(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+async def post_birth_date_share(
+    app: Litestar, client: AsyncTestClient[Litestar], date_of_birth: str = "1951-03-14"
+) -> httpx.Response:
     headers = await token_for(app, CLINICIAN, "clinician")
     uploaded = await upload_pdf(client, headers, simple_pdf())
-    answer = await client.post(
+    return await client.post(
         "/api/v1/shares",
         headers=headers,
         json={
@@ -48,11 +50,29 @@ async def share_with_birth_date(app: Litestar, client: AsyncTestClient[Litestar]
             "profile": "patient_dob",
             "recipient_name": "Maria Keller",
             "purpose": "Results",
-            "date_of_birth": "14.03.1951",
+            "date_of_birth": date_of_birth,
         },
     )
+
+
+async def share_with_birth_date(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    answer = await post_birth_date_share(app, client)
     assert answer.status_code == 201, answer.text
     return answer.json()  # type: ignore[no-any-return]
+
+
+async def redeem_with_birth_date(
+    client: AsyncTestClient[Litestar], code: str, date_of_birth: str
+) -> httpx.Response:
+    token = csrf_from((await client.get("/access")).text)
+    return await client.post(
+        "/access", data={"code": code, "date_of_birth": date_of_birth, "_csrf_token": token}
+    )
+
+
+async def share_count(app: Litestar) -> int:
+    async with portal_of(app).transaction() as db:
+        return len((await db.scalars(select(Share.id))).all())
 
 
 async def test_birth_date_required_at_creation(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
@@ -83,7 +103,8 @@ async def test_birth_date_asked_then_checked(app: Litestar, client: AsyncTestCli
         "/access", data={"code": code, "date_of_birth": "15.03.1951", "_csrf_token": token}
     )
     assert wrong.status_code == 400
-    assert "This code cannot be used" in wrong.text
+    assert "The access code or the date of birth does not match" in wrong.text
+    assert "This code cannot be used" not in wrong.text
 
     right = await client.post(
         "/access", data={"code": code, "date_of_birth": "1951-03-14", "_csrf_token": token}
@@ -110,7 +131,127 @@ async def test_wrong_birth_date_counts_toward_lock(app: Litestar, client: AsyncT
         "/access", data={"code": share["access_code"], "date_of_birth": "14.03.1951", "_csrf_token": token}
     )
     assert locked.status_code == 400
-    assert "This code cannot be used" in locked.text
+    assert "The access code or the date of birth does not match" in locked.text
+
+
+@pytest.mark.parametrize(
+    "typed", ["14031951", " 14031951 ", "14.03.1951", "14/03/1951", "1951-03-14", "19510314"]
+)
+async def test_birth_date_digits_or_separators(
+    app: Litestar, client: AsyncTestClient[Litestar], typed: str
+) -> None:
+    # A phone's number pad types digits only, so eight digits are read as DDMMYYYY, the hint's order.
+    share = await share_with_birth_date(app, client)
+    opened = await redeem_with_birth_date(client, share["access_code"], typed)
+    assert opened.status_code == 200, opened.text
+    assert "Maria Keller" in opened.text
+
+
+async def test_birth_date_hint_shows_digits_only(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    share = await share_with_birth_date(app, client)
+    asked = await redeem(client, share["access_code"])
+    assert "for example 31.12.1950 or 31121950" in asked.text
+
+    impossible = await redeem_with_birth_date(client, share["access_code"], "31131950")
+    assert impossible.status_code == 400
+    assert "&#39;31131950&#39; is not a date" in impossible.text
+    async with portal_of(app).transaction() as db:
+        row = await db.get(Share, uuid.UUID(share["id"]))
+    assert row is not None
+    assert row.failed_attempts == 0, "a date that cannot be read spends no attempt"
+
+
+async def test_staff_form_takes_birth_date_digits(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers = await token_for(app, CLINICIAN, "clinician")
+    uploaded = await upload_pdf(client, headers, simple_pdf())
+    document_id = uploaded.json()["id"]
+    await sign_in(client, CLINICIAN)
+    page = await client.get(f"/staff/documents/{document_id}")
+    assert "For example 31.12.1950 or 31121950 (day, month, year)" in page.text
+    created = await client.post(
+        f"/staff/documents/{document_id}/shares",
+        data={
+            "_csrf_token": csrf_from(page.text),
+            "profile": "patient_dob",
+            "recipient_name": "Maria Keller",
+            "purpose": "Results",
+            "date_of_birth": "14031951",
+        },
+    )
+    assert created.status_code == 201, created.text
+    code = re.search(r'data-testid="access-code">([0-9A-Z-]+)<', created.text)
+    assert code
+
+    client.cookies.clear()
+    opened = await redeem_with_birth_date(client, code.group(1), "1951-03-14")
+    assert opened.status_code == 200, opened.text
+
+
+@pytest.mark.parametrize(
+    "sent", ["04/05/1962", "17.04.1962", "17041962", "19620417", "1962-4-17", "1962-04-31"]
+)
+async def test_api_birth_date_iso_only(app: Litestar, client: AsyncTestClient[Litestar], sent: str) -> None:
+    # A system that sends the month first would otherwise create a share that the patient can never open.
+    answer = await post_birth_date_share(app, client, sent)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["field"] == "date_of_birth"
+    assert error["message"] == (
+        f"date_of_birth '{sent}' is not a date in the form YYYY-MM-DD. Send it as, for example, 1950-12-31."
+    )
+    assert await share_count(app) == 0
+
+
+async def test_api_refuses_implausible_birth_date(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    answer = await post_birth_date_share(app, client, "1850-01-01")
+    assert answer.status_code == 422, answer.text
+    assert "'1850-01-01' is not plausible" in answer.json()["error"]["message"]
+    assert (await post_birth_date_share(app, client, "1962-04-17")).status_code == 201
+
+
+async def test_birth_date_refusals_name_both_checks(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    share = await share_with_birth_date(app, client)
+    expired = await share_with_birth_date(app, client)
+    spent = await share_with_birth_date(app, client)
+    _headers, plain = await issue_share(app, client)
+    async with portal_of(app).transaction() as db:
+        past = utcnow() - dt.timedelta(minutes=1)
+        await db.execute(update(Share).where(Share.id == uuid.UUID(expired["id"])).values(expires_at=past))
+    assert (await redeem_with_birth_date(client, spent["access_code"], "14.03.1951")).status_code == 200
+    client.cookies.clear()
+
+    answers = {
+        "wrong date": await redeem_with_birth_date(client, share["access_code"], "15.03.1951"),
+        "wrong code": await redeem_with_birth_date(
+            client,
+            codes.display(codes.with_locator(codes.locator_of(codes.normalise(share["access_code"])))),
+            "14.03.1951",
+        ),
+        "expired": await redeem_with_birth_date(client, expired["access_code"], "14.03.1951"),
+        "spent": await redeem_with_birth_date(client, spent["access_code"], "14.03.1951"),
+    }
+    bodies = {}
+    for name, answer in answers.items():
+        assert answer.status_code == 400, name
+        assert (
+            "The access code or the date of birth does not match. Check both against the letter"
+            in answer.text
+        )
+        bodies[name] = answer.text.replace(csrf_from(answer.text), "TOKEN")
+    assert len(set(bodies.values())) == 1, "no refusal tells which check failed"
+
+    async with portal_of(app).transaction() as db:
+        row = await db.get(Share, uuid.UUID(share["id"]))
+    assert row is not None
+    assert row.failed_attempts == 2, "a wrong date and a wrong code count the same"
+
+    # A share without the date of birth keeps the text that names only the code.
+    refused = await redeem(
+        client, codes.display(codes.with_locator(codes.locator_of(codes.normalise(plain["access_code"]))))
+    )
+    assert "This code cannot be used" in refused.text
+    assert "date of birth" not in refused.text
 
 
 async def test_reissue_kills_old_code_and_copy(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
