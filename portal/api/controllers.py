@@ -196,6 +196,27 @@ SHARE_BODY = RequestBody(
                             "Default: the language of the request's Accept-Language header."
                         ),
                     ),
+                    "recipient_org": _text(
+                        "The recipient's practice or organisation, printed on the slip after the name.", 200
+                    ),
+                    "expiry_days": Schema(
+                        type=OpenAPIType.INTEGER,
+                        minimum=1,
+                        description="Days until the code expires; at most the profile's value, which is the default.",
+                    ),
+                    "max_downloads": Schema(
+                        type=OpenAPIType.INTEGER,
+                        minimum=0,
+                        description="Downloads allowed; at most the profile's value, which is the default.",
+                    ),
+                    "not_before": Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.DATE_TIME,
+                        description=(
+                            "When the code starts to work, at most 30 days ahead; the expiry counts from then. "
+                            "A time without an offset is in the clinic's time zone. Default: now."
+                        ),
+                    ),
                 },
             ),
             example={
@@ -292,8 +313,21 @@ async def api_upload(request: Request[Any, Any, Any]) -> Response[dict[str, Any]
 
 # The fields of a share request; a misspelt optional field is refused instead of silently ignored.
 SHARE_FIELDS = frozenset(
-    {"document_ids", "profile", "recipient_name", "purpose", "date_of_birth", "language"}
+    {
+        "document_ids",
+        "profile",
+        "recipient_name",
+        "purpose",
+        "date_of_birth",
+        "language",
+        "recipient_org",
+        "expiry_days",
+        "max_downloads",
+        "not_before",
+    }
 )
+# The share fields that take a whole number; the others take strings.
+SHARE_NUMBER_FIELDS = ("expiry_days", "max_downloads")
 
 
 @post(
@@ -326,14 +360,22 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):
         raise InvalidInput(_("document_ids must be a list of document ids (strings)."), field="document_ids")
     text_fields = {
-        name: body.get(name) for name in ("profile", "recipient_name", "purpose", "date_of_birth", "language")
+        name: body.get(name)
+        for name in ("profile", "recipient_name", "purpose", "date_of_birth", "language", "recipient_org", "not_before")
     }
     for name, value in text_fields.items():
         if value is not None and not isinstance(value, str):
             raise InvalidInput(_("{name} must be a string.").format(name=name), field=name)
+    for name in SHARE_NUMBER_FIELDS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInput(
+                _("{name} must be a whole number, not {value}.").format(name=name, value=json.dumps(value)[:40]),
+                field=name,
+            )
 
-    # The staff forms read the dates people type; a system must send YYYY-MM-DD, so that a date with the month
-    # first is refused instead of read as another date that the patient cannot open the share with.
+    # A system must send YYYY-MM-DD. A date with the month first is refused, because read day first it would
+    # lock the patient out of the share. The staff forms read the dates people type.
     birth_date = text_fields["date_of_birth"]
     if birth_date is not None and birth_date.strip():
         birth_date = parse_api_date_of_birth(birth_date)
@@ -344,6 +386,10 @@ async def api_create_share(request: Request[Any, Any, Any]) -> Response[dict[str
         text_fields["recipient_name"],
         text_fields["purpose"],
         birth_date,
+        recipient_org=text_fields["recipient_org"],
+        expiry_days=body.get("expiry_days"),
+        max_downloads=body.get("max_downloads"),
+        not_before=text_fields["not_before"],
         language=text_fields["language"],
     )
     issued = await create_share(portal, token_actor(request), user, form)

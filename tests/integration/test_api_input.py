@@ -3,6 +3,7 @@ name unknown fields, and the ids a share can be read by."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -122,9 +123,56 @@ async def test_unknown_share_field_refused(app: Litestar, client: AsyncTestClien
     error = answer.json()["error"]
     assert error["field"] == "lang"
     assert error["message"] == (
-        "Unknown field 'lang'. A share takes: date_of_birth, document_ids, language, profile, purpose, "
-        "recipient_name."
+        "Unknown field 'lang'. A share takes: date_of_birth, document_ids, expiry_days, language, "
+        "max_downloads, not_before, profile, purpose, recipient_name, recipient_org."
     )
+    assert await share_count(app) == 0
+
+
+async def test_share_options_as_on_the_form(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    headers, body = await share_body(app, client)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).replace(microsecond=0)
+    options = {
+        "recipient_org": "Northside Practice",
+        "expiry_days": 3,
+        "max_downloads": 1,
+        "not_before": start.isoformat(),
+    }
+
+    answer = await client.post("/api/v1/shares", headers=headers, json={**json.loads(body), **options})
+
+    assert answer.status_code == 201, answer.text
+    async with portal_of(app).transaction() as db:
+        share = await db.scalar(select(Share))
+    assert share is not None
+    assert share.recipient_org == "Northside Practice"
+    assert share.max_downloads == 1
+    assert share.not_before == start
+    assert share.expires_at - start == dt.timedelta(days=3)
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ({"expiry_days": "3"}, "expiry_days must be a whole number, not \"3\"."),
+        ({"max_downloads": True}, "max_downloads must be a whole number, not true."),
+        ({"expiry_days": 99}, "above the profile's maximum of 14"),
+        ({"max_downloads": 9}, "above the profile's maximum of 3"),
+        ({"not_before": "next week"}, "Start time 'next week' is invalid"),
+        ({"recipient_org": 7}, "recipient_org must be a string."),
+    ],
+)
+async def test_share_option_errors_named(
+    app: Litestar, client: AsyncTestClient[Litestar], option: dict[str, object], shown: str
+) -> None:
+    headers, body = await share_body(app, client)
+
+    answer = await client.post("/api/v1/shares", headers=headers, json={**json.loads(body), **option})
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == next(iter(option))
+    assert shown in error["message"]
     assert await share_count(app) == 0
 
 
