@@ -1,4 +1,4 @@
-"""The data protection officer's pages: search, event detail, disclosures, breach scope, exports.
+"""The data protection officer's pages: search, event detail, disclosures, breach scope, exports, log check.
 
 Every page and partial is for the dpo and admin roles. A route renders the whole page, or for an htmx
 request (`HX-Request: true`) only the partial that the page itself includes, with `Vary: HX-Request`.
@@ -10,6 +10,7 @@ share id, which names no one by itself and lets other pages link to a share's ev
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from litestar import Request, get, post
@@ -20,6 +21,7 @@ from litestar.response import Stream, Template
 from portal.audit.export import bundle_stream, export_stream
 from portal.audit.query import FILTER_KEYS, EventFilter, parse_filter, search
 from portal.audit.recorder import EVENT_TYPES
+from portal.audit.verify import verify_database
 from portal.dpo.service import (
     breach_scope,
     disclosure_report,
@@ -30,7 +32,10 @@ from portal.dpo.service import (
 from portal.errors import InvalidInput
 from portal.i18n import _
 from portal.labels import event_label
+from portal.models import utcnow
 from portal.web import actor_for, portal_of, require_staff
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 BREACH_KEYS = ("recipient", "share_id", "ip_prefix", "since", "until")
@@ -245,7 +250,28 @@ async def bundle(request: Request[Any, Any, Any], data: FormData) -> Stream:
     return await bundle_stream(portal, actor_for(request, f"staff:{user.id}"), filters)
 
 
+# Checking the whole log
+
+
+@get("/dpo/verify", include_in_schema=False)
+async def verify_page(request: Request[Any, Any, Any]) -> Template:
+    user = await require_staff(request, "dpo", "admin")
+    return _render(request, "dpo/verify.html", "dpo/_verify.html", {"user": user, "report": None}, False)
+
+
+@post("/dpo/verify", include_in_schema=False, status_code=200)
+async def verify_now(request: Request[Any, Any, Any]) -> Template:
+    user = await require_staff(request, "dpo", "admin")
+    report = await verify_database(portal_of(request))
+    if not report.ok:
+        log.warning("access log check from the DPO page failed: %s", report.first_failure)
+    context = {"user": user, "report": report, "checked_at": utcnow()}
+    return _render(request, "dpo/verify.html", "dpo/_verify.html", context, False)
+
+
 dpo_routes = [
+    verify_page,
+    verify_now,
     events_page,
     events_search,
     event_page,

@@ -128,7 +128,7 @@ def check_clinician_pages(findings: Findings, page: Page, issuer: Issuer) -> Non
 
 def check_dpo_pages(findings: Findings, page: Page) -> None:
     sign_in(page, DPO)
-    for path in ("/dpo/events", "/dpo/events/1", "/dpo/breach", "/dpo/disclosures"):
+    for path in ("/dpo/events", "/dpo/events/1", "/dpo/breach", "/dpo/disclosures", "/dpo/verify"):
         page.goto(path)
         findings.check(page, path)
     check_password_page(findings, page)

@@ -209,6 +209,12 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
         REPORT_TITLE
     )
 
+    # The whole log checks out from the workspace too.
+    page.get_by_role("link", name="Check the log", exact=True).click()
+    page.wait_for_url("**/dpo/verify")
+    swap_with_htmx(page, "/dpo/verify", page.get_by_role("button", name="Check the log now"))
+    expect(page.get_by_test_id("verify-ok")).to_contain_text("the log is intact")
+
     # Exports of the share's events, from the filtered access log.
     page.goto(f"/dpo/events?share_id={share_id}")
     expect(page.locator("#results tbody tr").first).to_be_visible()

@@ -38,6 +38,7 @@ DPO_PAGES = [
     "/dpo/events/1",
     "/dpo/disclosures",
     "/dpo/breach",
+    "/dpo/verify",
 ]
 # Filter submissions: the filters travel in the POST body.
 DPO_FORMS = [
@@ -47,6 +48,7 @@ DPO_FORMS = [
     ("/dpo/breach", {"ip_prefix": "127.0.0.1", "since": "2020-01-01"}),
     ("/dpo/export", {"patient_ref": "PAT-0042", "format": "csv"}),
     ("/dpo/bundle", {"patient_ref": "PAT-0042"}),
+    ("/dpo/verify", {}),
 ]
 HTMX = {"HX-Request": "true"}
 PARTIAL_FORMS = [(path, fields) for path, fields in DPO_FORMS if path not in ("/dpo/export", "/dpo/bundle")]

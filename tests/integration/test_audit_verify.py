@@ -21,8 +21,8 @@ from portal.cli import build_parser
 from portal.config import REPOSITORY_ROOT, Settings
 from portal.core import Portal, start_portal
 from portal.models import AccessEvent
-from tests.conftest import make_settings
-from tests.helpers import DPO, issue_share, portal_of, redeem, token_for
+from tests.conftest import csrf_from, make_settings
+from tests.helpers import DPO, add_staff, issue_share, portal_of, redeem, sign_in, token_for
 from tests.integration.test_cli import run_portal
 
 
@@ -154,6 +154,32 @@ async def test_database_verify_detects_edit(app: Litestar, client: AsyncTestClie
     forget_tree_state(portal.engine)
     with pytest.raises(CheckpointError, match="do not give the root"):
         await make_checkpoint(portal)
+
+
+async def test_dpo_page_checks_log(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    portal = portal_of(app)
+    await issue_share(app, client)
+    await make_checkpoint(portal)
+    await issue_share(app, client)
+    await add_staff(app, DPO, "dpo")
+    client.cookies.clear()
+    await sign_in(client, DPO)
+    token = csrf_from((await client.get("/dpo/verify")).text)
+
+    passed = await client.post("/dpo/verify", data={"_csrf_token": token}, headers={"HX-Request": "true"})
+    assert passed.status_code == 200
+    assert 'data-testid="verify-ok"' in passed.text
+    assert "signed checkpoint verified." in passed.text
+    assert "newer than the latest checkpoint" in passed.text
+
+    async with portal.engine.begin() as connection:
+        await connection.execute(text(_drop_update_guard(portal.engine.dialect.name)))
+        await connection.execute(text("UPDATE access_event SET purpose = 'edited' WHERE seq = 3"))
+    failed = await client.post("/dpo/verify", data={"_csrf_token": token})
+    assert failed.status_code == 200
+    assert 'data-testid="verify-failed"' in failed.text
+    assert "event seq 3 does not match its stored leaf hash" in failed.text
+    assert "2 events passed before the first failure." in failed.text
 
 
 def _drop_update_guard(dialect: str) -> str:

@@ -62,6 +62,8 @@ DPO_ROUTES = {
     ("POST", "/dpo/breach"),
     ("POST", "/dpo/export"),
     ("POST", "/dpo/bundle"),
+    ("GET", "/dpo/verify"),
+    ("POST", "/dpo/verify"),
 }
 
 
