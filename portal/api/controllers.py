@@ -91,6 +91,8 @@ class ShareWithCode:
     access_code: str
     status: ShareState
     expires_at: dt.datetime
+    not_before: dt.datetime | None
+    recipient_org: str | None
     access_url: str
     profile: str
     language: str
@@ -106,6 +108,8 @@ class ShareStatus:
     status: ShareState
     created_at: dt.datetime
     expires_at: dt.datetime
+    not_before: dt.datetime | None
+    recipient_org: str | None
     revoked_at: dt.datetime | None
     locked_at: dt.datetime | None
     first_opened_at: dt.datetime | None
@@ -404,6 +408,8 @@ def _issued_response(portal: Portal, issued: IssuedShare, status_code: int = 201
         "access_code": issued.printed_code,
         "status": share_status(share),
         "expires_at": share.expires_at.isoformat(),
+        "not_before": share.not_before.isoformat() if share.not_before else None,
+        "recipient_org": share.recipient_org,
         "access_url": f"{portal.settings.public_url}/access",
         "profile": share.profile,
         "language": share.language,

@@ -123,8 +123,13 @@ def check_password(password: str, email: str | None = None) -> None:
             field="password",
         )
 
+    # The local part "anna.berg" is also found as "annaberg" or "anna_berg": dots, dashes and underscores
+    # do not count on either side. Spaces do, so "spin for mango" does not hide "info".
     local_part = (email or "").split("@", 1)[0].lower()
-    if len(local_part) >= _MIN_CONTEXT_WORD and local_part in password.lower():
+    lowered = password.lower()
+    if (len(local_part) >= _MIN_CONTEXT_WORD and local_part in lowered) or (
+        len(_joined(local_part)) >= _MIN_CONTEXT_WORD and _joined(local_part) in _joined(lowered)
+    ):
         raise InvalidInput(
             _(
                 "The password contains the part of your e-mail address before the @, which attackers try "
@@ -132,6 +137,10 @@ def check_password(password: str, email: str | None = None) -> None:
             ),
             field="password",
         )
+
+
+def _joined(text: str) -> str:
+    return text.replace(".", "").replace("-", "").replace("_", "")
 
 
 def _core(lowered: str) -> str:

@@ -500,6 +500,8 @@ def share_summary(share: Share) -> dict[str, object]:
         "status": share_status(share),
         "created_at": share.created_at.isoformat(),
         "expires_at": share.expires_at.isoformat(),
+        "not_before": share.not_before.isoformat() if share.not_before else None,
+        "recipient_org": share.recipient_org,
         "revoked_at": share.revoked_at.isoformat() if share.revoked_at else None,
         "locked_at": share.locked_at.isoformat() if share.locked_at else None,
         "first_opened_at": share.first_opened_at.isoformat() if share.first_opened_at else None,

@@ -617,6 +617,19 @@ async def test_rejected_invitation_frees_form_id(app: Litestar, client: AsyncTes
     assert corrected.status_code == 201
 
 
+async def test_pasted_display_name_named(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await add_staff(app, ADMIN, "admin")
+    await sign_in(client, ADMIN)
+    page = await client.get("/admin/staff")
+    # The browser's own check of type="email" would show its message instead of the portal's.
+    assert 'action="/admin/invitations" class="form" novalidate' in page.text
+    fields = await _invitation_form(client, "Dr. A <a.b@clinic.example>")
+
+    rejected = await client.post("/admin/invitations", data=fields)
+    assert rejected.status_code == 400
+    assert "has a name or angle brackets. Enter only the address" in rejected.text
+
+
 async def test_invitation_page_names_replaced_link(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
     await add_staff(app, ADMIN, "admin")
     await sign_in(client, ADMIN)

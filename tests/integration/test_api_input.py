@@ -142,6 +142,11 @@ async def test_share_options_as_on_the_form(app: Litestar, client: AsyncTestClie
     answer = await client.post("/api/v1/shares", headers=headers, json={**json.loads(body), **options})
 
     assert answer.status_code == 201, answer.text
+    assert dt.datetime.fromisoformat(answer.json()["not_before"]) == start
+    assert answer.json()["recipient_org"] == "Northside Practice"
+    status = await client.get(f"/api/v1/shares/{answer.json()['id']}", headers=headers)
+    assert dt.datetime.fromisoformat(status.json()["not_before"]) == start
+    assert status.json()["recipient_org"] == "Northside Practice"
     async with portal_of(app).transaction() as db:
         share = await db.scalar(select(Share))
     assert share is not None

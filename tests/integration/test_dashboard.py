@@ -425,7 +425,7 @@ async def test_dialog_builds_referral_package(app: Litestar, client: AsyncTestCl
     assert share.recipient_org == "Northside Practice"
     assert sorted(str(link.document_id) for link in share.documents) == sorted([first, second])
     listed = (await poll(client)).text
-    assert '<span class="muted">Referring GP · Northside Practice</span>' in listed
+    assert '<span class="muted">Referring GP · <bdi>Northside Practice</bdi></span>' in listed
 
 
 async def test_reissue_needs_confirmation(app: Litestar, client: AsyncTestClient[Litestar]) -> None:

@@ -74,3 +74,14 @@ def test_exact_common_password_keeps_its_message() -> None:
     with pytest.raises(InvalidInput) as refused:
         check_password("qwerty123456")
     assert "on the list of commonly used passwords" in refused.value.message
+
+
+@pytest.mark.parametrize("password", ["annaberg-lantern-77", "anna.berg lantern 77", "ANNA_BERG orchard 1"])
+def test_local_part_without_dots_refused(password: str) -> None:
+    with pytest.raises(InvalidInput, match="part of your e-mail address before the @"):
+        check_password(password, "anna.berg@clinic.example")
+
+
+def test_local_part_words_apart_accepted() -> None:
+    check_password("anna went to berg lantern", "anna.berg@clinic.example")
+    check_password("spin for mango orchard", "info@clinic.example")
