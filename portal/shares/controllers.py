@@ -48,7 +48,7 @@ from portal.shares.service import (
     share_status,
     shares_for_document,
 )
-from portal.shares.slip import access_link, qr_svg, share_slip_pdf, slip_texts
+from portal.shares.slip import access_link, qr_svg, recipient_markup, share_slip_pdf, slip_texts
 from portal.web import actor_for, portal_of, require_staff
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -278,7 +278,10 @@ def _code_page(portal: Portal, user: StaffUser, issued: IssuedShare, status_code
     share = issued.share
     link = access_link(portal.settings.public_url, issued.printed_code)
     with using_language(share.language):
-        texts = slip_texts(share, portal.settings.timezone)
+        texts: dict[str, str] = {
+            **slip_texts(share, portal.settings.timezone),
+            "recipient": recipient_markup(share.recipient_name, share.recipient_org),
+        }
     return Template(
         "staff/share_created.html",
         context={

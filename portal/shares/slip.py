@@ -11,6 +11,7 @@ import io
 
 import pikepdf
 import segno
+from markupsafe import Markup, escape
 
 from portal.config import Settings
 from portal.i18n import _, ngettext, recipient_time_text, using_language
@@ -72,9 +73,13 @@ def start_note(not_before: dt.datetime | None, timezone: str, *, awaiting_approv
     """
     sentences = []
     if not_before is not None:
-        sentences.append(_("The code works from {date}.").format(date=recipient_time_text(not_before, timezone)))
+        sentences.append(
+            _("The code works from {date}.").format(date=recipient_time_text(not_before, timezone))
+        )
     if awaiting_approval:
-        sentences.append(_("The code works once a second member of the clinic's staff has approved the share."))
+        sentences.append(
+            _("The code works once a second member of the clinic's staff has approved the share.")
+        )
     return " ".join(sentences)
 
 
@@ -83,6 +88,16 @@ def recipient_line(name: str, organisation: str | None) -> str:
     if organisation:
         return _("For: {name}, {organisation}").format(name=name, organisation=organisation)
     return _("For: {name}").format(name=name)
+
+
+def recipient_markup(name: str, organisation: str | None) -> Markup:
+    """Return the "For:" line for a page, the name and organisation each in ``<bdi>``.
+
+    The isolation keeps a right-to-left name from pulling the comma or the organisation to its side.
+    """
+    line = escape(_("For: {name}, {organisation}") if organisation else _("For: {name}"))
+    isolated = Markup("<bdi>{}</bdi>")
+    return line.format(name=isolated.format(name), organisation=isolated.format(organisation or ""))
 
 
 def access_link(public_url: str, printed_code: str) -> str:
@@ -206,7 +221,9 @@ def slip_texts(share: Share, timezone: str) -> dict[str, str]:
             uses=share.max_redemptions, expires=recipient_time_text(share.expires_at, timezone)
         ),
         "start_note": start_note(
-            share.not_before, timezone, awaiting_approval=share.approval_required and share.approved_at is None
+            share.not_before,
+            timezone,
+            awaiting_approval=share.approval_required and share.approved_at is None,
         ),
     }
 

@@ -328,7 +328,7 @@ async def test_slip_page_and_pdf(
     text = " ".join(pypdfium2.PdfDocument(slip.content)[0].get_textpage().get_text_range().split())
     assert code.group(1) in text
     assert "For: Jan Nowak, Riverside GP Practice" in text
-    assert "For: Jan Nowak, Riverside GP Practice" in created.text
+    assert "For: <bdi>Jan Nowak</bdi>, <bdi>Riverside GP Practice</bdi>" in created.text
     assert f"{settings.public_url}/access" in text
     assert [note for note in COPY_NOTES.values() if note in text] == [COPY_NOTES[profile]]
     # Every profile here allows one redemption, which both slips state; the PDF also explains the QR code.

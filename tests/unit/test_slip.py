@@ -10,7 +10,14 @@ import pypdfium2
 from fontTools.ttLib import TTFont
 
 from portal.i18n import clinic_time_text, language_var, recipient_time_text
-from portal.shares.slip import copy_note, recipient_line, slip_pdf, start_note, validity_note
+from portal.shares.slip import (
+    copy_note,
+    recipient_line,
+    recipient_markup,
+    slip_pdf,
+    start_note,
+    validity_note,
+)
 
 
 def test_validity_counts_redemptions() -> None:
@@ -163,3 +170,9 @@ def test_start_note_names_approval() -> None:
     both = start_note(start, "UTC", awaiting_approval=True)
     assert both.startswith("The code works from 24 December 2026")
     assert both.endswith("has approved the share.")
+
+
+def test_recipient_markup_isolates_names() -> None:
+    line = recipient_markup("محمد العلي", "Praxis <Nord>")
+    assert str(line) == "For: <bdi>محمد العلي</bdi>, <bdi>Praxis &lt;Nord&gt;</bdi>"
+    assert str(recipient_markup("Ada & Co", None)) == "For: <bdi>Ada &amp; Co</bdi>"
