@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import os
 import re
 import secrets
@@ -18,12 +19,41 @@ from litestar.testing import AsyncTestClient
 
 from portal.app import create_app
 from portal.config import REPOSITORY_ROOT, Settings
+from portal.security.hashing import CODE_HASHER, STAFF_PASSWORD_HASHER
 
 CORPUS_DIR = Path(os.environ.get("PORTAL_CORPUS_DIR") or REPOSITORY_ROOT.parent / "shared" / "corpus" / "pdf")
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 BASE_URL = "https://portal.test"
 
 PASSWORD = "correct horse battery staple"
+
+# The argon2id parameters that the portal ships, before the fixture below lowers them for in-process tests.
+PRODUCTION_HASHING = {
+    "staff": STAFF_PASSWORD_HASHER._parameters,
+    "code": CODE_HASHER._parameters,
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_hashing() -> Iterator[None]:
+    """Hash with argon2id at 1 MiB and one pass in this process, so sign-ins and codes cost about 1 ms.
+
+    At the shipped cost a staff password takes about 120 ms and a code 30 ms on a 2-core machine, which
+    made hashing a large part of the suite's time. Servers that the browser and load tests start as
+    processes keep the shipped cost, and a unit test checks it.
+    """
+    # The portal's modules import the hasher objects by name, so their parameters change in place. argon2-cffi
+    # (25.1) keeps them in the private _parameters slot; a release that moves it fails this fixture at once.
+    for hasher in (STAFF_PASSWORD_HASHER, CODE_HASHER):
+        hasher._parameters = dataclasses.replace(
+            hasher._parameters,
+            time_cost=1,
+            memory_cost=1024,
+            parallelism=1,
+        )
+    yield
+    STAFF_PASSWORD_HASHER._parameters = PRODUCTION_HASHING["staff"]
+    CODE_HASHER._parameters = PRODUCTION_HASHING["code"]
 
 
 @dataclass(frozen=True)
