@@ -244,7 +244,9 @@ class RequestLogMiddleware:
             )
 
 
-def create_app(settings: Settings | None = None, *, pdf_workers: int | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, pdf_workers: int | None = None, lazy_pdf: bool = False
+) -> Litestar:
     """Build the application; services start in the lifespan so the app object is cheap to create."""
     settings = settings or Settings.from_env()
     quiet_libraries()
@@ -271,7 +273,9 @@ def create_app(settings: Settings | None = None, *, pdf_workers: int | None = No
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        portal = await start_portal(settings, pdf_workers=pdf_workers, policies=policies, keyring=keyring)
+        portal = await start_portal(
+            settings, pdf_workers=pdf_workers, policies=policies, keyring=keyring, lazy_pdf=lazy_pdf
+        )
         app.state.portal = portal
         try:
             async with periodic_checkpoints(portal, interval_minutes=settings.checkpoint_minutes):

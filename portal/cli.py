@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _with_portal(action: Callable[[Any], Awaitable[int]]) -> int:
     from portal.core import start_portal
 
-    portal = await start_portal(Settings.from_env(), pdf_workers=1)
+    portal = await start_portal(Settings.from_env(), pdf_workers=1, lazy_pdf=True)
     try:
         return await action(portal)
     finally:

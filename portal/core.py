@@ -147,10 +147,13 @@ async def start_portal(
     pdf_workers: int | None = None,
     policies: Policies | None = None,
     keyring: KeyRing | None = None,
+    lazy_pdf: bool = False,
 ) -> Portal:
     """Open every service the app needs, creating the data folder, keys and schema on first start.
 
     ``create_app`` passes the policies and key ring it already loaded, so start-up reads each file once.
+    The server starts its PDF workers here, so a worker that cannot start stops start-up; ``lazy_pdf``
+    starts them for the first PDF job instead, for commands and tests that may send none.
     """
     policies = policies or load_policies(settings.policy_dir)
     await prepare_storage(settings)
@@ -160,7 +163,7 @@ async def start_portal(
     sessionmaker = create_sessionmaker(engine)
 
     store = open_blob_store(settings, engine)
-    pool = PdfWorkerPool(pdf_workers or settings.pdf_workers, budgets_from(policies))
+    pool = PdfWorkerPool(pdf_workers or settings.pdf_workers, budgets_from(policies), lazy=lazy_pdf)
     await pool.start()
 
     portal = Portal(

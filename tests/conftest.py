@@ -130,7 +130,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings) -> Litestar:
-    return create_app(settings, pdf_workers=1)
+    return create_app(settings, pdf_workers=1, lazy_pdf=True)
 
 
 @pytest.fixture

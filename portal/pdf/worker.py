@@ -126,11 +126,16 @@ class PdfWorkerPool:
     code ``timeout`` or ``memory_limit``; the worker is replaced in the background.
     """
 
-    def __init__(self, size: int, budgets: Budgets) -> None:
+    def __init__(self, size: int, budgets: Budgets, *, lazy: bool = False) -> None:
         if size < 1:
             raise ValueError(f"pool size must be at least 1, got {size}")
         self.size = size
         self.budgets = budgets
+        # A lazy pool starts its workers for the first job instead of in start(): a command or test that
+        # never sends a PDF does not wait about a second for a worker to import pikepdf and warm up.
+        self._lazy = lazy
+        self._started = False
+        self._start_lock = asyncio.Lock()
         self.last_peak_rss: int | None = None
         # CPU seconds the worker spent on the last job, which machine load does not inflate as it does wall time.
         self.last_cpu_seconds: float | None = None
@@ -140,8 +145,18 @@ class PdfWorkerPool:
         self._closed = False
 
     async def start(self) -> None:
-        """Start the workers and wait until each has imported pikepdf, warmed up and reported ready."""
-        await asyncio.gather(*(self._add_worker() for _ in range(self.size)))
+        """Start the workers and wait until each has imported pikepdf, warmed up and reported ready.
+
+        A lazy pool returns at once and does this when the first job arrives.
+        """
+        if not self._lazy:
+            await self._start_workers()
+
+    async def _start_workers(self) -> None:
+        async with self._start_lock:
+            if not self._started:
+                await asyncio.gather(*(self._add_worker() for _ in range(self.size)))
+                self._started = True
 
     async def close(self) -> None:
         """Stop every worker; jobs still running fail with ``timeout``."""
@@ -203,6 +218,8 @@ class PdfWorkerPool:
             )
 
         message = encode_message(header, blobs)
+        if not self._started:
+            await self._start_workers()
         worker = await self._idle.get()
         try:
             reply = await asyncio.to_thread(worker.roundtrip, message, self.budgets.timeout_seconds)
@@ -248,11 +265,16 @@ class PdfWorkerPool:
 
     async def _add_worker(self) -> None:
         worker = await asyncio.to_thread(_Worker, self.budgets)
-        await asyncio.to_thread(worker.wait_ready)
+        # Known before it is ready, so that close() also stops a worker whose start was cancelled.
+        self._workers.add(worker)
+        try:
+            await asyncio.to_thread(worker.wait_ready)
+        except RuntimeError:
+            self._workers.discard(worker)
+            raise
         if self._closed:
             await asyncio.to_thread(worker.kill)
             return
-        self._workers.add(worker)
         self._idle.put_nowait(worker)
 
     def _replace(self, worker: _Worker) -> None:

@@ -1,5 +1,7 @@
 """Worker isolation: the time and memory limits end a job, and the pool replaces the worker."""
 
+import asyncio
+
 import pytest
 
 from portal.pdf import Budgets, PdfRejected, PdfWorkerPool
@@ -35,6 +37,31 @@ async def test_job_size_limit() -> None:
         with pytest.raises(PdfRejected) as caught:
             await pool.sanitize(b"%PDF-1.7\n" + b" " * 31_000_000)
         assert caught.value.code == "too_large"
+
+
+async def test_lazy_pool_starts_for_first_job() -> None:
+    pool = PdfWorkerPool(2, Budgets(), lazy=True)
+    await pool.start()
+    try:
+        assert not pool._workers, "a lazy pool starts no worker before a job"
+        documents = await asyncio.gather(
+            pool.sanitize(corpus_file("rotate-90-single-page.pdf")),
+            pool.sanitize(corpus_file("rotate-90-single-page.pdf")),
+        )
+        assert [document.pages for document in documents] == [1, 1]
+        assert len(pool._workers) == 2, "two jobs at once start the pool once"
+        started = list(pool._workers)
+    finally:
+        await pool.close()
+    assert all(worker.process.exitcode is not None for worker in started)
+
+
+async def test_close_stops_lazy_pool_unused() -> None:
+    pool = PdfWorkerPool(1, Budgets(), lazy=True)
+    await pool.start()
+    await pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await pool.sanitize(corpus_file("rotate-90-single-page.pdf"))
 
 
 def test_message_round_trip() -> None:
