@@ -152,8 +152,8 @@ async def start_portal(
     """Open every service the app needs, creating the data folder, keys and schema on first start.
 
     ``create_app`` passes the policies and key ring it already loaded, so start-up reads each file once.
-    The server starts its PDF workers here, so a worker that cannot start stops start-up; ``lazy_pdf``
-    starts them for the first PDF job instead, for commands and tests that may send none.
+    The server starts its PDF workers here, so a worker that cannot start stops start-up. With ``lazy_pdf``
+    they start for the first PDF job instead, because commands and tests may send none.
     """
     policies = policies or load_policies(settings.policy_dir)
     await prepare_storage(settings)

@@ -70,7 +70,7 @@ def test_oversized_file_is_not_sent(open_visitor: OpenVisitor, tmp_path: Path) -
 
 def test_rejected_file_stays_chosen(open_visitor: OpenVisitor) -> None:
     clinician = open_visitor("clinician")
-    # The server answers the rejected upload with status 422, which Chromium logs as a console error.
+    # The server responds to the rejected upload with status 422, which Chromium logs as a console error.
     clinician.allowed_errors.append(re.compile(r"status of 422"))
     sign_in(clinician, CLINICIAN)
     page = clinician.page

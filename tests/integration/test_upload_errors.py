@@ -27,7 +27,7 @@ HEIC_BYTES = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
 
 
 async def stored_state(app: Litestar) -> dict[str, Any]:
-    """Return what the database holds of reports, shares and encrypted blobs, to compare before and after."""
+    """Return the stored reports, shares and encrypted blobs, to compare before and after."""
     async with portal_of(app).transaction() as db:
         return {
             "documents": sorted(

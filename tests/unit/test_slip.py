@@ -95,7 +95,7 @@ def test_pdf_slip_has_every_line() -> None:
         assert line in text
 
 
-def test_pdf_slip_draws_arabic_name_joined_right_to_left() -> None:
+def test_pdf_slip_arabic_name_joined() -> None:
     document = riverside_slip(recipient_line("محمد العلي", None))
     with pikepdf.open(io.BytesIO(document)) as pdf:
         page = pdf.pages[0].obj
@@ -103,7 +103,7 @@ def test_pdf_slip_draws_arabic_name_joined_right_to_left() -> None:
         content = page.Contents.read_bytes()
     font = TTFont(io.BytesIO(program))
     cmap = font.getBestCmap()
-    # Joined forms, last letter first: the family name stands to the left of the given name.
+    # Joined forms, last letter first: the family name is drawn to the left of the given name.
     drawn = "For: \ufef2\ufee0\ufecc\ufedf\u0627 \ufeaa\ufee4\ufea4\ufee3"
     glyphs = b"".join(font.getGlyphID(cmap[ord(char)]).to_bytes(2, "big") for char in drawn)
     assert f"<{glyphs.hex()}> Tj".encode() in content
