@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from portal.access import batched
 from portal.audit.recorder import LOCK_LOG, LOCK_LOG_PARAMS, SYSTEM, record
 from portal.blobs import BlobService
 from portal.config import Settings
@@ -21,6 +22,7 @@ from portal.db import create_engine, create_sessionmaker
 from portal.models import BLOB_CHUNK_TABLE, AccessEvent, DataKey
 from portal.pdf.budgets import Budgets
 from portal.pdf.worker import PdfWorkerPool
+from portal.pgbatch import BatchPool
 from portal.policies import Policies, load_policies
 from portal.schema import migrate
 from portal.storage.base import BlobStore
@@ -28,6 +30,10 @@ from portal.storage.database import DatabaseBlobStore
 from portal.storage.filesystem import FileBlobStore
 
 log = logging.getLogger(__name__)
+
+# Connections per process for the batched statements of code redemptions; each batch holds one for about
+# a millisecond, so five serve far more redemptions per second than the CPU can hash.
+BATCH_CONNECTIONS = 5
 
 
 @dataclass
@@ -39,6 +45,8 @@ class Portal:
     sessionmaker: async_sessionmaker[AsyncSession]
     blobs: BlobService
     pdf: PdfWorkerPool
+    # Connections for the batched steps of a code redemption on PostgreSQL; None on SQLite.
+    batches: BatchPool | None = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -48,6 +56,8 @@ class Portal:
 
     async def close(self) -> None:
         await self.pdf.close()
+        if self.batches is not None:
+            await self.batches.close()
         await self.engine.dispose()
 
 
@@ -166,6 +176,11 @@ async def start_portal(
     pool = PdfWorkerPool(pdf_workers or settings.pdf_workers, budgets_from(policies), lazy=lazy_pdf)
     await pool.start()
 
+    batches = None
+    if batched.uses_batches(engine.dialect):
+        batches = batched.open_pool(settings.database_url, engine.dialect, max_size=BATCH_CONNECTIONS)
+        await batches.open()
+
     portal = Portal(
         settings=settings,
         policies=policies,
@@ -174,6 +189,7 @@ async def start_portal(
         sessionmaker=sessionmaker,
         blobs=BlobService(store, keyring),
         pdf=pool,
+        batches=batches,
     )
     async with portal.transaction() as db:
         if await _policy_changed(db, policies.digest):

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portal.access.statements import SHARE_BY_LOCATOR, SPEND_ONE, ShareToRedeem, share_to_redeem
 from portal.audit.recorder import (
@@ -27,7 +26,7 @@ from portal.audit.recorder import (
     Actor,
     new_event_values,
 )
-from portal.pgbatch import Compiled, Step, batch_connection, positional_dialect
+from portal.pgbatch import BatchPool, Compiled, Step, positional_dialect
 from portal.security.hashing import sha256_hex
 from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, new_session
 from portal.security.throttle import upsert_statement
@@ -50,7 +49,7 @@ class _Statements:
 def _statements(engine_dialect: Dialect) -> _Statements:
     dialect = positional_dialect(engine_dialect)
     return _Statements(
-        relaxed_commit=Compiled(RELAXED_COMMIT, dialect),
+        relaxed_commit=Compiled(RELAXED_COMMIT, dialect, prepare=False),
         count_attempt=Compiled(upsert_statement("postgresql"), dialect),
         share_by_locator=Compiled(SHARE_BY_LOCATOR, dialect),
         spend_one=Compiled(SPEND_ONE, dialect),
@@ -69,26 +68,32 @@ def _statements(engine_dialect: Dialect) -> _Statements:
 RELAXED_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
-def uses_batches(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+def uses_batches(dialect: Dialect) -> bool:
+    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+
+
+def open_pool(database_url: str, dialect: Dialect, *, max_size: int) -> BatchPool:
+    """Return a pool whose connections have the statements of a redemption prepared; open it before use."""
+    statements = _statements(dialect)
+    return BatchPool(database_url, dialect, vars(statements).values(), max_size=max_size)
 
 
 async def find_share(
-    engine: AsyncEngine,
+    pool: BatchPool,
     locator: str,
     bucket: str | None,
     window_start: dt.datetime,
 ) -> tuple[int, ShareToRedeem | None]:
     """Count the attempt in ``bucket`` (unless None) and read the share; both commit in one round trip."""
-    statements = _statements(engine.dialect)
+    statements = _statements(pool.dialect)
     find = (statements.share_by_locator, {"locator": locator})
     if bucket is None:
-        async with batch_connection(engine) as database:
+        async with pool.connection() as database:
             (share_row,) = await database.run([find])
         return 0, share_to_redeem(statements.share_by_locator.row(share_row))
 
     count = (statements.count_attempt, {"bucket": bucket, "window_start": window_start})
-    async with batch_connection(engine) as database:
+    async with pool.connection() as database:
         _relaxed, share_row, count_row = await database.run(
             [(statements.relaxed_commit, None), find, count], begin=True, commit=True
         )
@@ -112,7 +117,7 @@ class SpendEvents:
 
 
 async def spend(
-    engine: AsyncEngine,
+    pool: BatchPool,
     recipient: Actor,
     share: ShareToRedeem,
     now: dt.datetime,
@@ -124,8 +129,8 @@ async def spend(
     A rejection records ``events.failed``. A redemption ends the previous session, starts the new one and
     records ``events.redeemed``, all in one transaction.
     """
-    statements = _statements(engine.dialect)
-    async with batch_connection(engine) as database:
+    statements = _statements(pool.dialect)
+    async with pool.connection() as database:
         spent_row, _locked, last_row = await database.run(
             [
                 (statements.spend_one, {"share_id": share.id, "expected_hash": share.code_hash, "now": now}),

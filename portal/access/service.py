@@ -163,8 +163,8 @@ async def _find_share(
     prefix = ip_prefix(client_address, 32, 64)
     bucket = throttle.keyed_bucket("code", prefix, portal.keyring.secret("session")) if prefix else None
     window = throttle.window_start(utcnow(), FLOOD_WINDOW)
-    if batched.uses_batches(portal.engine):
-        return await batched.find_share(portal.engine, locator, bucket, window)
+    if portal.batches is not None:
+        return await batched.find_share(portal.batches, locator, bucket, window)
     async with portal.transaction() as db:
         attempts = await throttle.hit(db, bucket, FLOOD_WINDOW) if bucket is not None else 0
         share = share_to_redeem((await db.execute(SHARE_BY_LOCATOR, {"locator": locator})).mappings().first())
@@ -251,9 +251,9 @@ async def _spend(
         },
     )
     session_id: str | None = None
-    if batched.uses_batches(portal.engine):
+    if portal.batches is not None:
         spent, session_id = await batched.spend(
-            portal.engine,
+            portal.batches,
             recipient,
             share,
             now,

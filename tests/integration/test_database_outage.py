@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from portal import db
+from portal import db, pgbatch
 from portal.app import create_app
 from tests.conftest import BASE_URL, POSTGRES_URL, csrf_from, fresh_database, make_settings
 from tests.helpers import issue_share, redeem
@@ -31,7 +31,11 @@ def _block_connections(database_url: str, blocked: bool) -> None:
             )
 
 
-async def test_outage_answers_503_then_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_outage_answers_503_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short, so the redemption that waits for a new connection gives up quickly.
+    monkeypatch.setattr(pgbatch, "CONNECTION_TIMEOUT_SECONDS", 0.5)
     with fresh_database("postgresql", tmp_path) as url:
         app = create_app(make_settings(tmp_path / "data", url), pdf_workers=1)
         async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
@@ -43,11 +47,17 @@ async def test_outage_answers_503_then_recovers(tmp_path: Path, caplog: pytest.L
                     rejected = await client.post(
                         "/access", data={"code": shared["access_code"], "_csrf_token": csrf_from(form.text)}
                     )
+                    # The failed connection is gone, so this attempt waits for a new one that never opens.
+                    waited = await client.post(
+                        "/access", data={"code": shared["access_code"], "_csrf_token": csrf_from(form.text)}
+                    )
                     api = await client.get(f"/api/v1/shares/{shared['id']}", headers=headers)
             finally:
                 _block_connections(url, blocked=False)
 
             assert rejected.status_code == 503
+            assert waited.status_code == 503
+            assert "cannot reach its database" in waited.text
             assert rejected.headers["retry-after"] == "30"
             assert "cannot reach its database" in rejected.text
             assert "Traceback" not in rejected.text

@@ -1,18 +1,18 @@
-"""Batched statements on PostgreSQL: connections go back to the pool as SQLAlchemy left them."""
+"""Batched statements on PostgreSQL: prepared per connection, and no transaction outlives its block."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.pq import TransactionStatus
-from sqlalchemy import func, select, text
+from sqlalchemy import Integer, func, literal_column, select, text
 
 from portal.db import create_engine
 from portal.models import Throttle
-from portal.pgbatch import Compiled, batch_connection, positional_dialect
+from portal.pgbatch import BatchPool, Compiled, conninfo_of, positional_dialect
 from portal.schema import migrate
 from portal.security.throttle import upsert_statement
 from tests.conftest import POSTGRES_URL, fresh_database
@@ -22,43 +22,53 @@ pytestmark = pytest.mark.skipif(POSTGRES_URL is None, reason="needs PORTAL_TEST_
 WINDOW = dt.datetime(2026, 12, 5, 10, 0, tzinfo=dt.UTC)
 
 
-async def _pooled_state(engine: object) -> tuple[bool, TransactionStatus]:
-    async with engine.connect() as connection:  # type: ignore[attr-defined]
-        driver = (await connection.get_raw_connection()).driver_connection
-        return driver.autocommit, driver.info.transaction_status
+def _backend_states(url: str) -> list[str]:
+    """Return the state of every other session on the database of ``url``, as PostgreSQL reports it."""
+    with psycopg.connect(conninfo_of(url), autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
-async def _throttle_rows(engine: object) -> int:
-    async with engine.connect() as connection:  # type: ignore[attr-defined]
-        return int(await connection.scalar(select(func.count()).select_from(Throttle)))
+def _throttle_rows(url: str) -> int:
+    with psycopg.connect(conninfo_of(url), autocommit=True) as connection:
+        row = connection.execute(str(select(func.count()).select_from(Throttle))).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-async def test_failed_and_unfinished_batches_leave_no_trace(tmp_path: Path) -> None:
+async def test_failed_and_unfinished_batches_leave_no_trace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with fresh_database("postgresql", tmp_path) as url:
         await migrate(url)
-        # One pooled connection, so every check below inspects the connection the batches used.
-        engine = create_engine(url, pool_size=1, max_overflow=0)
+        engine = create_engine(url)
+        dialect = positional_dialect(engine.dialect)
+        count = Compiled(upsert_statement("postgresql"), dialect)
+        # A statement that cannot be prepared either: it names a table that does not exist.
+        broken = Compiled(text("SELECT * FROM no_such_table"), dialect, prepare=False)
+        # One connection, so every check below sees the session the batches used.
+        pool = BatchPool(url, engine.dialect, [count], max_size=1)
+        await pool.open()
+        caplog.set_level(logging.WARNING, logger="psycopg.pool")
         try:
-            await _pooled_state(engine)
-            dialect = positional_dialect(engine.dialect)
-            count = Compiled(upsert_statement("postgresql"), dialect)
-            broken = Compiled(text("SELECT * FROM no_such_table"), dialect)
-
             with pytest.raises(psycopg.errors.UndefinedTable):
-                async with batch_connection(engine) as database:
+                async with pool.connection() as database:
                     await database.run([(count, {"bucket": "a", "window_start": WINDOW})], begin=True)
                     await database.run([(broken, None)], commit=True)
-            assert await _pooled_state(engine) == (False, TransactionStatus.IDLE)
-            assert await _throttle_rows(engine) == 0
+            assert _backend_states(url) == ["idle"]
+            assert _throttle_rows(url) == 0
 
             # A transaction begun and never committed is rolled back when the block ends.
-            async with batch_connection(engine) as database:
+            async with pool.connection() as database:
                 await database.run([(count, {"bucket": "b", "window_start": WINDOW})], begin=True)
-            assert await _pooled_state(engine) == (False, TransactionStatus.IDLE)
-            assert await _throttle_rows(engine) == 0
+            assert _backend_states(url) == ["idle"]
+            assert _throttle_rows(url) == 0
 
             # Without begin, a batch commits on its own; results come back in statement order.
-            async with batch_connection(engine) as database:
+            async with pool.connection() as database:
                 first, second = await database.run(
                     [
                         (count, {"bucket": "c", "window_start": WINDOW}),
@@ -66,7 +76,40 @@ async def test_failed_and_unfinished_batches_leave_no_trace(tmp_path: Path) -> N
                     ]
                 )
             assert (first[0], second[0]) == (1, 2)
-            assert await _pooled_state(engine) == (False, TransactionStatus.IDLE)
-            assert await _throttle_rows(engine) == 1
+            assert _backend_states(url) == ["idle"]
+            assert _throttle_rows(url) == 1
+            # The pool never had to roll back a returned connection itself; it would log the database's
+            # address when it did.
+            assert not [record for record in caplog.records if record.name.startswith("psycopg.pool")]
         finally:
+            await pool.close()
+            await engine.dispose()
+
+
+async def test_statements_run_prepared(tmp_path: Path) -> None:
+    with fresh_database("postgresql", tmp_path) as url:
+        engine = create_engine(url)
+        dialect = positional_dialect(engine.dialect)
+        # A literal percent sign next to parameters: the prepared form must keep it as one sign.
+        like = Compiled(select(literal_column("'50%'").like(text(":pattern")), text(":count + 1")), dialect)
+        prepared = Compiled(
+            text("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'batch%%'").columns(
+                count=Integer
+            ),
+            dialect,
+        )
+        pool = BatchPool(url, engine.dialect, [like, prepared], max_size=2)
+        await pool.open()
+        try:
+            assert like.prepare_sql is not None
+            assert like.execute_sql.startswith("EXECUTE batch_")
+            async with pool.connection() as database:
+                matched, names = await database.run(
+                    [(like, {"pattern": "5_\\%", "count": 41}), (prepared, None)]
+                )
+            assert tuple(matched) == (True, 42)
+            # Both statements, this one included, were prepared when the connection opened.
+            assert tuple(names) == (2,)
+        finally:
+            await pool.close()
             await engine.dispose()
