@@ -13,6 +13,7 @@ validated strictly: a malformed one is a programming error and raises `EventInva
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import uuid
@@ -204,7 +205,10 @@ def clip_text(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
     text = str(value)
-    if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+    try:
+        # UTF-8 rejects exactly the surrogates, and checking through the codec costs less than a loop here.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         text = "".join("\ufffd" if 0xD800 <= ord(character) <= 0xDFFF else character for character in text)
     return text[:limit]
 
@@ -224,8 +228,10 @@ def _uuid_text(value: Any) -> str | None:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_prefix(value: str | None) -> str | None:
-    # A prefix that is not a canonical network would fail validation; the log keeps none instead.
+    # A prefix that is not a canonical network would fail validation, so the log keeps none instead. Clients
+    # of one network share a prefix, so most lookups hit the cache.
     if not value:
         return None
     try:

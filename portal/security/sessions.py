@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 
@@ -137,9 +138,26 @@ async def end_sessions_of(db: AsyncSession, *, kind: str, subject_id: uuid.UUID)
     )
 
 
+class _SessionCookie(Cookie):
+    """A session cookie whose header is written here, equal to the one Litestar writes for these attributes.
+
+    Litestar builds each header through ``http.cookies.SimpleCookie`` and ``dataclasses.asdict``: about
+    20 microseconds of event-loop CPU per sign-in and code redemption on a 2-core server. A value
+    outside URL-safe base64, which a raw session id never has, goes through Litestar.
+    """
+
+    def to_encoded_header(self) -> tuple[bytes, bytes]:
+        if _SESSION_ID.fullmatch(self.value or "") is None:
+            return super().to_encoded_header()
+        return b"set-cookie", f"{self.key}={self.value}; HttpOnly; Path=/; SameSite=strict; Secure".encode()
+
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def session_cookie(kind: str, raw_id: str) -> Cookie:
     # No Max-Age: the browser forgets the cookie when it closes; the server enforces the real limits.
-    return Cookie(
+    return _SessionCookie(
         key=COOKIE_FOR_KIND[kind],
         value=raw_id,
         path="/",
