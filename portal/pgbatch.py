@@ -149,6 +149,13 @@ class BatchPool:
     replaced. Waiting longer than
     ``CONNECTION_TIMEOUT_SECONDS`` for a connection raises ``psycopg_pool.PoolTimeout``, an
     ``OperationalError``, which the app answers like any database outage.
+
+    psycopg_pool (3.3) retries a failed attempt to connect after about 1 s, 2 s, 4 s and so on, by default
+    for five minutes. Redemptions would then fail for up to as long again as the outage lasted, while the
+    database already accepts connections (for 18 s after an outage of 45 s, in one run). So an attempt
+    gives up after ``CONNECTION_TIMEOUT_SECONDS``, as long as one request may wait for it, and the next
+    request that needs a connection starts a new attempt at once. Within those 5 s the retries are at
+    most 2 s apart.
     """
 
     def __init__(
@@ -172,6 +179,7 @@ class BatchPool:
             min_size=1,
             max_size=max_size,
             timeout=CONNECTION_TIMEOUT_SECONDS,
+            reconnect_timeout=CONNECTION_TIMEOUT_SECONDS,
             open=False,
             name="batches",
             kwargs={"autocommit": True},

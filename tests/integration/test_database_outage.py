@@ -88,3 +88,24 @@ async def test_idle_pool_reconnects_after_restart(tmp_path: Path, monkeypatch: p
 
             assert (await redeem(client, shared["access_code"])).status_code == 200
             assert (await client.get(f"/api/v1/shares/{shared['id']}", headers=headers)).status_code == 200
+
+
+async def test_redemption_works_right_after_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pgbatch, "CONNECTION_TIMEOUT_SECONDS", 0.5)
+    with fresh_database("postgresql", tmp_path) as url:
+        app = create_app(make_settings(tmp_path / "data", url), pdf_workers=1)
+        async with AsyncTestClient(app=app, base_url=BASE_URL) as client:
+            _headers, shared = await issue_share(app, client)
+            try:
+                _block_connections(url, blocked=True)
+                assert (await redeem(client, shared["access_code"])).status_code == 503
+                # This one waits for a new connection, so the pool starts opening one and retries.
+                assert (await redeem(client, shared["access_code"])).status_code == 503
+                # Longer than the pool's first retry delays (about 1 s, then 2 s), and well before the
+                # next one (about 4 s later), which a pool that keeps retrying would make the code wait for.
+                await asyncio.sleep(4.5)
+            finally:
+                _block_connections(url, blocked=False)
+
+            # The first redemption after the outage gets a connection within its 0.5 s wait.
+            assert (await redeem(client, shared["access_code"])).status_code == 200
