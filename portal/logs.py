@@ -48,10 +48,33 @@ _PARAMETER_LOGGERS = (
 )
 
 
+class ExceptionTypeOnly(logging.Filter):
+    """Log an exception passed as a message argument by its type alone.
+
+    psycopg's connection pool logs each failed attempt to connect with the driver's error text, which
+    names the database server's address, port and database. The portal logs "database unavailable" with
+    the exception's type for each request that fails, and the pool's lines keep the same form.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                type(argument).__name__ if isinstance(argument, BaseException) else argument
+                for argument in record.args
+            )
+        return True
+
+
+_POOL_LOGGER = "psycopg.pool"
+
+
 def quiet_libraries() -> None:
     """Keep libraries that log query parameters at WARNING, whatever the root level."""
     for name in _PARAMETER_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    pool_logger = logging.getLogger(_POOL_LOGGER)
+    if not any(isinstance(existing, ExceptionTypeOnly) for existing in pool_logger.filters):
+        pool_logger.addFilter(ExceptionTypeOnly())
 
 
 def configure_logging(level: str = "INFO") -> None:
