@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 
+import psycopg
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
@@ -49,17 +51,20 @@ _PARAMETER_LOGGERS = (
 
 
 class ExceptionTypeOnly(logging.Filter):
-    """Log an exception passed as a message argument by its type alone.
+    """Log an exception or a database connection passed as a message argument by its type alone.
 
-    psycopg's connection pool logs each failed attempt to connect with the driver's error text, which
-    names the database server's address, port and database. The portal logs "database unavailable" with
-    the exception's type for each request that fails, and the pool's lines keep the same form.
+    psycopg's connection pool logs each failed attempt to connect with the driver's error text, and each
+    connection it discards by the connection's text. Both name the database server's address, port and
+    database. The portal logs "database unavailable" with the exception's type for each request that
+    fails, and the pool's lines keep the same form.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                type(argument).__name__ if isinstance(argument, BaseException) else argument
+                type(argument).__name__
+                if isinstance(argument, BaseException | psycopg.BaseConnection)
+                else argument
                 for argument in record.args
             )
         return True
