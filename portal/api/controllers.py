@@ -257,7 +257,10 @@ EVENT_FILTERS = [
 EXPORT_FORMAT = _query("format", "jsonl (the default) or csv.", enum=sorted(FORMATS))
 
 EXPORT_RESPONSE = OpenAPIResponse(
-    description="The matching events, streamed as JSON Lines or as CSV (formula-safe).",
+    description=(
+        "The matching events, streamed as JSON Lines or as CSV (formula-safe). Each event ends with "
+        "share_reference and actor_email, looked up at export time and not covered by the leaf hash."
+    ),
     content={
         media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
         for media_type in FORMATS.values()

@@ -13,8 +13,8 @@ from litestar.response import Stream
 
 from portal.audit.checkpoints import CheckpointError, make_checkpoint
 from portal.audit.evidence import bundle_to_spooled_file, stream_file
-from portal.audit.exporters import RowFormatter
-from portal.audit.query import EventFilter, iterate_event_rows, resolve_recipient
+from portal.audit.exporters import ExportLabels, RowFormatter
+from portal.audit.query import EventFilter, iterate_labelled_rows, resolve_recipient
 from portal.audit.recorder import Actor, record
 from portal.core import Portal
 from portal.errors import InvalidInput
@@ -53,6 +53,8 @@ async def export_stream(portal: Portal, who: Actor, filters: EventFilter, export
 async def export_chunks(portal: Portal, filters: EventFilter, export_format: str) -> AsyncIterator[bytes]:
     """Yield the matching events as CSV or JSON Lines in UTF-8, about `CHUNK_EVENTS` events per chunk.
 
+    Each event carries the `LOOKUP_FIELDS` after its own fields: the share reference and the staff
+    e-mail address, looked up per page of rows when the export runs and not covered by any leaf hash.
     The CSV header comes first, also when no event matches. Memory stays at one page of rows.
 
     Raises:
@@ -64,16 +66,16 @@ async def export_chunks(portal: Portal, filters: EventFilter, export_format: str
 
     formatter = RowFormatter()
     header = export_format == "csv"
-    async for page in iterate_event_rows(portal, filters):
+    async for page, labels in iterate_labelled_rows(portal, filters):
         for start in range(0, len(page), CHUNK_EVENTS):
             rows = page[start : start + CHUNK_EVENTS]
             if export_format == "jsonl":
-                yield formatter.jsonl(rows)
+                yield formatter.jsonl(rows, labels)
             else:
-                yield formatter.csv(rows, header=header)
+                yield formatter.csv(rows, header=header, labels=labels)
                 header = False
     if header:
-        yield formatter.csv([], header=True)
+        yield formatter.csv([], header=True, labels=ExportLabels())
 
 
 async def bundle_stream(portal: Portal, who: Actor, filters: EventFilter) -> Stream:

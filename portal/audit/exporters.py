@@ -4,8 +4,11 @@ Both exporters are generators: they hold one event at a time, so an export of an
 constant memory and can be sent as a streamed HTTP response. Every event is validated with the
 schema of `portal.audit.canonical` first, so an export never contains a field the log cannot hold.
 
-The JSON Lines output is the canonical form itself: each line, without its newline, is the input of
-that event's Merkle leaf hash. The CSV output is for spreadsheets, not for verification.
+`jsonl_lines` writes the canonical form itself: each line, without its newline, is the input of that
+event's Merkle leaf hash. The portal's exports (`RowFormatter` with `ExportLabels`) add the fields of
+`LOOKUP_FIELDS` after the hashed ones: values read from the share and staff tables when the export runs,
+which no leaf hash covers. A verifier removes them and re-encodes the rest as canonical JSON. The CSV output
+is for spreadsheets, not for verification.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import functools
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -42,6 +46,22 @@ FREE_TEXT_FIELDS = frozenset({"purpose", "user_agent_family", "request_id", "det
 _FREE_TEXT_POSITIONS = tuple(
     position for position, name in enumerate(EVENT_FIELDS) if name in FREE_TEXT_FIELDS
 )
+
+# Fields an export adds after the event's own: the reference of the share in share_id and the e-mail
+# address of the staff member behind the actor, looked up when the export runs (`portal.audit.lookups`).
+# They are not part of the event, so no leaf hash covers them, and a later export may show another
+# value or none (a share or account row that no longer exists gives an empty value).
+LOOKUP_FIELDS: tuple[str, ...] = ("share_reference", "actor_email")
+EXPORT_FIELDS: tuple[str, ...] = EVENT_FIELDS + LOOKUP_FIELDS
+
+
+@dataclass(frozen=True)
+class ExportLabels:
+    """The lookup values for one page of stored rows. An id without an entry, or with None, gets an empty
+    value. Entries for ids that are not on the page do no harm."""
+
+    shares: Mapping[str, str | None] = field(default_factory=dict)  # share id -> share reference
+    actors: Mapping[str, str | None] = field(default_factory=dict)  # actor -> staff e-mail address
 
 
 def jsonl_lines(events: Iterable[Mapping[str, Any]]) -> Iterator[str]:
@@ -124,27 +144,35 @@ class RowFormatter:
     A stored row holds the values of `EVENT_FIELDS` in that order, as `portal.audit.query` reads them:
     the time as a naive UTC datetime or the SQLite text of one, and details as the stored JSON text.
     One formatter serves one export; it remembers the values it has validated.
+
+    Given `ExportLabels`, each line or row also carries the `LOOKUP_FIELDS`: in JSON Lines as two more
+    keys after the canonical ones (null when there is no value), in CSV as two more columns at the end
+    (empty when there is no value). Without them the output matches `jsonl_lines` and `csv_rows`.
     """
 
     def __init__(self) -> None:
         self._valid: tuple[set[Any], ...] = tuple(set() for _ in range(5))
 
-    def jsonl(self, rows: Sequence[StoredRow]) -> bytes:
-        """Return one canonical JSON line per row in UTF-8, each ending in a newline.
+    def jsonl(self, rows: Sequence[StoredRow], labels: ExportLabels | None = None) -> bytes:
+        """Return one JSON line per row in UTF-8, each ending in a newline.
+
+        Without ``labels`` each line is the event's canonical JSON; with them the lookup fields follow.
 
         Raises:
             EventInvalid: a row breaks the event schema.
         """
-        text = "".join([self._json_line(row) for row in rows])
+        text = "".join([self._json_line(row, labels) for row in rows])
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             pass
         # A lone surrogate in free text: the full path names the event and field that holds it.
-        return "".join([self._slow_json_line(row) for row in rows]).encode("utf-8")
+        return "".join([self._slow_json_line(row, labels) for row in rows]).encode("utf-8")
 
-    def csv(self, rows: Iterable[StoredRow], *, header: bool) -> bytes:
+    def csv(self, rows: Iterable[StoredRow], *, header: bool, labels: ExportLabels | None = None) -> bytes:
         """Return the CSV lines of the rows in UTF-8, with the header line first when ``header`` is true.
+
+        With ``labels`` the header and every row end with the lookup columns.
 
         Raises:
             EventInvalid: a row breaks the event schema.
@@ -152,15 +180,15 @@ class RowFormatter:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         if header:
-            writer.writerow(EVENT_FIELDS)
-        writer.writerows(self._csv_cells(row) for row in rows)
+            writer.writerow(EVENT_FIELDS if labels is None else EXPORT_FIELDS)
+        writer.writerows([self._csv_cells(row, labels) for row in rows])
         return buffer.getvalue().encode("utf-8")
 
-    def _json_line(self, row: StoredRow) -> str:
+    def _json_line(self, row: StoredRow, labels: ExportLabels | None) -> str:
         time = self._checked_time(row)
         details = _stored_details(row[12])
         if time is None or details is None or not self._known(row):
-            return self._slow_json_line(row)
+            return self._slow_json_line(row, labels)
 
         (
             seq,
@@ -177,6 +205,7 @@ class RowFormatter:
             request_id,
             _,
         ) = row
+        end = "}\n" if labels is None else _json_lookups(share_id, actor, labels)
         # Keys in sorted order, as canonical JSON writes them. The strict fields match patterns with no
         # character that JSON escapes, so only the free-text fields go through the string encoder.
         return (
@@ -184,10 +213,10 @@ class RowFormatter:
             f'"event_type":"{event_type}","ip_prefix":{_quoted(prefix)},"outcome":"{outcome}",'
             f'"patient_pseudonym":{_quoted(pseudonym)},"purpose":{_json_text(purpose)},'
             f'"request_id":{_json_text(request_id)},"seq":{seq},"share_id":{_quoted(share_id)},'
-            f'"time":"{time}","user_agent_family":{_json_text(agent)}}}\n'
+            f'"time":"{time}","user_agent_family":{_json_text(agent)}{end}'
         )
 
-    def _csv_cells(self, row: StoredRow) -> list[Any]:
+    def _csv_cells(self, row: StoredRow, labels: ExportLabels | None) -> list[Any]:
         time = self._checked_time(row)
         details = _stored_details(row[12])
         if time is None or details is None or not self._known(row):
@@ -203,6 +232,11 @@ class RowFormatter:
         for position in (8, 10, 11):
             if cells[position] is not None:
                 cells[position] = neutralise_formula(escape_control(cells[position]))
+        if labels is not None:
+            reference = labels.shares.get(row[5])
+            email = labels.actors.get(row[4])
+            cells.append(None if reference is None else _csv_lookup(reference))
+            cells.append(None if email is None else _csv_lookup(email))
         return cells
 
     def _checked_time(self, row: StoredRow) -> str | None:
@@ -237,10 +271,13 @@ class RowFormatter:
             and row[9] in prefixes
         )
 
-    def _slow_json_line(self, row: StoredRow) -> str:
-        line = canonical_event_bytes(self._slow_event(row)).decode("utf-8") + "\n"
+    def _slow_json_line(self, row: StoredRow, labels: ExportLabels | None) -> str:
+        line = canonical_event_bytes(self._slow_event(row)).decode("utf-8")
         self._remember(row)
-        return line
+        if labels is None:
+            return line + "\n"
+        # Canonical JSON of an object ends with its closing brace, which the lookup fields go before.
+        return line[:-1] + _json_lookups(row[5], row[4], labels)
 
     def _slow_event(self, row: StoredRow) -> dict[str, Any]:
         return stored_event(row)
@@ -272,6 +309,22 @@ def stored_event(row: StoredRow) -> dict[str, Any]:
     event["time"] = _event_time(row[1])
     event["details"] = json.loads(row[12])
     return event
+
+
+def _json_lookups(share_id: str | None, actor: str, labels: ExportLabels) -> str:
+    # The lookup fields and the closing brace, after the canonical fields of a JSON line.
+    reference = _json_text(labels.shares.get(share_id))  # type: ignore[arg-type]  # None finds nothing
+    email = _json_text(labels.actors.get(actor))
+    return f',"share_reference":{reference},"actor_email":{email}}}\n'
+
+
+def _csv_lookup(value: str) -> str:
+    # An e-mail address may start with "=" or "-" and hold control characters, so lookup values are
+    # escaped and neutralised like free text. Most need neither: str.isprintable is false for every
+    # character that `escape_control` escapes except the backslash.
+    if value.isprintable() and "\\" not in value and not value.startswith(FORMULA_PREFIXES):
+        return value
+    return neutralise_formula(escape_control(value))
 
 
 def _quoted(value: str | None) -> str:

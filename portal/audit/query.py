@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, Row, Select, String, create_engine, false, or_, select, type_coerce
 from sqlalchemy.pool import StaticPool
 
-from portal.audit.exporters import stored_event
+from portal.audit.exporters import ExportLabels, stored_event
+from portal.audit.lookups import ExportLookup
 from portal.audit.recorder import EVENT_TYPES
 from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
@@ -334,6 +335,26 @@ async def iterate_event_rows(portal: Portal, filters: EventFilter) -> AsyncItera
     a slow client receives the export. On SQLite the pages come from a separate connection that only
     reads and never takes the write lock.
     """
+    async for rows, _labels in _iterate_pages(portal, filters, None):
+        yield rows
+
+
+async def iterate_labelled_rows(
+    portal: Portal, filters: EventFilter
+) -> AsyncIterator[tuple[Sequence[Row[Any]], ExportLabels]]:
+    """Yield the pages of `iterate_event_rows`, each with the share references and staff e-mail addresses
+    of its rows (`portal.audit.lookups.ExportLookup`).
+
+    The lookups for a page run right after the page is read, on the same connection, so an export sends at
+    most three lookup queries per page of `EXPORT_PAGE_SIZE` events and never one per event.
+    """
+    async for rows, labels in _iterate_pages(portal, filters, ExportLookup(portal.engine.dialect.name)):
+        yield rows, labels or ExportLabels()
+
+
+async def _iterate_pages(
+    portal: Portal, filters: EventFilter, lookup: ExportLookup | None
+) -> AsyncIterator[tuple[Sequence[Row[Any]], ExportLabels | None]]:
     filters = await resolve_recipient(portal, filters)
     dialect = portal.engine.dialect.name
     page_query = (
@@ -344,20 +365,28 @@ async def iterate_event_rows(portal: Portal, filters: EventFilter) -> AsyncItera
     )
 
     async with _page_reader(portal) as read_page:
+
+        async def read_labelled(after: int) -> tuple[Sequence[Row[Any]], ExportLabels | None]:
+            # One task reads a page and then its lookups, so they never share the reader's SQLite
+            # connection with another query at the same time.
+            rows = await read_page(page_query.where(AccessEvent.seq > after))
+            if lookup is None or not rows:
+                return rows, None
+            return rows, await lookup.labels(rows, read_page)
+
         # The next page is read while the caller formats this one: on two cores the database driver
         # and the formatter then overlap.
-        pending: asyncio.Future[Sequence[Row[Any]]] | None = asyncio.ensure_future(
-            read_page(page_query.where(AccessEvent.seq > 0))
+        pending: asyncio.Future[tuple[Sequence[Row[Any]], ExportLabels | None]] | None = (
+            asyncio.ensure_future(read_labelled(0))
         )
         try:
             while pending is not None:
-                rows = await pending
+                rows, labels = await pending
                 pending = None
                 if len(rows) == EXPORT_PAGE_SIZE:
-                    after = rows[-1][0]
-                    pending = asyncio.ensure_future(read_page(page_query.where(AccessEvent.seq > after)))
+                    pending = asyncio.ensure_future(read_labelled(rows[-1][0]))
                 if rows:
-                    yield rows
+                    yield rows, labels
         finally:
             # A page still being read uses the reader's connection, which closes after this block.
             if pending is not None:

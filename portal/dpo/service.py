@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit.checkpoints import latest_checkpoint
+from portal.audit.lookups import AnyRow, AnySelect, find_names
 from portal.audit.query import EventFilter, build_query, resolve_recipient
 from portal.core import Portal
 from portal.crypto.pseudonym import pseudonymise
 from portal.errors import InvalidInput, NotFound
 from portal.i18n import _
-from portal.models import AccessEvent, ApiToken, Document, Share, ShareDocument, StaffUser, utcnow
+from portal.models import AccessEvent, Document, Share, ShareDocument, utcnow
 from portal.shares.service import share_status
 
 # A breach scope lists at most this many shares and documents; the counts stay exact.
@@ -252,20 +253,12 @@ async def event_labels(portal: Portal, events: Iterable[AccessEvent]) -> EventLa
     staff_ids = {row.actor.split(":", 1)[1] for row in rows if row.actor.startswith("staff:")}
     token_ids = {row.actor.split(":", 1)[1] for row in rows if row.actor.startswith("token:")}
     async with portal.transaction() as db:
-        references = await db.execute(
-            select(Share.id, Share.reference).where(Share.id.in_(_uuids(share_ids)))
-        )
-        shares = {str(share_id): reference for share_id, reference in references.all()}
-        token_owners = await db.execute(
-            select(ApiToken.id, ApiToken.user_id).where(ApiToken.id.in_(_uuids(token_ids)))
-        )
-        owners = {str(token_id): str(user_id) for token_id, user_id in token_owners.all()}
-        emails = await db.execute(
-            select(StaffUser.id, StaffUser.email).where(
-                StaffUser.id.in_(_uuids(staff_ids | set(owners.values())))
-            )
-        )
-        staff = {str(user_id): email for user_id, email in emails.all()}
+
+        async def read(query: AnySelect) -> Sequence[AnyRow]:
+            return (await db.execute(query)).all()
+
+        names = await find_names(read, portal.engine.dialect.name, share_ids, staff_ids, token_ids)
+    shares, owners, staff = names.share_references, names.token_owners, names.staff_emails
 
     actors = {}
     for row in rows:
@@ -283,13 +276,3 @@ async def event_labels(portal: Portal, events: Iterable[AccessEvent]) -> EventLa
         elif row.actor == "system":
             actors[row.actor] = _("System (the portal itself)")
     return EventLabels(shares=shares, actors=actors)
-
-
-def _uuids(values: Iterable[str]) -> list[uuid.UUID]:
-    result = []
-    for value in values:
-        try:
-            result.append(uuid.UUID(value))
-        except ValueError:
-            continue
-    return result

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from portal.audit.canonical import EVENT_FIELDS
+from portal.audit.exporters import EXPORT_FIELDS
 from tests.browser.conftest import PortalServer, Visitor
 from tests.browser.test_flows import (
     EVENT_TYPES_JS,
@@ -226,15 +226,18 @@ def test_dpo_workspace_walk(open_visitor: OpenVisitor, portal_server: PortalServ
     assert jsonl_name == "access-log.jsonl"
 
     csv_lines = csv_path.read_text(encoding="utf-8").splitlines()
-    assert csv_lines[0] == ",".join(EVENT_FIELDS)
+    assert csv_lines[0] == ",".join(EXPORT_FIELDS)
     assert len(csv_lines) > len(SHARE_EVENTS), f"the CSV export has only {len(csv_lines) - 1} events"
     assert all(share_id in line for line in csv_lines[1:]), "the CSV export holds events of other shares"
 
     jsonl_lines = jsonl_path.read_text(encoding="utf-8").splitlines()
     assert len(jsonl_lines) == len(csv_lines) - 1, "the two exports hold different numbers of events"
     events = [json.loads(line) for line in jsonl_lines]
-    assert all(set(event) == set(EVENT_FIELDS) for event in events)
+    assert all(set(event) == set(EXPORT_FIELDS) for event in events)
     assert {event["share_id"] for event in events} == {share_id}
+    assert {event["share_reference"] for event in events} == {reference}, "the export names the slip's reference"
+    created = [event for event in events if event["event_type"] == "share.created"]
+    assert [event["actor_email"] for event in created] == [CLINICIAN], "the export names the clinician"
     exported_types = {event["event_type"] for event in events}
     assert exported_types >= SHARE_EVENTS, f"the JSONL export lacks {sorted(SHARE_EVENTS - exported_types)}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from playwright.sync_api import Locator, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from portal.audit.canonical import EVENT_FIELDS
+from portal.audit.exporters import EXPORT_FIELDS
 from portal.security import codes
 from tests.browser.conftest import CLINIC_NAME, Visitor
 from tests.conftest import CORPUS_DIR, PASSWORD
@@ -258,9 +259,11 @@ def test_dpo_searches_and_exports(open_visitor: OpenVisitor, tmp_path: Path) -> 
     dpo.shot("after-export")
     assert filename == "access-log.csv"
     lines = saved.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ",".join(EVENT_FIELDS)
+    assert lines[0] == ",".join(EXPORT_FIELDS)
     assert len(lines) > 1
     assert all(",staff.login," in line for line in lines[1:])
+    emails = {row["actor_email"] for row in csv.DictReader(lines)}
+    assert DPO in emails, f"the export names the signed-in staff: {emails}"
 
     dpo.assert_console_clean()
 

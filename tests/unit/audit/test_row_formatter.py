@@ -1,14 +1,25 @@
-"""The export's fast row formatter gives the same bytes and errors as the reference exporters."""
+"""The export's fast row formatter gives the same bytes and errors as the reference exporters, and adds
+the lookup fields after the event's own without changing them."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
 import pytest
 
-from portal.audit.canonical import EVENT_FIELDS, EventInvalid, details_json, parse_time
-from portal.audit.exporters import RowFormatter, csv_rows, jsonl_lines, stored_event
+from portal.audit.canonical import EVENT_FIELDS, EventInvalid, canonical_event_bytes, details_json, parse_time
+from portal.audit.exporters import (
+    EXPORT_FIELDS,
+    LOOKUP_FIELDS,
+    ExportLabels,
+    RowFormatter,
+    csv_rows,
+    jsonl_lines,
+    stored_event,
+)
 
 from .conftest import EventFactory
 
@@ -114,3 +125,61 @@ def test_stored_event_matches_recorded_form(make_event: EventFactory) -> None:
     event = make_event(3, details={"page": 2})
     for row in stored_rows([event], sqlite=True) + stored_rows([event], sqlite=False):
         assert stored_event(row) == event
+
+
+def labels_for(events: list[dict[str, Any]]) -> ExportLabels:
+    """Return lookup values for some of the events' shares and actors, with the hard cases of a cell."""
+    return ExportLabels(
+        shares={events[0]["share_id"]: "S-7K3M9QXA"},
+        actors={"system": "=cmd|' /C calc'!A0@clinic.test", events[1]["actor"]: "zoë\x1b@clinic.test"},
+    )
+
+
+@pytest.mark.parametrize("sqlite", [True, False], ids=["sqlite", "postgresql"])
+def test_row_formatter_jsonl_lookups(make_event: EventFactory, sqlite: bool) -> None:
+    events = varied_events(make_event)
+    labels = labels_for(events)
+    canonical = list(jsonl_lines(events))
+    formatter = RowFormatter()
+
+    for _pass in range(2):
+        exported_text = formatter.jsonl(stored_rows(events, sqlite=sqlite), labels).decode("utf-8")
+        # Split at newlines only: str.splitlines also splits at U+2028, which JSON leaves unescaped.
+        lines = exported_text.split("\n")
+        assert lines.pop() == ""
+        assert len(lines) == len(events)
+        for line, event, expected in zip(lines, events, canonical, strict=True):
+            exported = json.loads(line)
+            assert list(exported)[-2:] == list(LOOKUP_FIELDS)
+            assert exported.pop("share_reference") == labels.shares.get(event["share_id"])
+            assert exported.pop("actor_email") == labels.actors.get(event["actor"])
+            assert exported == event
+            assert canonical_event_bytes(exported) == expected[:-1].encode("utf-8")
+            assert line.startswith(expected[:-2]), "the hashed fields come first, as in the canonical line"
+
+
+@pytest.mark.parametrize("sqlite", [True, False], ids=["sqlite", "postgresql"])
+def test_row_formatter_csv_lookups(make_event: EventFactory, sqlite: bool) -> None:
+    events = varied_events(make_event)
+    labels = labels_for(events)
+    expected = list(csv.reader(io.StringIO("".join(csv_rows(events)))))
+    formatter = RowFormatter()
+
+    exported = formatter.csv(stored_rows(events, sqlite=sqlite), header=True, labels=labels)
+    again = formatter.csv(stored_rows(events, sqlite=sqlite), header=False, labels=labels)
+    parsed = list(csv.reader(io.StringIO(exported.decode("utf-8"))))
+    assert parsed[1:] == list(csv.reader(io.StringIO(again.decode("utf-8"))))
+
+    assert tuple(parsed[0]) == EXPORT_FIELDS
+    assert [row[: len(EVENT_FIELDS)] for row in parsed] == expected, "the event's columns are unchanged"
+    lookups = [row[len(EVENT_FIELDS) :] for row in parsed[1:]]
+    assert lookups[0] == ["S-7K3M9QXA", ""]
+    assert lookups[1] == ["", "zoë\\u001b@clinic.test"], "control characters are escaped"
+    assert lookups[9] == ["", "'=cmd|' /C calc'!A0@clinic.test"], "a formula start is neutralised"
+    assert all(row == ["", ""] for row in lookups[2:9] + lookups[10:])
+
+
+def test_row_formatter_empty_csv_lookups() -> None:
+    header = RowFormatter().csv([], header=True, labels=ExportLabels())
+
+    assert header == (",".join(EXPORT_FIELDS) + "\r\n").encode()
