@@ -31,8 +31,8 @@ from portal.storage.filesystem import FileBlobStore
 
 log = logging.getLogger(__name__)
 
-# Connections per process for the batched statements of code redemptions; each batch holds one for about
-# a millisecond, so five serve far more redemptions per second than the CPU can hash.
+# Connections per process for the batched statements of code redemptions. A batch uses one for about a
+# millisecond, so five serve far more redemptions per second than the CPU can hash.
 BATCH_CONNECTIONS = 5
 
 

@@ -118,7 +118,7 @@ class BatchConnection:
         """Run ``steps`` in order and return the first row of each (None for a statement without rows).
 
         Without ``begin`` and ``commit`` the batch is one implicit transaction of its own. ``begin`` opens
-        a transaction that a later batch ends with ``commit``; leaving ``BatchPool.connection`` without that
+        a transaction that a later batch ends with ``commit``. Leaving ``BatchPool.connection`` without that
         commit rolls it back.
         """
         sql = ";\n".join(statement.execute_sql for statement, _values in steps)

@@ -102,8 +102,8 @@ async def test_redemption_works_right_after_outage(tmp_path: Path, monkeypatch: 
                 assert (await redeem(client, shared["access_code"])).status_code == 503
                 # This one waits for a new connection, so the pool starts opening one and retries.
                 assert (await redeem(client, shared["access_code"])).status_code == 503
-                # Longer than the pool's first retry delays (about 1 s, then 2 s), and well before the
-                # next one (about 4 s later), which a pool that keeps retrying would make the code wait for.
+                # Past the pool's first two retry delays (about 1 s and 2 s) and before its third (about
+                # 4 s later). A pool that kept retrying would make the next redemption wait for that one.
                 await asyncio.sleep(4.5)
             finally:
                 _block_connections(url, blocked=False)

@@ -49,7 +49,7 @@ async def test_failed_and_unfinished_batches_leave_no_trace(
         count = Compiled(upsert_statement("postgresql"), dialect)
         # A statement that cannot be prepared either: it names a table that does not exist.
         broken = Compiled(text("SELECT * FROM no_such_table"), dialect, prepare=False)
-        # One connection, so every check below sees the session the batches used.
+        # One connection, so every check below inspects the session the batches used.
         pool = BatchPool(url, engine.dialect, [count], max_size=1)
         await pool.open()
         caplog.set_level(logging.WARNING, logger="psycopg.pool")
@@ -78,8 +78,7 @@ async def test_failed_and_unfinished_batches_leave_no_trace(
             assert (first[0], second[0]) == (1, 2)
             assert _backend_states(url) == ["idle"]
             assert _throttle_rows(url) == 1
-            # The pool never had to roll back a returned connection itself; it would log the database's
-            # address when it did.
+            # The pool never had to roll back a returned connection itself, which it would log as a warning.
             assert not [record for record in caplog.records if record.name.startswith("psycopg.pool")]
         finally:
             await pool.close()
