@@ -6,8 +6,9 @@ by a crash between the two.
 
 Reading from the filesystem store runs in worker threads, one hop per step: each step reads whole
 sealed segments into a reused buffer with ``os.preadv`` and decrypts them straight from it. A download
-decrypts each step into a new buffer, which goes to the server without a copy (``portal.streaming``).
-Other stores go through ``BlobStore.read`` and ``decrypt_async``.
+decrypts each step into a buffer of its own that no chunk still views (``StreamBuffers``), which goes to
+the server without a copy (``portal.streaming``). Other stores go through ``BlobStore.read`` and
+``decrypt_async``.
 
 A download reads the copy once (``open_plaintext``): before the response starts, it checks the header and
 the blob size, authenticates the final segment and decrypts the first MiB, so a truncated copy, a copy
@@ -46,6 +47,9 @@ _CHUNK = 1024 * 1024
 # that only authenticates, where fewer hops matter more than the time between event-loop turns.
 STREAM_SEGMENTS = 16
 AUTHENTICATE_SEGMENTS = 128
+# Buffers one download keeps for reuse. The server still references at most the chunk it is sending, and
+# the read path the chunk it yielded last, so the third buffer is nearly always free again.
+STREAM_BUFFERS = 3
 
 
 class BlobUnavailable(Exception):
@@ -130,14 +134,15 @@ class BlobService:
             return await self._open_from_store(blob_id, data_key)
 
         decryption = await asyncio.to_thread(_FileDecryption, self.store, blob_id, data_key, STREAM_SEGMENTS)
+        buffers = StreamBuffers(STREAM_SEGMENTS * SEGMENT_SIZE)
         try:
             size = plaintext_size(decryption.file.size)
             await asyncio.to_thread(decryption.check_final_segment)
-            first = await asyncio.to_thread(decryption.step, _stream_buffer())
+            first = await asyncio.to_thread(decryption.step, buffers.take())
         except BaseException:
             decryption.close()
             raise
-        return PlaintextCopy(size, _stream_rest(decryption, first))
+        return PlaintextCopy(size, _stream_rest(decryption, buffers, first))
 
     async def _open_from_store(self, blob_id: str, data_key: bytes) -> PlaintextCopy:
         total = await self.store.size(blob_id)
@@ -254,24 +259,52 @@ async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGene
 
 
 async def _stream_rest(
-    decryption: _FileDecryption, first: memoryview | None
+    decryption: _FileDecryption, buffers: StreamBuffers, first: memoryview | None
 ) -> AsyncGenerator[memoryview, None]:
     try:
         if first:
             yield first
-        while (chunk := await asyncio.to_thread(decryption.step, _stream_buffer())) is not None:
+        while (chunk := await asyncio.to_thread(decryption.step, buffers.take())) is not None:
             yield chunk
     finally:
         decryption.close()
 
 
-def _stream_buffer() -> bytearray:
-    """Allocate the buffer for one step of a download; call it on the event loop, which also frees it.
+class StreamBuffers:
+    """The output buffers of one download: a buffer is reused once no view of an earlier chunk remains.
 
-    Each chunk gets its own buffer because the server may still hold the previous one. A buffer allocated
-    in the worker thread and freed on the event loop made downloads slower (docs/architecture.md).
+    The server may still be sending a chunk after ``send()`` returns, so a buffer must not change while
+    anything views it. CPython refuses to resize a ``bytearray`` while a buffer export of it exists (a
+    ``memoryview``, a slice of one, or the server's own hold on it), and that refusal is the test. Call
+    ``take`` on the event loop, which also frees the buffers; a buffer allocated in a worker thread and
+    freed on the event loop made downloads slower (docs/architecture.md).
     """
-    return bytearray(STREAM_SEGMENTS * SEGMENT_SIZE)
+
+    def __init__(self, size: int, keep: int = STREAM_BUFFERS) -> None:
+        self._size = size
+        self._keep = keep
+        self._buffers: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        """Return a kept buffer that nothing views, or a new one when every kept buffer is still viewed."""
+        for buffer in self._buffers:
+            if _unviewed(buffer):
+                return buffer
+        buffer = bytearray(self._size)
+        if len(self._buffers) < self._keep:
+            self._buffers.append(buffer)
+        return buffer
+
+
+def _unviewed(buffer: bytearray) -> bool:
+    """Return whether no export of ``buffer`` exists. Its size is the same afterwards in both cases."""
+    try:
+        # Shrinking in place raises BufferError while an export exists, and neither step reallocates.
+        del buffer[-1:]
+    except BufferError:
+        return False
+    buffer.append(0)
+    return True
 
 
 class _FileDecryption:
