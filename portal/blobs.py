@@ -107,8 +107,14 @@ class BlobService:
     async def data_key(self, db: AsyncSession, blob_id: str) -> bytes:
         row = await db.get(DataKey, blob_id)
         if row is None:
+            return self.unwrap_data_key(blob_id, None, None)
+        return self.unwrap_data_key(blob_id, row.kek_id, row.wrapped_key)
+
+    def unwrap_data_key(self, blob_id: str, kek_id: str | None, wrapped_key: bytes | None) -> bytes:
+        """Unwrap a data key read with its blob, or raise BlobUnavailable when the row was missing (None)."""
+        if kek_id is None or wrapped_key is None:
             raise BlobUnavailable(f"blob {blob_id} has no data key; it was erased or purged")
-        return self.keyring.unwrap(row.kek_id, row.wrapped_key)
+        return self.keyring.unwrap(kek_id, wrapped_key)
 
     def plaintext(self, blob_id: str, data_key: bytes) -> AsyncIterator[bytes]:
         """Stream the decrypted bytes; a damaged blob raises BlobIntegrityError before its bad segment.

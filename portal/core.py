@@ -31,8 +31,8 @@ from portal.storage.filesystem import FileBlobStore
 
 log = logging.getLogger(__name__)
 
-# Connections per process for the batched statements of code redemptions. A batch uses one for about a
-# millisecond, so five serve far more redemptions per second than the CPU can hash.
+# Connections per process for the batched statements of code redemptions and downloads. A batch uses one
+# for about a millisecond, so five serve far more redemptions per second than the CPU can hash.
 BATCH_CONNECTIONS = 5
 
 
@@ -45,7 +45,7 @@ class Portal:
     sessionmaker: async_sessionmaker[AsyncSession]
     blobs: BlobService
     pdf: PdfWorkerPool
-    # Connections for the batched steps of a code redemption on PostgreSQL; None on SQLite.
+    # Connections for the batched steps of code redemptions and downloads on PostgreSQL, None on SQLite.
     batches: BatchPool | None = None
 
     @contextlib.asynccontextmanager

@@ -1,10 +1,12 @@
-"""The database steps of a code redemption on PostgreSQL, in three round trips.
+"""The database steps of a code redemption and a download on PostgreSQL, in a few round trips each.
 
 They write the same rows and events as the ``AsyncSession`` steps in ``portal.access.service``, which
 SQLite uses, with the same statements. Finding the share counts the attempt against the client's address
 and reads the share in one round trip. Spending takes two: one for BEGIN, the conditional UPDATE and the
-access log's lock and last number, then one for the session, the event and COMMIT. Everything else about
-a redemption (the argon2 checks, which codes are rejected and why, the events) lives in the service module.
+access log's lock and last number, then one for the session, the event and COMMIT. A download reads its
+session, share and data key in one round trip and counts itself in two more, shaped like spending. Its
+end takes two. Everything else (the argon2 checks, which requests are refused and why, the events) lives
+in the service module.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
 
-from portal.access.statements import SHARE_BY_LOCATOR, SPEND_ONE, ShareToRedeem, share_to_redeem
+from portal.access.statements import (
+    COUNT_DOWNLOAD,
+    DOWNLOAD_CHECK,
+    DOWNLOAD_COMPLETED,
+    DOWNLOAD_GIVEN_BACK,
+    SHARE_BY_LOCATOR,
+    SPEND_ONE,
+    ShareToRedeem,
+    share_to_redeem,
+)
 from portal.audit.recorder import (
     INSERT_EVENT,
     LAST_SEQ,
@@ -28,7 +39,7 @@ from portal.audit.recorder import (
 )
 from portal.pgbatch import BatchPool, Compiled, Step, positional_dialect
 from portal.security.hashing import sha256_hex
-from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, new_session
+from portal.security.sessions import DELETE_SESSION, INSERT_SESSION, TOUCH_SESSION, new_session
 from portal.security.throttle import upsert_statement
 
 
@@ -43,6 +54,11 @@ class _Statements:
     lock_log: Compiled
     last_seq: Compiled
     insert_event: Compiled
+    download_check: Compiled
+    count_download: Compiled
+    touch_session: Compiled
+    download_completed: Compiled
+    download_given_back: Compiled
 
 
 @functools.lru_cache(maxsize=16)
@@ -58,6 +74,11 @@ def _statements(engine_dialect: Dialect) -> _Statements:
         lock_log=Compiled(LOCK_LOG, dialect),
         last_seq=Compiled(LAST_SEQ, dialect),
         insert_event=Compiled(INSERT_EVENT, dialect),
+        download_check=Compiled(DOWNLOAD_CHECK, dialect),
+        count_download=Compiled(COUNT_DOWNLOAD, dialect),
+        touch_session=Compiled(TOUCH_SESSION, dialect),
+        download_completed=Compiled(DOWNLOAD_COMPLETED, dialect),
+        download_given_back=Compiled(DOWNLOAD_GIVEN_BACK, dialect),
     )
 
 
@@ -73,7 +94,7 @@ def uses_batches(dialect: Dialect) -> bool:
 
 
 def open_pool(database_url: str, dialect: Dialect, *, max_size: int) -> BatchPool:
-    """Return a pool whose connections have the statements of a redemption prepared; open it before use."""
+    """Return a pool with the statements of a redemption and a download prepared. Open it before use."""
     statements = _statements(dialect)
     return BatchPool(database_url, dialect, vars(statements).values(), max_size=max_size)
 
@@ -139,7 +160,7 @@ async def spend(
             ],
             begin=True,
         )
-        seq = (last_row[0] if last_row and last_row[0] is not None else 0) + 1
+        seq = _next_seq(last_row)
 
         raw_id = None
         steps: list[Step] = []
@@ -156,3 +177,65 @@ async def spend(
         steps.append((statements.insert_event, event))
         await database.run(steps, commit=True)
     return (int(spent_row[0]), raw_id) if spent_row is not None else (None, None)
+
+
+async def read_download(pool: BatchPool, id_hash: str) -> dict[str, Any] | None:
+    """Return the session under ``id_hash`` with its share and wrapped data key (``DOWNLOAD_CHECK``)."""
+    statements = _statements(pool.dialect)
+    async with pool.connection() as database:
+        (row,) = await database.run([(statements.download_check, {"id_hash": id_hash})])
+    return statements.download_check.row(row)
+
+
+async def count_download(
+    pool: BatchPool, recipient: Actor, share_id: Any, touch: dict[str, Any] | None, event: dict[str, Any]
+) -> bool:
+    """Count a download against the share's limit and record ``event``, or return False at the limit.
+
+    ``touch`` contains the ``TOUCH_SESSION`` parameters when the session's ``last_seen_at`` is due.
+    """
+    statements = _statements(pool.dialect)
+    async with pool.connection() as database:
+        counted_row, _locked, last_row = await database.run(
+            [
+                (statements.count_download, {"share_id": share_id}),
+                (statements.lock_log, LOCK_LOG_PARAMS),
+                (statements.last_seq, None),
+            ],
+            begin=True,
+        )
+        if counted_row is None:
+            # Leaving the connection without COMMIT rolls the transaction back.
+            return False
+        seq = _next_seq(last_row)
+        steps: list[Step] = []
+        if touch is not None:
+            steps.append((statements.touch_session, touch))
+        steps.append((statements.insert_event, new_event_values(seq, recipient, **event)))
+        await database.run(steps, commit=True)
+    return True
+
+
+async def finish_download(
+    pool: BatchPool, recipient: Actor, share_id: Any, change: str | None, event: dict[str, Any]
+) -> None:
+    """Record how a download ended, after ``change``: "completed", "given_back" or None for no count."""
+    statements = _statements(pool.dialect)
+    steps: list[Step] = []
+    if change == "completed":
+        steps.append((statements.download_completed, {"share_id": share_id}))
+    elif change == "given_back":
+        steps.append((statements.download_given_back, {"share_id": share_id}))
+    steps += [(statements.lock_log, LOCK_LOG_PARAMS), (statements.last_seq, None)]
+    async with pool.connection() as database:
+        rows = await database.run(steps, begin=True)
+        last_row = rows[-1]
+        seq = _next_seq(last_row)
+        await database.run(
+            [(statements.insert_event, new_event_values(seq, recipient, **event))], commit=True
+        )
+
+
+def _next_seq(last_row: Any) -> int:
+    """Return the number of the next event from the ``LAST_SEQ`` row (no row or NULL: an empty log)."""
+    return (last_row[0] if last_row and last_row[0] is not None else 0) + 1

@@ -12,9 +12,9 @@ from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Response, Template
-from sqlalchemy import update
 
 from portal.access.service import finish_download, recipient_share, redeem, start_download
+from portal.access.statements import DOWNLOAD_GIVEN_BACK, ShareToDownload
 from portal.audit.recorder import Actor, record
 from portal.audit.transparency import PATIENT_PROFILE, other_disclosures
 from portal.blobs import PlaintextCopy
@@ -171,8 +171,7 @@ async def download(request: Request[Any, Any, Any]) -> BufferStream:
     portal = portal_of(request)
     who = actor_for(request, "recipient")
     share, data_key = await start_download(portal, who, request.cookies.get(RECIPIENT_COOKIE))
-    blob_id = share.copy_blob_id or ""
-    copy = await _open_copy(portal, who, share, blob_id, data_key)
+    copy = await _open_copy(portal, who, share, share.copy_blob_id, data_key)
 
     async def body() -> AsyncIterator[bytes | memoryview]:
         sent = 0
@@ -212,7 +211,9 @@ async def download(request: Request[Any, Any, Any]) -> BufferStream:
     )
 
 
-async def _open_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_key: bytes) -> PlaintextCopy:
+async def _open_copy(
+    portal: Any, who: Actor, share: ShareToDownload, blob_id: str, data_key: bytes
+) -> PlaintextCopy:
     """Open the copy for one streaming pass; a copy that fails the checks before the first byte gets a page.
 
     ``BlobService.open_plaintext`` authenticates the header, the size, the final segment and the first
@@ -228,8 +229,7 @@ async def _open_copy(portal: Any, who: Actor, share: Share, blob_id: str, data_k
         recipient = Actor(f"recipient:{share.id}", who.ip_prefix, who.user_agent_family, who.request_id)
         async with portal.transaction() as db:
             # Nothing was sent, so the recipient gets the download back.
-            given_back = Share.downloads_started - 1
-            await db.execute(update(Share).where(Share.id == share.id).values(downloads_started=given_back))
+            await db.execute(DOWNLOAD_GIVEN_BACK, {"share_id": share.id})
             await record(
                 db,
                 recipient,

@@ -16,14 +16,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.access import batched
 from portal.access.statements import (
+    COUNT_DOWNLOAD,
     COUNT_FAILURE,
+    DOWNLOAD_COMPLETED,
+    DOWNLOAD_GIVEN_BACK,
     SHARE_BY_LOCATOR,
     SPEND_ONE,
+    ShareToDownload,
     ShareToRedeem,
     share_to_redeem,
 )
@@ -42,10 +45,17 @@ from portal.errors import (
 from portal.i18n import N_, _
 from portal.models import AuthSession, Share, utcnow
 from portal.notifications import notify_share_event
+from portal.pgbatch import BatchPool
 from portal.security import codes, throttle
 from portal.security.client import ip_prefix
 from portal.security.hashing import CODE_HASHER, verify_secret
-from portal.security.sessions import load_session, start_session
+from portal.security.sessions import (
+    load_session,
+    needs_touch,
+    session_id_hash,
+    session_live,
+    start_session,
+)
 
 FLOOD_WINDOW = dt.timedelta(minutes=1)
 
@@ -344,6 +354,13 @@ async def _count_failure(portal: Portal, who: Actor, share: ShareToRedeem | None
         notify_share_event(portal, share.id, "locked")
 
 
+SESSION_ENDED = N_(
+    "Your session has ended: it timed out, you closed the report, or the clinic withdrew it. "
+    "If your access code can be used again, enter it; if not, ask the clinic for a new code."
+)
+REPORT_GONE = N_("This report is no longer available. Contact the clinic if you still need it.")
+
+
 async def recipient_share(
     portal: Portal, db: AsyncSession, raw_session_id: str | None
 ) -> tuple[AuthSession, Share]:
@@ -354,73 +371,109 @@ async def recipient_share(
     session = await load_session(db, kind="recipient", raw_id=raw_session_id)
     share = await db.get(Share, session.subject_id) if session else None
     if session is None or share is None:
-        raise ShareUnavailable(
-            _(
-                "Your session has ended: it timed out, you closed the report, or the clinic withdrew it. "
-                "If your access code can be used again, enter it; if not, ask the clinic for a new code."
-            )
-        )
+        raise ShareUnavailable(_(SESSION_ENDED))
     if share.revoked_at is not None or share.expires_at <= utcnow():
-        raise ShareUnavailable(
-            _("This report is no longer available. Contact the clinic if you still need it.")
-        )
+        raise ShareUnavailable(_(REPORT_GONE))
     return session, share
 
 
-async def start_download(portal: Portal, who: Actor, raw_session_id: str | None) -> tuple[Share, bytes]:
-    """Count a download and record its start; return the share and the copy's data key."""
-    async with portal.transaction() as db:
-        _session, share = await recipient_share(portal, db, raw_session_id)
-        if not share.allow_download or share.copy_blob_id is None:
-            # The session is still valid and only this action is not, so the page is "Not allowed", not "gone".
-            raise Forbidden(_("This report can be viewed but not downloaded."), code="download_not_allowed")
+def _check_download_allowed(allow_download: bool, copy_blob_id: str | None) -> str:
+    """Return the copy's blob id, or raise Forbidden when the share allows viewing only."""
+    if not allow_download or copy_blob_id is None:
+        # The session is still valid and only this action is not, so the page is "Not allowed", not "gone".
+        raise Forbidden(_("This report can be viewed but not downloaded."), code="download_not_allowed")
+    return copy_blob_id
 
-        counted = await db.scalar(
-            update(Share)
-            .where(Share.id == share.id, Share.downloads_started < Share.max_downloads)
-            .values(downloads_started=Share.downloads_started + 1)
-            .returning(Share.id)
-        )
-        if counted is None:
-            raise ShareUnavailable(
-                _(
-                    "The download limit for this report is reached. Contact the clinic if you need another copy."
-                ),
-                code="download_limit_reached",
-            )
-        data_key = await portal.blobs.data_key(db, share.copy_blob_id)
-        await record(
-            db, _recipient(share.id, who), "access.download.started", share_id=share.id, purpose=share.purpose
-        )
+
+def _download_limit_reached() -> ShareUnavailable:
+    return ShareUnavailable(
+        _("The download limit for this report is reached. Contact the clinic if you need another copy."),
+        code="download_limit_reached",
+    )
+
+
+def _download_started(share: ShareToDownload) -> dict[str, Any]:
+    return {"event_type": "access.download.started", "share_id": share.id, "purpose": share.purpose}
+
+
+async def start_download(
+    portal: Portal, who: Actor, raw_session_id: str | None
+) -> tuple[ShareToDownload, bytes]:
+    """Count a download and record its start; return the share and the copy's data key."""
+    if portal.batches is not None:
+        return await _start_download_batched(portal, portal.batches, who, raw_session_id)
+
+    async with portal.transaction() as db:
+        _session, row = await recipient_share(portal, db, raw_session_id)
+        blob_id = _check_download_allowed(row.allow_download, row.copy_blob_id)
+        share = ShareToDownload(row.id, row.reference, row.purpose, blob_id)
+        if await db.scalar(COUNT_DOWNLOAD, {"share_id": share.id}) is None:
+            raise _download_limit_reached()
+        data_key = await portal.blobs.data_key(db, blob_id)
+        await record(db, _recipient(share.id, who), **_download_started(share))
+    return share, data_key
+
+
+async def _start_download_batched(
+    portal: Portal, pool: BatchPool, who: Actor, raw_session_id: str | None
+) -> tuple[ShareToDownload, bytes]:
+    """``start_download`` on PostgreSQL: the checks of ``recipient_share``, in the same order, on one read."""
+    id_hash = session_id_hash(raw_session_id)
+    row = await batched.read_download(pool, id_hash) if id_hash is not None else None
+    now = utcnow()
+    if (
+        row is None
+        or row["kind"] != "recipient"
+        or not session_live(row["last_seen_at"], row["session_expires_at"], row["idle_seconds"], now)
+        or row["id"] is None
+    ):
+        # The ORM path deletes a timed-out session and then rolls back with the refusal, so neither writes.
+        raise ShareUnavailable(_(SESSION_ENDED))
+    if row["revoked_at"] is not None or row["expires_at"] <= now:
+        raise ShareUnavailable(_(REPORT_GONE))
+    blob_id = _check_download_allowed(row["allow_download"], row["copy_blob_id"])
+    share = ShareToDownload(row["id"], row["reference"], row["purpose"], blob_id)
+    # Unwrapped before counting: a copy without its key is refused, as when the ORM path rolls back.
+    data_key = portal.blobs.unwrap_data_key(blob_id, row["kek_id"], row["wrapped_key"])
+
+    touch = {"session_hash": id_hash, "now": now} if needs_touch(row["last_seen_at"], now) else None
+    recipient = _recipient(share.id, who)
+    if not await batched.count_download(pool, recipient, share.id, touch, _download_started(share)):
+        raise _download_limit_reached()
     return share, data_key
 
 
 async def finish_download(
-    portal: Portal, who: Actor, share: Share, completed: bool, sent_bytes: int, reason: str | None = None
+    portal: Portal,
+    who: Actor,
+    share: ShareToDownload,
+    completed: bool,
+    sent_bytes: int,
+    reason: str | None = None,
 ) -> None:
     """Record how a download ended; one cut short by a damaged stored copy is given back to the recipient."""
     details: dict[str, str | int | bool | None] = {"bytes": sent_bytes}
     if reason is not None:
         details["reason"] = reason
+    change = None
+    if completed:
+        change = "completed"
+    elif reason == "integrity_check_failed":
+        change = "given_back"
+    event: dict[str, Any] = {
+        "event_type": "access.download.completed" if completed else "access.download.aborted",
+        "outcome": "success" if completed else "failure",
+        "share_id": share.id,
+        "purpose": share.purpose,
+        "details": details,
+    }
+    recipient = _recipient(share.id, who)
+    if portal.batches is not None:
+        await batched.finish_download(portal.batches, recipient, share.id, change, event)
+        return
+
     async with portal.transaction() as db:
-        if completed:
-            await db.execute(
-                update(Share)
-                .where(Share.id == share.id)
-                .values(downloads_completed=Share.downloads_completed + 1)
-            )
-        elif reason == "integrity_check_failed":
-            await db.execute(
-                update(Share)
-                .where(Share.id == share.id)
-                .values(downloads_started=Share.downloads_started - 1)
-            )
-        await record(
-            db,
-            _recipient(share.id, who),
-            "access.download.completed" if completed else "access.download.aborted",
-            outcome="success" if completed else "failure",
-            share_id=share.id,
-            purpose=share.purpose,
-            details=details,
-        )
+        if change is not None:
+            statement = DOWNLOAD_COMPLETED if change == "completed" else DOWNLOAD_GIVEN_BACK
+            await db.execute(statement, {"share_id": share.id})
+        await record(db, recipient, **event)

@@ -1,4 +1,4 @@
-"""The statements of a code redemption, built once for every database.
+"""The statements of a code redemption and a download, built once for every database.
 
 Building them costs more CPU than PostgreSQL spends running them: 0.45 ms for the conditional UPDATE on a
 2-core EPYC server.
@@ -14,9 +14,12 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, case, or_, select, update
 
-from portal.models import Share, UTCDateTime
+from portal.models import AuthSession, DataKey, Share, UTCDateTime
 
-SHARES: Table = Share.__table__  # type: ignore[assignment]  # a declarative class maps one Table
+# Declarative classes map one Table each.
+SHARES: Table = Share.__table__  # type: ignore[assignment]
+SESSIONS: Table = AuthSession.__table__  # type: ignore[assignment]
+DATA_KEYS: Table = DataKey.__table__  # type: ignore[assignment]
 NOW = bindparam("now", type_=UTCDateTime())
 
 
@@ -81,4 +84,61 @@ COUNT_FAILURE = (
         ),
     )
     .returning(SHARES.c.failed_attempts, SHARES.c.locked_at)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareToDownload:
+    """The columns of a share that a download needs once its checks have passed."""
+
+    id: uuid.UUID
+    reference: str
+    purpose: str
+    copy_blob_id: str
+
+
+# A recipient session with its share and the wrapped data key of the share's copy, for the checks before a
+# download. The outer joins keep the session's row when the share or the data key is gone.
+DOWNLOAD_CHECK = (
+    select(
+        SESSIONS.c.kind,
+        SESSIONS.c.last_seen_at,
+        SESSIONS.c.expires_at.label("session_expires_at"),
+        SESSIONS.c.idle_seconds,
+        SHARES.c.id,
+        SHARES.c.reference,
+        SHARES.c.purpose,
+        SHARES.c.copy_blob_id,
+        SHARES.c.revoked_at,
+        SHARES.c.expires_at,
+        SHARES.c.allow_download,
+        DATA_KEYS.c.kek_id,
+        DATA_KEYS.c.wrapped_key,
+    )
+    .select_from(
+        SESSIONS.outerjoin(SHARES, SHARES.c.id == SESSIONS.c.subject_id).outerjoin(
+            DATA_KEYS, DATA_KEYS.c.blob_id == SHARES.c.copy_blob_id
+        )
+    )
+    .where(SESSIONS.c.id_hash == bindparam("id_hash"))
+)
+
+COUNT_DOWNLOAD = (
+    update(SHARES)
+    .where(SHARES.c.id == bindparam("share_id"), SHARES.c.downloads_started < SHARES.c.max_downloads)
+    .values(downloads_started=SHARES.c.downloads_started + 1)
+    .returning(SHARES.c.id)
+)
+
+DOWNLOAD_COMPLETED = (
+    update(SHARES)
+    .where(SHARES.c.id == bindparam("share_id"))
+    .values(downloads_completed=SHARES.c.downloads_completed + 1)
+)
+
+# A download cut short by a damaged copy does not count against the recipient.
+DOWNLOAD_GIVEN_BACK = (
+    update(SHARES)
+    .where(SHARES.c.id == bindparam("share_id"))
+    .values(downloads_started=SHARES.c.downloads_started - 1)
 )

@@ -21,7 +21,7 @@ from litestar.datastructures import Cookie
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.models import AuthSession, utcnow
+from portal.models import AuthSession, UTCDateTime, utcnow
 from portal.security.hashing import sha256_hex
 
 STAFF_COOKIE = "__Host-portal-staff"
@@ -34,6 +34,12 @@ _TOUCH_INTERVAL = dt.timedelta(seconds=30)
 _SESSIONS: Table = AuthSession.__table__  # type: ignore[assignment]  # a declarative class maps one Table
 INSERT_SESSION = insert(_SESSIONS)
 DELETE_SESSION = delete(_SESSIONS).where(_SESSIONS.c.id_hash == bindparam("id_hash"))
+# An UPDATE may not name a parameter after a column of its table, so this one is "session_hash".
+TOUCH_SESSION = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id_hash == bindparam("session_hash"))
+    .values(last_seen_at=bindparam("now", type_=UTCDateTime()))
+)
 
 
 async def start_session(
@@ -107,23 +113,41 @@ def open_sealed_secret(session: AuthSession, raw_id: str) -> str | None:
 
 async def load_session(db: AsyncSession, *, kind: str, raw_id: str | None) -> AuthSession | None:
     """Return the live session for ``raw_id``, or None if it is unknown, of another kind or timed out."""
-    if not raw_id or len(raw_id) > 100:
+    id_hash = session_id_hash(raw_id)
+    if id_hash is None:
         return None
 
-    id_hash = sha256_hex(raw_id)
     row = await db.scalar(select(AuthSession).where(AuthSession.id_hash == id_hash))
     if row is None or row.kind != kind:
         return None
 
     now = utcnow()
-    idle_deadline = row.last_seen_at + dt.timedelta(seconds=row.idle_seconds)
-    if now >= row.expires_at or now >= idle_deadline:
+    if not session_live(row.last_seen_at, row.expires_at, row.idle_seconds, now):
         await db.execute(delete(AuthSession).where(AuthSession.id_hash == id_hash))
         return None
 
-    if now - row.last_seen_at >= _TOUCH_INTERVAL:
-        await db.execute(update(AuthSession).where(AuthSession.id_hash == id_hash).values(last_seen_at=now))
+    if needs_touch(row.last_seen_at, now):
+        await db.execute(TOUCH_SESSION, {"session_hash": id_hash, "now": now})
     return row
+
+
+def session_id_hash(raw_id: str | None) -> str | None:
+    """Return the stored hash of a session id from a cookie, or None for a missing or oversized value."""
+    if not raw_id or len(raw_id) > 100:
+        return None
+    return sha256_hex(raw_id)
+
+
+def session_live(
+    last_seen_at: dt.datetime, expires_at: dt.datetime, idle_seconds: int, now: dt.datetime
+) -> bool:
+    """Return whether a session has reached neither its absolute limit nor its idle limit at ``now``."""
+    return now < expires_at and now < last_seen_at + dt.timedelta(seconds=idle_seconds)
+
+
+def needs_touch(last_seen_at: dt.datetime, now: dt.datetime) -> bool:
+    """Return whether a request at ``now`` should write the session's ``last_seen_at``."""
+    return now - last_seen_at >= _TOUCH_INTERVAL
 
 
 async def end_session(db: AsyncSession, raw_id: str | None) -> None:
