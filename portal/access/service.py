@@ -417,7 +417,7 @@ async def start_download(
 async def _start_download_batched(
     portal: Portal, pool: BatchPool, who: Actor, raw_session_id: str | None
 ) -> tuple[ShareToDownload, bytes]:
-    """``start_download`` on PostgreSQL: the checks of ``recipient_share``, in the same order, on one read."""
+    """Run ``start_download`` on PostgreSQL: the checks of ``recipient_share``, in order, on one read."""
     id_hash = session_id_hash(raw_session_id)
     row = await batched.read_download(pool, id_hash) if id_hash is not None else None
     now = utcnow()
@@ -433,7 +433,7 @@ async def _start_download_batched(
         raise ShareUnavailable(_(REPORT_GONE))
     blob_id = _check_download_allowed(row["allow_download"], row["copy_blob_id"])
     share = ShareToDownload(row["id"], row["reference"], row["purpose"], blob_id)
-    # Unwrapped before counting: a copy without its key is refused, as when the ORM path rolls back.
+    # Unwrapped before counting, so a copy without its key is rejected uncounted, as the ORM path rolls back.
     data_key = portal.blobs.unwrap_data_key(blob_id, row["kek_id"], row["wrapped_key"])
 
     touch = {"session_hash": id_hash, "now": now} if needs_touch(row["last_seen_at"], now) else None
